@@ -1,0 +1,174 @@
+"""The one cattrs converter: snake_case attrs models <-> the wire's camelCase JSON.
+
+Decoding tolerates unknown keys (the backend may add fields); encoding omits None.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import attrs
+import cattrs
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.preconf.json import make_converter
+
+from ._errors import ArkorError
+from ._models import (
+    Adapter,
+    BlobDataset,
+    CheckpointSaved,
+    DatasetSource,
+    HuggingfaceDataset,
+    JobEvent,
+    TrainingCancelled,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingJob,
+    TrainingLog,
+    TrainingStarted,
+    UnknownEvent,
+)
+
+__all__ = [
+    "EVENT_TYPES",
+    "MalformedPayload",
+    "decode_event",
+    "decode_job",
+    "encode",
+    "to_camel",
+]
+
+T = TypeVar("T")
+
+_CAMEL_RE = re.compile(r"_([a-z0-9])")
+
+#: Fields whose wire name is not the plain camelCase of the attribute.
+_RENAMES: dict[str, str] = {"load_in_4bit": "loadIn4bit"}
+
+#: Attributes that never go on the wire.
+_LOCAL_ONLY = frozenset({"event_id"})
+
+EVENT_TYPES: dict[str, type[Any]] = {
+    "training.started": TrainingStarted,
+    "training.log": TrainingLog,
+    "checkpoint.saved": CheckpointSaved,
+    "training.completed": TrainingCompleted,
+    "training.failed": TrainingFailed,
+    "training.cancelled": TrainingCancelled,
+}
+
+_DATASET_TAGS: dict[type[Any], str] = {HuggingfaceDataset: "huggingface", BlobDataset: "blob"}
+
+
+class MalformedPayload(ArkorError, ValueError):
+    """A JSON payload did not have the shape of the model it was decoded into."""
+
+
+def to_camel(name: str) -> str:
+    """Map a snake_case attribute name to its wire name (``eval_loss`` -> ``evalLoss``)."""
+    return _RENAMES.get(name) or _CAMEL_RE.sub(lambda m: m.group(1).upper(), name)
+
+
+def _make_converter() -> cattrs.Converter:
+    conv = make_converter()
+
+    def unstructure_factory(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
+        overrides = {
+            a.name: override(omit=True)
+            if a.name in _LOCAL_ONLY
+            else override(rename=to_camel(a.name))
+            for a in attrs.fields(cls)
+        }
+        base = make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=False, **overrides)  # type: ignore[arg-type]  # cattrs' kwargs are loosely typed
+
+        def unstructure(obj: Any) -> dict[str, Any]:
+            out = {k: v for k, v in base(obj).items() if v is not None}
+            tag = _DATASET_TAGS.get(type(obj))
+            return {"type": tag, **out} if tag else out
+
+        return unstructure
+
+    def structure_factory(cls: type[Any]) -> Callable[[Any, Any], Any]:
+        overrides = {
+            a.name: override(omit=True)
+            if a.name in _LOCAL_ONLY
+            else override(rename=to_camel(a.name))
+            for a in attrs.fields(cls)
+        }
+        return make_dict_structure_fn(cls, conv, **overrides)  # type: ignore[arg-type]  # cattrs' kwargs are loosely typed
+
+    conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
+    conv.register_structure_hook_factory(attrs.has, structure_factory)
+
+    def structure_dataset(value: Any, _: Any) -> DatasetSource:
+        if not isinstance(value, Mapping):
+            raise TypeError("datasetSource must be an object")
+        kind = value.get("type")
+        cls = {"huggingface": HuggingfaceDataset, "blob": BlobDataset}.get(str(kind))
+        if cls is None:
+            raise ValueError(f"unknown datasetSource type {kind!r}")
+        return conv.structure(value, cls)  # type: ignore[no-any-return]
+
+    conv.register_structure_hook(DatasetSource, structure_dataset)
+    return conv
+
+
+converter = _make_converter()
+
+
+def encode(obj: Any) -> dict[str, Any]:
+    """Unstructure an attrs model to wire JSON (camelCase, None omitted)."""
+    out = converter.unstructure(obj)
+    assert isinstance(out, dict)
+    return out
+
+
+def _structure(data: Any, cls: type[T], what: str) -> T:
+    if not isinstance(data, Mapping):
+        raise MalformedPayload(f"{what}: expected a JSON object, got {type(data).__name__}")
+    try:
+        return converter.structure(data, cls)
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+        detail = (
+            "; ".join(cattrs.transform_error(exc))
+            if isinstance(exc, cattrs.BaseValidationError)
+            else str(exc)
+        )
+        raise MalformedPayload(f"{what}: {detail}") from exc
+
+
+def decode_job(data: Any) -> TrainingJob:
+    """Decode a ``TrainingJob`` JSON object (unknown keys ignored)."""
+    return _structure(data, TrainingJob, "job")
+
+
+def decode_adapter(data: Any) -> Adapter:
+    """Decode an adapter reference."""
+    return _structure(data, Adapter, "adapter")
+
+
+def decode_event(data: Any, event_id: str | None = None) -> JobEvent:
+    """Decode one event payload by its JSON ``type``.
+
+    Raises:
+        MalformedPayload: The payload is not an object, has no string ``type``, or a known
+            type's required field is missing or of the wrong type.
+    """
+    if not isinstance(data, Mapping):
+        raise MalformedPayload(f"event: expected a JSON object, got {type(data).__name__}")
+    kind = data.get("type")
+    if not isinstance(kind, str):
+        raise MalformedPayload("event: missing string field 'type'")
+    cls = EVENT_TYPES.get(kind)
+    if cls is None:
+        return UnknownEvent(
+            type=kind,
+            data=dict(data),
+            job_id=str(data.get("jobId", "")),
+            timestamp=data.get("timestamp") if isinstance(data.get("timestamp"), str) else None,
+            event_id=event_id,
+        )
+    event: JobEvent = _structure(data, cls, f"event {kind!r}")
+    return attrs.evolve(event, event_id=event_id)
