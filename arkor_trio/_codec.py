@@ -71,6 +71,13 @@ def to_camel(name: str) -> str:
     return _RENAMES.get(name) or _CAMEL_RE.sub(lambda m: m.group(1).upper(), name)
 
 
+def _overrides(cls: type[Any]) -> dict[str, Any]:
+    return {
+        a.name: override(omit=True) if a.name in _LOCAL_ONLY else override(rename=to_camel(a.name))
+        for a in attrs.fields(cls)
+    }
+
+
 def _make_converter() -> cattrs.Converter:
     conv = make_converter()
 
@@ -109,7 +116,7 @@ def _make_converter() -> cattrs.Converter:
         cls = {"huggingface": HuggingfaceDataset, "blob": BlobDataset}.get(str(kind))
         if cls is None:
             raise ValueError(f"unknown datasetSource type {kind!r}")
-        return conv.structure(value, cls)  # type: ignore[no-any-return]
+        return conv.structure(value, cls)
 
     conv.register_structure_hook(DatasetSource, structure_dataset)
     return conv

@@ -8,7 +8,7 @@ Every exception the library raises on purpose derives from :class:`ArkorError`::
     │   ├── JobNotFound        404 for a job (after the not-found grace period on streams)
     │   └── UpgradeRequired    426: this client's protocol level is no longer accepted
     └── StreamError            the event stream could not be followed
-        ├── ReconnectsExhausted  ReconnectPolicy.max_attempts retries failed in a row (__cause__: last error)
+        ├── ReconnectsExhausted  max_attempts retries failed in a row (__cause__: the last error)
         └── FrameTooLarge        one SSE frame exceeded max_frame_bytes
 
 Foreign exceptions (httpx, cattrs, json) are translated at the module that talks to them, with
@@ -80,7 +80,7 @@ class StreamError(ArkorError):
 
 
 class ReconnectsExhausted(StreamError):
-    """The reconnect policy's ``max_attempts`` retries all failed; ``__cause__`` is the last error."""
+    """All ``ReconnectPolicy.max_attempts`` retries failed; ``__cause__`` is the last error."""
 
 
 class FrameTooLarge(StreamError):

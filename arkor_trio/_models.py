@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any, Literal, TypeAlias
 import attrs
 
 if TYPE_CHECKING:
-    from ._infer import Infer
+    from ._infer import Infer  # noqa: TC004  # contexts are never structured by cattrs
 
 __all__ = [
     "TERMINAL_STATUSES",
