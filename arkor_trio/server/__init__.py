@@ -1,1 +1,12 @@
-"""The local reference backend."""
+"""The local reference backend: the cloud's routes over a SQLite store and a NumPy trainer.
+
+``async with open_local_backend() as backend:`` runs it inside a trio program (tests, demos);
+:func:`serve` runs it as a server (``arkor-trio serve``). See ``docs/`` and design section 7.
+"""
+
+from ._engine import Engine as Engine
+from ._serve import LocalBackend as LocalBackend
+from ._serve import open_local_backend as open_local_backend
+from ._serve import serve as serve
+
+__all__ = ["Engine", "LocalBackend", "open_local_backend", "serve"]

@@ -1,0 +1,216 @@
+"""The local backend's ASGI application: routes for me, projects, jobs, events, models, chat.
+
+Every error is JSON ``{"error": "..."}`` with its status; an unexpected exception is logged and
+answered ``500 {"error": "internal error"}`` (never a traceback). The app sits behind
+:class:`~arkor_trio.server._auth.GateMiddleware` (426, then 401).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.routing import Route
+
+from ._auth import GateMiddleware
+from ._chat import chat_route
+from ._engine import Engine
+from ._events import EventHub, stream_events_route
+from ._http import (
+    LOCAL_ORG,
+    LOCAL_PROJECT,
+    ApiProblem,
+    fail,
+    json_response,
+    read_json_object,
+    require_org,
+    require_project_scope,
+)
+from ._runner import JobRunner
+from ._store import TERMINAL_STATUSES, Store, job_to_wire
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+    from starlette.responses import Response
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["AppState", "build_app"]
+
+log = logging.getLogger("arkor_trio.server")
+
+#: Largest request body accepted (a chat history or a job config).
+MAX_BODY = 4 * 1024 * 1024
+
+
+@attrs.frozen(kw_only=True)
+class AppState:
+    """What the routes work on."""
+
+    store: Store
+    hub: EventHub
+    runner: JobRunner
+    engine: Engine
+    data_dir: Path
+    ping_interval: float
+
+
+def _job_or_404(state: AppState, job_id: str) -> dict[str, Any]:
+    row = state.store.get_job(job_id)
+    if row is None:
+        fail(404, f"job {job_id} not found")
+    return job_to_wire(row)
+
+
+def _routes(state: AppState) -> list[Route]:
+    store, engine = state.store, state.engine
+
+    async def me(request: Request) -> Response:
+        return json_response(
+            {
+                "user": {"id": "local", "name": "local user"},
+                "orgs": [LOCAL_ORG],
+                "defaultProject": {"orgSlug": LOCAL_ORG["slug"], "projectSlug": "default"},
+            }
+        )
+
+    async def list_projects(request: Request) -> Response:
+        require_org(request)
+        return json_response({"org": LOCAL_ORG, "projects": [LOCAL_PROJECT]})
+
+    async def create_project(request: Request) -> Response:
+        require_org(request)
+        body = await read_json_object(request)
+        slug = body.get("slug")
+        if not isinstance(slug, str) or not slug:
+            fail(400, "slug must be a non-empty string", field="slug")
+        if slug == LOCAL_PROJECT["slug"]:
+            fail(409, f"project slug {slug!r} already exists")
+        fail(400, "the local backend has one project, 'default'; use projectSlug=default")
+
+    async def create_job(request: Request) -> Response:
+        require_project_scope(request)
+        body = await read_json_object(request)
+        unknown = sorted(set(body) - {"name", "config"})
+        if unknown:
+            fail(400, f"unknown field(s) in the job request: {', '.join(unknown)}",
+                 field=unknown[0])  # fmt: skip
+        name, config = body.get("name"), body.get("config")
+        if not isinstance(name, str) or not name.strip():
+            fail(400, "name must be a non-empty string", field="name")
+        if not isinstance(config, dict):
+            fail(400, "config must be an object", field="config")
+        try:
+            engine.validate_config(config)
+        except engine.config_rejected as exc:
+            field = getattr(exc, "field", None)
+            fail(400, str(getattr(exc, "message", exc)), field=field)
+        job_id = f"job_{secrets.token_hex(8)}"
+        store.create_job(
+            job_id=job_id,
+            org_id=LOCAL_ORG["id"],
+            project_id=LOCAL_PROJECT["id"],
+            name=name,
+            config=config,
+        )
+        job = _job_or_404(state, job_id)
+        state.runner.submit(job_id, config)
+        return json_response({"job": job}, 201)
+
+    async def list_jobs(request: Request) -> Response:
+        require_project_scope(request)
+        return json_response({"jobs": [job_to_wire(row) for row in store.list_jobs()]})
+
+    async def get_job(request: Request) -> Response:
+        require_project_scope(request)
+        return json_response({"job": _job_or_404(state, request.path_params["job_id"])})
+
+    async def cancel_job(request: Request) -> Response:
+        require_project_scope(request)
+        job_id = request.path_params["job_id"]
+        status = _job_or_404(state, job_id)["status"]
+        if status in TERMINAL_STATUSES:
+            fail(409, f"job {job_id} is already {status}")
+        state.runner.cancel(job_id)
+        return json_response({"ok": True})
+
+    async def models(request: Request) -> Response:
+        found = [
+            {"id": m, "engine": engine.name, "standsIn": True} for m in engine.supported_models
+        ]
+        return json_response({"models": found})
+
+    return [
+        Route("/v1/me", me, methods=["GET"]),
+        Route("/v1/projects", list_projects, methods=["GET"]),
+        Route("/v1/projects", create_project, methods=["POST"]),
+        Route("/v1/jobs", list_jobs, methods=["GET"]),
+        Route("/v1/jobs", create_job, methods=["POST"]),
+        Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
+        Route("/v1/jobs/{job_id}/cancel", cancel_job, methods=["POST"]),
+        Route(
+            "/v1/jobs/{job_id}/events/stream",
+            stream_events_route(store, state.hub, state.ping_interval),
+            methods=["GET"],
+        ),
+        Route("/v1/models", models, methods=["GET"]),
+        Route(
+            "/v1/inference/chat",
+            chat_route(store, engine, state.data_dir, state.hub.closing),
+            methods=["POST"],
+        ),
+    ]
+
+
+async def _problem(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, ApiProblem)  # registered for ApiProblem only
+    return exc.response()
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    assert isinstance(exc, HTTPException)  # registered for HTTPException only
+    message = {404: f"no route {request.method} {request.url.path}"}.get(exc.status_code)
+    if exc.status_code == 405:
+        message = f"method {request.method} not allowed on {request.url.path}"
+    headers = dict(exc.headers) if exc.headers else None
+    return json_response({"error": message or str(exc.detail)}, exc.status_code, headers=headers)
+
+
+async def _internal(request: Request, exc: Exception) -> Response:
+    return json_response({"error": "internal error"}, 500)
+
+
+class _LogErrors:
+    """Outermost wrapper: logs an unexpected exception once and keeps it from the server.
+
+    Starlette's error middleware has already answered 500 (via ``_internal``) when it re-raises.
+    """
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await self.app(scope, receive, send)
+        except Exception:
+            if scope["type"] != "http":
+                raise
+            log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
+
+
+def build_app(state: AppState, token: str) -> ASGIApp:
+    """The gated ASGI app (see the module docstring)."""
+    app = Starlette(
+        routes=_routes(state),
+        exception_handlers={
+            ApiProblem: _problem,
+            HTTPException: _http_error,
+            Exception: _internal,
+        },
+        max_body_size=MAX_BODY,
+    )
+    return _LogErrors(GateMiddleware(app, token))

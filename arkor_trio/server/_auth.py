@@ -1,0 +1,130 @@
+"""The local backend's gate: the ``X-Arkor-Client`` version check, then the bearer token.
+
+Order: the version gate (426) answers before authentication (401), as the cloud does for its
+unauthenticated bootstrap calls: a client too old (or not an Arkor SDK at all) learns that it
+must upgrade, which a token error would hide. Both run before routing, so unknown paths are
+gated too.
+
+The token is generated at first start (``secrets.token_urlsafe``), kept in ``<data_dir>/token``
+with mode 0600, reused on later starts, and compared in constant time.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+import os
+import re
+import secrets
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from starlette.types import ASGIApp, Receive, Scope, Send
+
+__all__ = ["SUPPORTED_RANGE", "GateMiddleware", "load_or_create_token"]
+
+TOKEN_FILE = "token"
+#: Versions of the Arkor protocol (first ``X-Arkor-Client`` token) this backend accepts.
+SUPPORTED_RANGE = ">=0.0.1 <1.0.0"
+UPGRADE_HINT = "pip install --upgrade arkor-trio"
+_CLIENT = re.compile(r"arkor/(\d+)\.(\d+)\.(\d+)(?:[-+][0-9A-Za-z.+-]*)?")
+
+
+def load_or_create_token(data_dir: Path) -> str:
+    """The backend's API token: read from ``<data_dir>/token``, or created there (mode 0600).
+
+    Raises:
+        OSError: The file cannot be read or created.
+    """
+    path = data_dir / TOKEN_FILE
+    try:
+        token = path.read_text(encoding="ascii").strip()
+    except FileNotFoundError:
+        token = ""
+    if token:
+        return token
+    token = secrets.token_urlsafe(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="ascii") as fh:
+        fh.write(token + "\n")
+    path.chmod(0o600)
+    return token
+
+
+def _client_problem(header: str | None) -> tuple[str | None, str | None] | None:
+    """None when the header is acceptable, else ``(reason, current_version)``."""
+    if header is None or not header.strip():
+        return "missing", None
+    match = _CLIENT.fullmatch(header.split()[0])
+    if match is None:
+        return "malformed", None
+    major = int(match.group(1))
+    if major >= 1:
+        return None, header.split()[0].removeprefix("arkor/")
+    return None
+
+
+class GateMiddleware:
+    """ASGI middleware answering 426 (bad ``X-Arkor-Client``) and 401 (bad token) early.
+
+    Args:
+        app: The application behind the gate.
+        token: The expected bearer token.
+    """
+
+    def __init__(self, app: ASGIApp, token: str) -> None:
+        self.app = app
+        self._token = token.encode()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Gate HTTP requests; pass everything else (lifespan) through."""
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        headers = dict(scope["headers"])
+        raw_client = headers.get(b"x-arkor-client")
+        problem = _client_problem(None if raw_client is None else raw_client.decode("latin-1"))
+        if problem is not None:
+            reason, current = problem
+            body: dict[str, object] = {
+                "error": "sdk_version_unsupported",
+                "currentVersion": current,
+                "supportedRange": SUPPORTED_RANGE,
+                "upgrade": UPGRADE_HINT,
+            }
+            if reason is not None:
+                body["reason"] = reason
+            await _answer(send, 426, body)
+            return
+        auth = headers.get(b"authorization", b"")
+        scheme, _, given = auth.partition(b" ")
+        if scheme.lower() != b"bearer" or not given.strip():
+            await _answer(send, 401, {"error": _missing_token_message()}, challenge=True)
+            return
+        if not hmac.compare_digest(given.strip(), self._token):
+            await _answer(send, 401, {"error": "invalid bearer token"}, challenge=True)
+            return
+        await self.app(scope, receive, send)
+
+
+def _missing_token_message() -> str:
+    return (
+        "missing bearer token: send 'Authorization: Bearer <token>' with the token the local "
+        "backend printed at start (also in <data_dir>/token)"
+    )
+
+
+async def _answer(
+    send: Send, status: int, body: dict[str, object], *, challenge: bool = False
+) -> None:
+    data = json.dumps(body, separators=(",", ":")).encode()
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(data)).encode()),
+    ]
+    if challenge:
+        headers.append((b"www-authenticate", b'Bearer realm="arkor-local"'))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": data})

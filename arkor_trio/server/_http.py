@@ -1,0 +1,92 @@
+"""HTTP plumbing shared by the local backend's routes: JSON errors, bodies, the fixed scope."""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from starlette.responses import Response
+
+if TYPE_CHECKING:
+    from starlette.requests import Request
+
+__all__ = [
+    "LOCAL_ORG",
+    "LOCAL_PROJECT",
+    "ApiProblem",
+    "fail",
+    "json_response",
+    "read_json_object",
+    "require_org",
+    "require_project_scope",
+]
+
+#: The one org and the one project the local backend has.
+LOCAL_ORG = {"id": "org_local", "slug": "local", "name": "Local"}
+LOCAL_PROJECT = {"id": "proj_default", "slug": "default", "name": "Default", "orgId": "org_local"}
+
+
+class ApiProblem(Exception):
+    """Raised by a route to answer ``status`` with ``{"error": message, **extra}``."""
+
+    def __init__(self, status: int, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.extra = extra
+
+    def response(self) -> Response:
+        """The JSON error response."""
+        return json_response({"error": self.message, **self.extra}, self.status)
+
+
+def fail(status: int, message: str, **extra: Any) -> NoReturn:
+    """Raise :class:`ApiProblem` (shorthand for routes)."""
+    raise ApiProblem(status, message, **extra)
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    """A compact JSON response."""
+    return Response(
+        json.dumps(body, separators=(",", ":")).encode(),
+        status_code=status,
+        headers=headers,
+        media_type="application/json",
+    )
+
+
+async def read_json_object(request: Request) -> dict[str, Any]:
+    """The request body as a JSON object, or 400 naming what is wrong with it."""
+    raw = await request.body()
+    if not raw.strip():
+        fail(400, "the request body must be a JSON object, got an empty body")
+    try:
+        body = json.loads(raw)
+    except (ValueError, UnicodeDecodeError) as exc:
+        fail(400, f"the request body is not valid JSON: {exc}")
+    if not isinstance(body, dict):
+        fail(400, f"the request body must be a JSON object, got {type(body).__name__}")
+    return body
+
+
+def _known(what: str, slug: str) -> str:
+    return f"the local backend has one {what}, {slug!r}"
+
+
+def require_org(request: Request) -> None:
+    """Check the ``orgSlug`` query parameter: 400 when missing, 404 when not ``local``."""
+    org = request.query_params.get("orgSlug")
+    if not org:
+        fail(400, "missing query parameter 'orgSlug' (the local backend's org is 'local')")
+    if org != LOCAL_ORG["slug"]:
+        fail(404, f"org {org!r} not found; {_known('org', LOCAL_ORG['slug'])}")
+
+
+def require_project_scope(request: Request) -> None:
+    """Check ``orgSlug`` and ``projectSlug``: 400 when missing, 404 naming the known ones."""
+    require_org(request)
+    project = request.query_params.get("projectSlug")
+    if not project:
+        fail(400, "missing query parameter 'projectSlug' (the local backend's is 'default')")
+    if project != LOCAL_PROJECT["slug"]:
+        fail(404, f"project {project!r} not found; {_known('project', LOCAL_PROJECT['slug'])}")

@@ -1,0 +1,222 @@
+"""Runs training jobs in worker threads, in submission order, a few at a time.
+
+Each job runs ``engine.run_training`` in a trio worker thread; the engine emits events through
+``emit``, which appends them to the store (the store then wakes the stream followers). The
+runner appends what the engine does not: ``training.cancelled`` when a cancel stopped the run
+(immediately for a job still queued), ``training.failed`` for a ``TrainingFailure`` or any other
+exception (``"internal error: ..."``), so every job reaches a terminal event unless the backend
+itself stops.
+
+Shutdown (:meth:`JobRunner.run` being cancelled, or :meth:`JobRunner.stop`) sets every job's stop
+flag and joins the threads for at most ``join_timeout`` seconds (the engine returns within about
+one step). A job interrupted by shutdown gets no event: the next start marks it failed
+("backend restarted"). A thread still alive after the timeout is abandoned; its later writes
+hit the closed store and are dropped.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Mapping
+from contextlib import suppress
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+
+from ._store import TERMINAL_STATUSES, StoreClosed
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from ._engine import Engine
+    from ._store import Store
+
+__all__ = ["JobRunner", "recover_unfinished"]
+
+log = logging.getLogger("arkor_trio.server")
+
+
+@attrs.define(eq=False)
+class _Run:
+    job_id: str
+    config: Mapping[str, Any]
+    stop: threading.Event = attrs.field(factory=threading.Event)
+    cancel_requested: bool = False
+    started: bool = False
+    #: Set (on the loop) when the worker thread has returned, even if the task abandoned it.
+    finished: trio.Event = attrs.field(factory=trio.Event)
+
+
+def recover_unfinished(store: Store) -> list[str]:
+    """Fail every job a previous process left ``queued``/``running`` ("backend restarted").
+
+    Returns:
+        The ids of the jobs it failed; each got a terminal ``training.failed`` event.
+    """
+    failed = store.unfinished_jobs()
+    for job_id in failed:
+        store.append(job_id, {"type": "training.failed", "error": "backend restarted"})
+    return failed
+
+
+class JobRunner:
+    """Queues jobs and runs them in threads (see the module docstring).
+
+    Create it inside the trio run; start :meth:`run` in a nursery before :meth:`submit`.
+
+    Args:
+        store: Where events are appended.
+        engine: The training engine.
+        data_dir: Passed to the engine for its data and checkpoints.
+        max_concurrent: How many jobs train at once; the rest wait ``queued`` (FIFO).
+        join_timeout: How long shutdown waits for running threads to return.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        data_dir: Path,
+        *,
+        max_concurrent: int = 1,
+        join_timeout: float = 10.0,
+    ) -> None:
+        self._store = store
+        self._engine = engine
+        self._data_dir = data_dir
+        self._slots = trio.Semaphore(max_concurrent)
+        self._join_timeout = join_timeout
+        self._token = trio.lowlevel.current_trio_token()
+        self._runs: dict[str, _Run] = {}
+        self._nursery: trio.Nursery | None = None
+        self._stop_requested = trio.Event()
+        self._stopping = False
+
+    async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
+        """Serve submitted jobs until :meth:`stop` or cancellation; then join the threads.
+
+        The join runs shielded and takes at most ``join_timeout`` seconds.
+        """
+        try:
+            async with trio.open_nursery() as nursery:
+                self._nursery = nursery
+                task_status.started()
+                await self._stop_requested.wait()
+                self._signal_stop()
+                nursery.cancel_scope.cancel()
+        finally:
+            self._nursery = None
+            self._signal_stop()
+            await self._join()
+
+    def stop(self) -> None:
+        """Ask every job thread to stop and :meth:`run` to return (after joining them)."""
+        self._signal_stop()
+        self._stop_requested.set()
+
+    def _signal_stop(self) -> None:
+        self._stopping = True
+        for run in self._runs.values():
+            run.stop.set()
+
+    async def _join(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(self._join_timeout):
+            for run in list(self._runs.values()):
+                if run.started:
+                    await run.finished.wait()
+        alive = [r.job_id for r in self._runs.values() if r.started and not r.finished.is_set()]
+        if alive:
+            log.warning("abandoning training threads that did not stop in time: %s", alive)
+
+    def submit(self, job_id: str, config: Mapping[str, Any]) -> None:
+        """Queue a job that is already in the store as ``queued``.
+
+        Raises:
+            RuntimeError: The runner is not running (not started yet, or shutting down).
+        """
+        if self._nursery is None or self._stopping:
+            raise RuntimeError("the job runner is not running")
+        run = self._runs[job_id] = _Run(job_id, config)
+        self._nursery.start_soon(self._run_job, run, name=f"job {job_id}")
+
+    def cancel(self, job_id: str) -> None:
+        """Stop a queued or running job; its terminal ``training.cancelled`` follows.
+
+        A job still waiting for a slot is cancelled at once; a running one when its thread
+        returns (within about one engine step).
+        """
+        run = self._runs.get(job_id)
+        if run is not None and run.started:
+            run.cancel_requested = True
+            run.stop.set()
+            return
+        if run is not None:
+            run.cancel_requested = True
+        self._store.append(job_id, {"type": "training.cancelled"})
+
+    async def _run_job(self, run: _Run) -> None:
+        try:
+            async with self._slots:
+                if run.cancel_requested or self._stopping:
+                    return
+                run.started = True
+                await trio.to_thread.run_sync(self._thread_main, run, abandon_on_cancel=True)
+        finally:
+            if not run.started:
+                self._runs.pop(run.job_id, None)
+
+    def _finished(self, run: _Run) -> None:
+        run.finished.set()
+        if not self._stopping:
+            self._runs.pop(run.job_id, None)
+
+    def _thread_main(self, run: _Run) -> None:
+        """Run the engine for one job (worker thread) and append the events it does not."""
+        job_id = run.job_id
+        engine = self._engine
+
+        def emit(payload: dict[str, Any]) -> None:
+            self._store.append(job_id, payload)
+
+        try:
+            outcome = engine.run_training(
+                job_id=job_id,
+                config=run.config,
+                data_dir=self._data_dir,
+                emit=emit,
+                should_stop=run.stop.is_set,
+            )
+            if outcome == "cancelled" and run.cancel_requested:
+                self._store.append(job_id, {"type": "training.cancelled"})
+            elif outcome == "cancelled" and self._stopping:
+                pass  # interrupted by shutdown: the next start marks it failed
+            elif self._store.job_status_any_thread(job_id) not in TERMINAL_STATUSES:
+                self._store.append(
+                    job_id,
+                    {
+                        "type": "training.failed",
+                        "error": f"internal error: engine returned {outcome!r} "
+                        "without a terminal event",
+                    },
+                )
+        except StoreClosed:
+            log.warning("job %s wrote after the backend shut down; dropped", job_id)
+        except engine.training_failure as exc:
+            self._fail(job_id, str(exc), getattr(exc, "step", None))
+        except Exception as exc:
+            log.exception("training job %s crashed", job_id)
+            self._fail(job_id, f"internal error: {exc}", None)
+        finally:
+            with suppress(trio.RunFinishedError):  # the run ended: nobody waits any more
+                self._token.run_sync_soon(self._finished, run)
+
+    def _fail(self, job_id: str, error: str, step: Any) -> None:
+        payload: dict[str, Any] = {"type": "training.failed", "error": error}
+        if isinstance(step, int):
+            payload["step"] = step
+        try:
+            self._store.append(job_id, payload)
+        except StoreClosed:
+            log.warning("job %s failed after the backend shut down: %s", job_id, error)

@@ -1,0 +1,260 @@
+"""Running the local backend: in-process (:func:`open_local_backend`) or as a server."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import attrs
+import trio
+from hypercorn.config import Config
+from hypercorn.trio import serve as hypercorn_serve
+
+from ._app import AppState, build_app
+from ._auth import load_or_create_token
+from ._engine import Engine, default_engine
+from ._events import EventHub
+from ._runner import JobRunner, recover_unfinished
+from ._store import Store
+
+if TYPE_CHECKING:
+    from .._client import ArkorClient
+
+__all__ = ["LocalBackend", "open_local_backend", "serve"]
+
+log = logging.getLogger("arkor_trio.server")
+
+#: How long hypercorn lets requests finish after shutdown starts. Our own streams end at once
+#: (the hub's ``closing`` event); this only bounds anything else still in flight.
+GRACEFUL_TIMEOUT = 0.2
+
+
+@attrs.define(eq=False)
+class LocalBackend:
+    """A running local backend (from :func:`open_local_backend`).
+
+    Attributes:
+        base_url: ``http://<host>:<port>`` it listens on.
+        token: The bearer token clients must send.
+        data_dir: Where the database, the token and the checkpoints live.
+    """
+
+    base_url: str
+    token: str = attrs.field(repr=False)
+    data_dir: Path
+    _stop: Callable[[], None] = attrs.field(alias="stop")
+    _stopped: trio.Event = attrs.field(alias="stopped")
+
+    def client(self, **kwargs: Any) -> ArkorClient:
+        """An :class:`~arkor_trio.ArkorClient` for this backend (scope ``local``/``default``).
+
+        Args:
+            **kwargs: Passed on to ``ArkorClient`` (e.g. ``http=``), overriding the defaults.
+        """
+        from .._client import ArkorClient
+
+        options: dict[str, Any] = {
+            "base_url": self.base_url,
+            "token": self.token,
+            "org_slug": "local",
+            "project_slug": "default",
+        }
+        options.update(kwargs)
+        return ArkorClient(**options)
+
+    async def aclose(self) -> None:
+        """Stop serving: end open streams, stop the server and the job threads. Idempotent.
+
+        Returns once the server has stopped and the job threads were joined (bounded); the
+        database is closed when the ``async with`` block exits.
+        """
+        self._stop()
+        await self._stopped.wait()
+
+
+def _prepare_dir(path: Path) -> Path:
+    root = path.expanduser().resolve()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def _bind(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
+
+
+def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The lone non-Cancelled error of a nursery group, or a lone Cancelled; else the group."""
+    flat: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            flat.append(exc)
+
+    walk(group)
+    errors = [e for e in flat if not isinstance(e, trio.Cancelled)]
+    if len(errors) == 1:
+        return errors[0]
+    if not errors and flat:
+        return flat[0]
+    return group
+
+
+@asynccontextmanager
+async def open_local_backend(
+    data_dir: Path | str | None = None,
+    port: int = 0,
+    *,
+    host: str = "127.0.0.1",
+    ping_interval: float = 15.0,
+    engine: Engine | None = None,
+    max_concurrent_jobs: int = 1,
+    join_timeout: float = 10.0,
+) -> AsyncIterator[LocalBackend]:
+    """Run the local backend in this trio run for the duration of the block.
+
+    Args:
+        data_dir: Where to keep the database, token and checkpoints (created if missing);
+            None uses a temporary directory removed at exit.
+        port: TCP port (0 picks a free one; read ``backend.base_url``).
+        host: Interface to bind (loopback by default).
+        ping_interval: Seconds of idleness after which an event stream sends a ping.
+        engine: The training/inference engine (tests pass a fake); None is the NumPy one.
+        max_concurrent_jobs: How many jobs train at once; later ones wait ``queued``.
+        join_timeout: How long exit waits for training threads to stop.
+
+    Yields:
+        The running :class:`LocalBackend`.
+
+    On exit, open streams end, the server stops within ``GRACEFUL_TIMEOUT`` and the training
+    threads are told to stop and joined (bounded by ``join_timeout``) before the database is
+    closed. Jobs interrupted that way are marked failed ("backend restarted") on the next start.
+    """
+    engine = default_engine() if engine is None else engine
+    with tempfile.TemporaryDirectory(prefix="arkor-local-", ignore_cleanup_errors=True) as tmp:
+        root = _prepare_dir(Path(tmp if data_dir is None else data_dir))
+        token = load_or_create_token(root)
+        hub = EventHub()
+        store = Store.in_dir(root, on_append=hub.notify)
+        try:
+            recovered = recover_unfinished(store)
+            if recovered:
+                log.warning("marked %d unfinished job(s) failed: %s", len(recovered), recovered)
+            try:
+                async with trio.open_nursery() as nursery:
+                    backend = await nursery.start(
+                        _serve_all, store, hub, engine, root, token, host, port,
+                        ping_interval, max_concurrent_jobs, join_timeout,
+                    )  # fmt: skip
+                    try:
+                        yield backend
+                    finally:
+                        await backend.aclose()
+            except BaseExceptionGroup as group:
+                raise _unwrap(group) from None
+        finally:
+            store.close()
+
+
+async def _serve_all(
+    store: Store,
+    hub: EventHub,
+    engine: Engine,
+    root: Path,
+    token: str,
+    host: str,
+    port: int,
+    ping_interval: float,
+    max_concurrent: int,
+    join_timeout: float,
+    *,
+    task_status: trio.TaskStatus[LocalBackend],
+) -> None:
+    """Run hypercorn and the job runner until stopped; report the backend when listening."""
+    runner = JobRunner(
+        store, engine, root, max_concurrent=max_concurrent, join_timeout=join_timeout
+    )
+    app = build_app(
+        AppState(
+            store=store,
+            hub=hub,
+            runner=runner,
+            engine=engine,
+            data_dir=root,
+            ping_interval=ping_interval,
+        ),
+        token,
+    )
+    config = Config()
+    config.bind = [_bind(host, port)]
+    config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.loglevel = "WARNING"
+    config.accesslog = None
+    shutdown = trio.Event()
+    stopped = trio.Event()
+
+    def stop() -> None:
+        hub.closing.set()
+        shutdown.set()
+        runner.stop()
+
+    try:
+        async with trio.open_nursery() as nursery:
+            await nursery.start(runner.run)
+            binds = await nursery.start(
+                partial(
+                    hypercorn_serve,
+                    app,  # type: ignore[arg-type]  # same ASGI protocol, different TypedDicts
+                    config,
+                    shutdown_trigger=shutdown.wait,
+                )
+            )
+            base_url = str(binds[0])
+            backend = LocalBackend(
+                base_url=base_url, token=token, data_dir=root, stop=stop, stopped=stopped
+            )
+            task_status.started(backend)
+    finally:
+        stop()
+        stopped.set()
+
+
+async def serve(
+    host: str = "127.0.0.1",
+    port: int = 8787,
+    data_dir: Path | str | None = None,
+    ping_interval: float = 15.0,
+    *,
+    task_status: trio.TaskStatus[LocalBackend] = trio.TASK_STATUS_IGNORED,
+) -> None:
+    """Run the local backend until cancelled, printing how a client connects to it.
+
+    Args:
+        host: Interface to bind.
+        port: TCP port (0 picks a free one).
+        data_dir: Where state lives; None uses a temporary directory (lost at exit).
+        ping_interval: Seconds of idleness after which an event stream sends a ping.
+        task_status: Receives the :class:`LocalBackend` once it listens.
+    """
+    async with open_local_backend(
+        data_dir, port, host=host, ping_interval=ping_interval
+    ) as backend:
+        print(
+            f"arkor-trio local backend listening on {backend.base_url}\n"
+            f"data directory: {backend.data_dir}\n"
+            "Point a client at it with:\n"
+            f"  export ARKOR_CLOUD_API_URL={backend.base_url}\n"
+            f"  export ARKOR_TOKEN={backend.token}",
+            file=sys.stdout,
+            flush=True,
+        )
+        task_status.started(backend)
+        await trio.sleep_forever()
