@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Self, cast
+from collections.abc import AsyncIterator, Callable, Mapping
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import quote
 
 import httpx
@@ -32,7 +32,7 @@ from ._codec import MalformedPayload, decode_job, encode
 from ._config import pick_project, resolve_config, scope_from_me
 from ._errors import ConfigError
 from ._http_errors import _error_from as _error_from
-from ._http_errors import deprecation_notice, malformed, unreachable
+from ._http_errors import deprecation_notice, malformed, read_error_body, unreachable
 from ._infer import CHAT_ROUTE, build_chat_body, iter_chat_deltas, parse_completion
 from ._version import USER_AGENT
 
@@ -50,7 +50,6 @@ __all__ = ["ArkorClient"]
 logger = logging.getLogger("arkor_trio.client")
 
 _TIMEOUT = httpx.Timeout(60.0, connect=10.0)
-_MAX_ERROR_BODY = 64 * 1024
 _CHAT = "/v1/inference/chat"
 
 
@@ -167,7 +166,7 @@ class ArkorClient:
         try:
             raw = response.content
         except httpx.ResponseNotRead:  # a streaming response
-            raw = await _read_prefix(response)
+            raw = await read_error_body(response)
         text = raw.decode(response.encoding or "utf-8", errors="replace")
         if self._config.token:
             text = text.replace(self._config.token, "<redacted>")
@@ -407,19 +406,3 @@ class ArkorClient:
             with trio.move_on_after(5) as cleanup:
                 cleanup.shield = True
                 await response.aclose()
-
-
-async def _read_prefix(response: httpx.Response) -> bytes:
-    """Up to ~64 KiB of a streamed error body; what arrived if reading fails (never a hang)."""
-    chunks: list[bytes] = []
-    body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
-    try:
-        async for chunk in body:
-            chunks.append(chunk)
-            if sum(map(len, chunks)) >= _MAX_ERROR_BODY:
-                break
-    except httpx.HTTPError:
-        pass  # the status alone still makes the error
-    finally:
-        await body.aclose()
-    return b"".join(chunks)

@@ -18,17 +18,27 @@ import contextlib
 import json
 import re
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
+
+import httpx
 
 from ._errors import ApiError, JobNotFound, UpgradeRequired
 from ._version import PROTOCOL_VERSION, USER_AGENT, __version__
 
 if TYPE_CHECKING:
-    import httpx
+    from collections.abc import AsyncGenerator
 
-__all__ = ["_error_from", "deprecation_notice", "malformed", "unreachable", "upgrade_message"]
+__all__ = [
+    "_error_from",
+    "deprecation_notice",
+    "malformed",
+    "read_error_body",
+    "unreachable",
+    "upgrade_message",
+]
 
 MAX_MESSAGE = 500
+MAX_ERROR_BODY = 64 * 1024
 _WARNING_RE = re.compile(r'^\s*\d{3}\s+-\s+"(.*)"')
 _UPGRADE = "Upgrade with: pip install -U arkor-trio"
 
@@ -106,3 +116,19 @@ def deprecation_notice(headers: httpx.Headers) -> str | None:
         f"deprecation notice from the backend: {text} (this is arkor-trio {__version__}, "
         f"Arkor protocol {PROTOCOL_VERSION}){cutoff}. {_UPGRADE}"
     )
+
+
+async def read_error_body(response: httpx.Response) -> bytes:
+    """Up to ~64 KiB of a streamed error body; what arrived if reading fails (never a hang)."""
+    chunks: list[bytes] = []
+    body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    try:
+        async for chunk in body:
+            chunks.append(chunk)
+            if sum(map(len, chunks)) >= MAX_ERROR_BODY:
+                break
+    except httpx.HTTPError:
+        pass  # the status alone still makes the error
+    finally:
+        await body.aclose()
+    return b"".join(chunks)
