@@ -71,6 +71,19 @@ class EventHub:
         self._pending: set[str] = set()
         self._lock = threading.Lock()
         self.closing = trio.Event()
+        #: How many event streams are following a job right now.
+        self.followers = 0
+        self._followers_changed = trio.Event()
+
+    def _count_follower(self, delta: int) -> None:
+        self.followers += delta
+        self._followers_changed.set()
+        self._followers_changed = trio.Event()
+
+    async def wait_followers(self, count: int) -> None:
+        """Return once exactly ``count`` streams are following jobs (statistics and tests)."""
+        while self.followers != count:
+            await self._followers_changed.wait()
 
     def changed(self, job_id: str) -> trio.Event:
         """An event set by the next append to ``job_id`` (call on the loop, before reading)."""
@@ -123,6 +136,22 @@ async def follow_job(
     Returns after writing the terminal event (or finding it at or before ``after``) followed by
     the ``end`` frame. While no event arrives it writes a ping every ``ping_interval`` seconds.
     """
+    hub._count_follower(+1)
+    try:
+        await _follow(store, hub, job_id, after, send, ping_interval, page_size)
+    finally:
+        hub._count_follower(-1)
+
+
+async def _follow(
+    store: Store,
+    hub: EventHub,
+    job_id: str,
+    after: int,
+    send: Callable[[bytes], Awaitable[None]],
+    ping_interval: float,
+    page_size: int,
+) -> None:
     cursor = after
     last_sent = trio.current_time()
     while True:

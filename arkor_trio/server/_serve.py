@@ -48,8 +48,9 @@ class LocalBackend:
     base_url: str
     token: str = attrs.field(repr=False)
     data_dir: Path
-    _stop: Callable[[], None] = attrs.field(alias="stop")
-    _stopped: trio.Event = attrs.field(alias="stopped")
+    _stop: Callable[[], None] = attrs.field(alias="stop", repr=False)
+    _stopped: trio.Event = attrs.field(alias="stopped", repr=False)
+    _hub: EventHub = attrs.field(alias="hub", repr=False)
 
     def client(self, **kwargs: Any) -> ArkorClient:
         """An :class:`~arkor_trio.ArkorClient` for this backend (scope ``local``/``default``).
@@ -219,7 +220,7 @@ async def _serve_all(
             )
             base_url = str(binds[0])
             backend = LocalBackend(
-                base_url=base_url, token=token, data_dir=root, stop=stop, stopped=stopped
+                base_url=base_url, token=token, data_dir=root, stop=stop, stopped=stopped, hub=hub
             )
             task_status.started(backend)
     finally:

@@ -20,7 +20,7 @@ import math
 import re
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
@@ -193,26 +193,43 @@ class Store:
             ValueError: ``payload`` has no string ``type``.
             StoreClosed: The store was closed.
         """
-        event_type = payload.get("type")
-        if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
-            raise ValueError(f"event payload needs a dotted-name 'type', got {event_type!r}")
+        return self.append_many(job_id, [payload])
+
+    def append_many(self, job_id: str, payloads: Iterable[Mapping[str, Any]]) -> int | None:
+        """Append several events in one transaction (as :meth:`append` each, but one commit).
+
+        Events after a terminal one are dropped. Returns the last sequence number written, or
+        None when nothing was.
+        """
         timestamp = utc_now()
-        data = {**payload, "jobId": job_id, "timestamp": timestamp}
-        text = dump_json(data)
+        rows = []
+        for payload in payloads:
+            event_type = payload.get("type")
+            if not isinstance(event_type, str) or not _EVENT_TYPE.fullmatch(event_type):
+                raise ValueError(f"event payload needs a dotted-name 'type', got {event_type!r}")
+            data = {**payload, "jobId": job_id, "timestamp": timestamp}
+            rows.append((event_type, data, dump_json(data)))
 
         def txn(conn: sqlite3.Connection) -> int | None:
             found = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
-            if found is None or found[0] in TERMINAL_STATUSES:
+            if found is None:
                 return None
+            status = found[0]
             (seq,) = conn.execute(
-                "SELECT COALESCE(MAX(seq), 0) + 1 FROM events WHERE job_id = ?", (job_id,)
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,)
             ).fetchone()
-            conn.execute(
-                "INSERT INTO events (job_id, seq, type, payload) VALUES (?, ?, ?, ?)",
-                (job_id, seq, event_type, text),
-            )
-            self._update_job(conn, job_id, found[0], event_type, data, timestamp)
-            return int(seq)
+            last = None
+            for event_type, data, text in rows:
+                if status in TERMINAL_STATUSES:
+                    break
+                seq += 1
+                conn.execute(
+                    "INSERT INTO events (job_id, seq, type, payload) VALUES (?, ?, ?, ?)",
+                    (job_id, seq, event_type, text),
+                )
+                status = self._update_job(conn, job_id, status, event_type, data, timestamp)
+                last = int(seq)
+            return last
 
         seq: int | None = self._write(txn)
         if seq is not None and self.on_append is not None:
@@ -227,13 +244,15 @@ class Store:
         event_type: str,
         data: Mapping[str, Any],
         timestamp: str,
-    ) -> None:
+    ) -> str:
+        """Apply an event's effect on its job row; returns the job's new status."""
         if event_type == "training.started" and status == "queued":
             conn.execute(
                 "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?",
                 (timestamp, job_id),
             )
-        elif event_type in TERMINAL_EVENT_STATUS:
+            return "running"
+        if event_type in TERMINAL_EVENT_STATUS:
             error = data.get("error") if event_type == "training.failed" else None
             artifacts = None
             if event_type == "training.completed":
@@ -250,6 +269,8 @@ class Store:
                     job_id,
                 ),
             )
+            return TERMINAL_EVENT_STATUS[event_type]
+        return status
 
     def job_status_any_thread(self, job_id: str) -> str | None:
         """The job's status, read under the writer lock (safe from worker threads)."""

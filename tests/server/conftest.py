@@ -12,6 +12,7 @@ import pytest
 
 from arkor_trio._version import USER_AGENT
 from arkor_trio.server import Engine, LocalBackend, open_local_backend
+from arkor_trio.server._store import Store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Iterator, Mapping
@@ -132,6 +133,22 @@ def fake() -> FakeEngine:
 async def backend(fake: FakeEngine, tmp_path: Path) -> AsyncIterator[LocalBackend]:
     async with open_local_backend(tmp_path / "data", engine=fake.engine()) as b:
         yield b
+
+
+def prefill(data_dir: Path, job_id: str, logs: int) -> None:
+    """Write a completed job with ``logs`` log events straight into a data dir's store."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    store = Store.in_dir(data_dir)
+    try:
+        store.create_job(
+            job_id=job_id, org_id="org_local", project_id="proj_default", name=job_id, config={}
+        )
+        events = [{"type": "training.started"}]
+        events += [{"type": "training.log", "step": s, "loss": 1 / s} for s in range(1, logs + 1)]
+        events.append({"type": "training.completed", "artifacts": []})
+        store.append_many(job_id, events)
+    finally:
+        store.close()
 
 
 def headers_for(backend: LocalBackend) -> dict[str, str]:
