@@ -234,6 +234,7 @@ async def serve(
     data_dir: Path | str | None = None,
     ping_interval: float = 15.0,
     *,
+    engine: Engine | None = None,
     task_status: trio.TaskStatus[LocalBackend] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the local backend until cancelled, printing how a client connects to it.
@@ -243,10 +244,11 @@ async def serve(
         port: TCP port (0 picks a free one).
         data_dir: Where state lives; None uses a temporary directory (lost at exit).
         ping_interval: Seconds of idleness after which an event stream sends a ping.
+        engine: The engine (None: the NumPy one).
         task_status: Receives the :class:`LocalBackend` once it listens.
     """
     async with open_local_backend(
-        data_dir, port, host=host, ping_interval=ping_interval
+        data_dir, port, host=host, ping_interval=ping_interval, engine=engine
     ) as backend:
         print(
             f"arkor-trio local backend listening on {backend.base_url}\n"
