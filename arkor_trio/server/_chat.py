@@ -198,7 +198,8 @@ def chat_route(
                 )
                 pieces = iter([picked])
             else:
-                pieces = engine.generate(
+                sample = partial(
+                    engine.generate,
                     model,
                     messages,
                     temperature=temperature,
@@ -206,6 +207,7 @@ def chat_route(
                     max_tokens=max_tokens,
                     seed=seed,
                 )
+                pieces = await trio.to_thread.run_sync(sample)
             first = await trio.to_thread.run_sync(next, pieces, None)
         except engine.inference_rejected as exc:
             fail(400, str(exc), field=getattr(exc, "field", None))
