@@ -7,8 +7,9 @@ validated, the weights loaded and the first piece generated before the status li
 errors get a real status: 400 for a bad body or an unsupported option (named), 404 for an
 unknown job or missing weights, 409 for a final adapter of a job that has not completed.
 
-The engine is character level: ``usage`` counts characters, and ``finish_reason`` is
-``"length"`` when generation produced ``maxTokens`` pieces, else ``"stop"``.
+The engine is character level (one token is one character, streamed a few at a time):
+``usage`` counts characters, and ``finish_reason`` is ``"length"`` when the reply reached
+``maxTokens`` characters, else ``"stop"``.
 """
 
 from __future__ import annotations
@@ -221,7 +222,7 @@ def chat_route(
         if not stream:
             rest = await trio.to_thread.run_sync(list, pieces, abandon_on_cancel=True)
             parts = ([] if first is None else [first]) + rest
-            return json_response(_completion(meta, parts, prompt_chars, limit))
+            return json_response(_completion(meta, "".join(parts), prompt_chars, limit))
         return SSEStream(partial(_stream, meta, first, pieces, limit), closing=closing)
 
     return endpoint
@@ -232,9 +233,8 @@ def _finish(count: int, limit: int | None) -> str:
 
 
 def _completion(
-    meta: dict[str, Any], parts: list[str], prompt_chars: int, limit: int | None
+    meta: dict[str, Any], text: str, prompt_chars: int, limit: int | None
 ) -> dict[str, Any]:
-    text = "".join(parts)
     return {
         **meta,
         "object": "chat.completion",
@@ -242,7 +242,7 @@ def _completion(
             {
                 "index": 0,
                 "message": {"role": "assistant", "content": text},
-                "finish_reason": _finish(len(parts), limit),
+                "finish_reason": _finish(len(text), limit),
             }
         ],
         "usage": {
@@ -270,9 +270,9 @@ async def _stream(
     send: Callable[[bytes], Awaitable[None]],
 ) -> None:
     await send(_chunk(meta, {"role": "assistant", "content": first or ""}, None))
-    count = 0 if first is None else 1
+    count = 0 if first is None else len(first)
     if first is not None:
         while (piece := await trio.to_thread.run_sync(next, pieces, None)) is not None:
-            count += 1
+            count += len(piece)
             await send(_chunk(meta, {"content": piece}, None))
     await send(_chunk(meta, {}, _finish(count, limit)) + _DONE)
