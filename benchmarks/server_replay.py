@@ -30,7 +30,7 @@ def fill(data_dir: Path, events: int) -> float:
     started = time.perf_counter()
     store = Store.in_dir(data_dir)
     store.create_job(job_id=JOB, org_id="org_local", project_id="proj_default", name=JOB, config={})
-    payloads = [{"type": "training.started", "metadata": {"backend": "local"}}]
+    payloads: list[dict[str, Any]] = [{"type": "training.started", "metadata": {}}]
     payloads += [
         {"type": "training.log", "step": s, "loss": 2.0 / s, "learningRate": 3e-3, "epoch": s / 1e3}
         for s in range(1, events - 1)
