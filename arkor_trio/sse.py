@@ -1,0 +1,260 @@
+"""A WHATWG-exact, incremental decoder for ``text/event-stream`` (Server-Sent Events).
+
+Feed it the response body in chunks of any size, split anywhere (inside a multi-byte character,
+between the CR and LF of a CRLF, inside the leading BOM); it returns the same frames as if the body
+had arrived in one piece. It follows the HTML standard's "event stream interpretation":
+
+* the stream is always UTF-8 (invalid bytes become U+FFFD), whatever the Content-Type says;
+* one leading U+FEFF is stripped at stream start; a later one is ordinary text;
+* lines end at CR, LF or CRLF, nothing else (U+2028, VT, FF, NEL stay inside values);
+* ``:comment`` lines are ignored; ``name:value`` drops one leading space from the value; a line
+  without ``:`` is a field name with an empty value; unknown fields are ignored;
+* ``id`` values containing U+0000 are ignored; ``retry`` applies only to non-empty ASCII digits;
+* a blank line ends a block; a block without ``data`` lines dispatches no frame (its ``id`` and
+  ``retry`` still count); an unterminated block at the end of the stream is discarded.
+
+One deliberate deviation: the standard moves the last event ID when the ``id:`` line is parsed;
+this decoder moves :attr:`SSEDecoder.last_event_id` only when the block's blank line arrives, so
+that a reconnect resumes after the last *complete* block and never skips a half-received one.
+
+Decoding is linear in the input: each byte is scanned for line ends once, a long line arriving
+in many small chunks is kept as a list of pieces and joined once, and decoding to text happens
+once per field value, after the line is complete (CR and LF are ASCII, so they never occur inside
+a UTF-8 sequence and a line's bytes decode the same alone as inside the whole stream).
+"""
+
+from __future__ import annotations
+
+import attrs
+
+from ._errors import ConfigError, FrameTooLarge
+
+__all__ = ["SSEDecoder", "SSEFrame"]
+
+_BOM = b"\xef\xbb\xbf"
+# int() refuses longer digit strings (sys.int_info.default_max_str_digits); a retry: value
+# with more significant digits than this is ignored (an absurd delay in any case).
+_MAX_RETRY_DIGITS = 4300
+
+
+@attrs.frozen
+class SSEFrame:
+    """One dispatched Server-Sent Event.
+
+    Attributes:
+        event: The block's ``event:`` value, or ``"message"`` when it had none or an empty one.
+        data: The block's ``data:`` values joined with LF (no trailing LF).
+        id: The block's own last valid ``id:`` value (``""`` for an empty ``id:``), or None
+            when the block had no valid ``id:`` line. This is not the persistent last event ID.
+        retry: The block's own last valid ``retry:`` value in milliseconds, or None.
+    """
+
+    event: str
+    data: str
+    id: str | None = None
+    retry: int | None = None
+
+
+class SSEDecoder:
+    """Incremental ``text/event-stream`` decoder for one stream at a time.
+
+    Frames come out in stream order. The result never depends on how the bytes were chunked.
+    The decoder does no I/O and never blocks; it is not thread-safe.
+
+    Args:
+        max_frame_bytes: Bound on the bytes one unfinished block may buffer: the ``data``
+            values received so far (each counted with its joining LF) plus the current line,
+            field name included. Exceeding it raises :class:`~arkor_trio.FrameTooLarge`.
+
+    Raises:
+        ConfigError: ``max_frame_bytes`` is not a positive integer.
+    """
+
+    __slots__ = (
+        "_cr",
+        "_data",
+        "_data_len",
+        "_event",
+        "_failed",
+        "_head",
+        "_id",
+        "_last_event_id",
+        "_line_len",
+        "_max",
+        "_parts",
+        "_retry",
+        "_retry_block",
+    )
+
+    def __init__(self, max_frame_bytes: int = 1_048_576) -> None:
+        if isinstance(max_frame_bytes, bool) or not isinstance(max_frame_bytes, int):
+            raise ConfigError("max_frame_bytes must be an int", field="max_frame_bytes")
+        if max_frame_bytes < 1:
+            raise ConfigError(
+                f"max_frame_bytes must be positive, got {max_frame_bytes}", field="max_frame_bytes"
+            )
+        self._max = max_frame_bytes
+        self._last_event_id = ""
+        self._retry: int | None = None
+        self._failed = False
+        self._new_stream()
+
+    def _new_stream(self) -> None:
+        # Bytes held back while they may still be the start of a BOM; None once past it.
+        self._head: bytes | None = b""
+        self._cr = False  # the previous chunk ended with CR: skip one LF at the next one
+        self._parts: list[bytes] = []  # the unfinished line, in pieces
+        self._line_len = 0
+        self._data: list[bytes] = []
+        self._data_len = 0
+        self._event: bytes | None = None
+        self._id: bytes | None = None
+        self._retry_block: int | None = None
+
+    @property
+    def last_event_id(self) -> str:
+        """The last event ID: the ``id:`` of the latest complete block that had one.
+
+        Starts as ``""``; an empty ``id:`` resets it to ``""``. Moves only when a block's
+        blank line has been decoded, never for a block cut off by the end of the stream.
+        """
+        return self._last_event_id
+
+    @property
+    def retry(self) -> int | None:
+        """The latest valid ``retry:`` value in milliseconds, or None if none was seen.
+
+        Applies as soon as its line is complete, even in a block that dispatches nothing.
+        """
+        return self._retry
+
+    @property
+    def pending_bytes(self) -> int:
+        """Bytes buffered for the unfinished block and line (and up to 2 bytes of a split BOM)."""
+        return self._data_len + self._line_len + (len(self._head) if self._head else 0)
+
+    def feed(self, data: bytes) -> list[SSEFrame]:
+        """Decode the next chunk of the stream.
+
+        Args:
+            data: The next bytes of the body, split anywhere.
+
+        Returns:
+            The frames completed by this chunk, in stream order (often empty).
+
+        Raises:
+            FrameTooLarge: The unfinished block outgrew ``max_frame_bytes``. The frames this
+                chunk completed are not returned and :attr:`last_event_id` is rolled back to
+                its value before this call, so resuming from it misses nothing. The connection
+                must be dropped: until :meth:`close`, every ``feed`` raises again.
+        """
+        if self._failed:
+            raise FrameTooLarge(self._max)
+        if self._head is not None:
+            data = self._head + data
+            if len(data) < len(_BOM) and _BOM.startswith(data):
+                self._head = data
+                return []
+            self._head = None
+            data = data.removeprefix(_BOM)
+        if not data:
+            return []
+        if self._cr:
+            self._cr = False
+            if data[0] == 10:  # LF completing a CRLF split across chunks
+                data = data[1:]
+                if not data:
+                    return []
+        check = self._data_len + self._line_len + len(data) > self._max
+        if b"\r" in data:
+            self._cr = data[-1] == 13
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        lines = data.split(b"\n")
+        tail = lines.pop()
+        if lines:
+            if self._parts:
+                self._parts.append(lines[0])
+                lines[0] = b"".join(self._parts)
+                self._parts = []
+                self._line_len = 0
+            start_id = self._last_event_id
+            try:
+                frames = self._lines(lines, check)
+            except FrameTooLarge:
+                self._last_event_id = start_id
+                raise
+        else:
+            frames = []
+        if tail:
+            self._parts.append(tail)
+            self._line_len += len(tail)
+            if check and self._data_len + self._line_len > self._max:
+                self._failed = True
+                raise FrameTooLarge(self._max)
+        return frames
+
+    def close(self) -> list[SSEFrame]:
+        """End the stream: discard the unfinished block and line.
+
+        The standard dispatches nothing at the end of a stream, so the result is always empty
+        (a list, to mirror :meth:`feed`); an unterminated block's ``id:`` does not apply.
+        Afterwards the decoder reads a new stream (a leading BOM is stripped again), keeping
+        :attr:`last_event_id` and :attr:`retry` as an EventSource does across reconnections;
+        this also clears the failed state left by :class:`~arkor_trio.FrameTooLarge`.
+
+        Returns:
+            An empty list.
+        """
+        self._failed = False
+        self._new_stream()
+        return []
+
+    def _lines(self, lines: list[bytes], check: bool) -> list[SSEFrame]:
+        # The hot loop: state lives in locals and is stored back once at the end.
+        frames: list[SSEFrame] = []
+        data = self._data
+        data_len = self._data_len
+        event = self._event
+        id_ = self._id
+        retry = self._retry_block
+        for line in lines:
+            if not line:
+                if id_ is not None:
+                    self._last_event_id = id_.decode("utf-8", "replace")
+                if data:
+                    frames.append(
+                        SSEFrame(
+                            event.decode("utf-8", "replace") if event else "message",
+                            b"\n".join(data).decode("utf-8", "replace"),
+                            None if id_ is None else self._last_event_id,
+                            retry,
+                        )
+                    )
+                    data = []
+                    data_len = 0
+                event = id_ = retry = None
+                continue
+            if check and data_len + len(line) > self._max:
+                self._failed = True
+                raise FrameTooLarge(self._max)
+            name, _, value = line.partition(b":")
+            if value[:1] == b" ":
+                value = value[1:]
+            if name == b"data":
+                data.append(value)
+                data_len += len(value) + 1
+            elif name == b"event":
+                event = value
+            elif name == b"id":
+                if b"\x00" not in value:
+                    id_ = value
+            elif name == b"retry" and value.isdigit():  # bytes.isdigit(): ASCII 0-9 only
+                digits = value.lstrip(b"0") or b"0"
+                if len(digits) <= _MAX_RETRY_DIGITS:
+                    retry = self._retry = int(digits)
+        self._data = data
+        self._data_len = data_len
+        self._event = event
+        self._id = id_
+        self._retry_block = retry
+        return frames
