@@ -43,9 +43,6 @@ __all__ = ["AppState", "build_app"]
 
 log = logging.getLogger("arkor_trio.server")
 
-#: Largest request body accepted (a chat history or a job config).
-MAX_BODY = 4 * 1024 * 1024
-
 
 @attrs.frozen(kw_only=True)
 class AppState:
@@ -133,9 +130,9 @@ def _routes(state: AppState) -> list[Route]:
         require_project_scope(request)
         job_id = request.path_params["job_id"]
         status = _job_or_404(state, job_id)["status"]
-        if status in TERMINAL_STATUSES:
-            fail(409, f"job {job_id} is already {status}")
-        state.runner.cancel(job_id)
+        if status in TERMINAL_STATUSES or not state.runner.cancel(job_id):
+            # (the second test catches a job that ended between the read and the cancel)
+            fail(409, f"job {job_id} is already {store.job_status(job_id) or status}")
         return json_response({"ok": True})
 
     async def models(request: Request) -> Response:
@@ -211,6 +208,5 @@ def build_app(state: AppState, token: str) -> ASGIApp:
             HTTPException: _http_error,
             Exception: _internal,
         },
-        max_body_size=MAX_BODY,
     )
     return _LogErrors(GateMiddleware(app, token))

@@ -21,6 +21,9 @@ __all__ = [
     "require_project_scope",
 ]
 
+#: Largest request body accepted (a chat history or a job config).
+MAX_BODY = 4 * 1024 * 1024
+
 #: The one org and the one project the local backend has.
 LOCAL_ORG = {"id": "org_local", "slug": "local", "name": "Local"}
 LOCAL_PROJECT = {"id": "proj_default", "slug": "default", "name": "Default", "orgId": "org_local"}
@@ -56,8 +59,18 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object, or 400 naming what is wrong with it."""
-    raw = await request.body()
+    """The request body as a JSON object; 400 naming what is wrong with it, 413 when too large."""
+    too_large = f"the request body is larger than {MAX_BODY} bytes"
+    length = request.headers.get("content-length", "")
+    if length.isdigit() and int(length) > MAX_BODY:
+        fail(413, too_large)
+    parts, size = [], 0
+    async for part in request.stream():
+        size += len(part)
+        if size > MAX_BODY:
+            fail(413, too_large)
+        parts.append(part)
+    raw = b"".join(parts)
     if not raw.strip():
         fail(400, "the request body must be a JSON object, got an empty body")
     try:

@@ -141,20 +141,23 @@ class JobRunner:
         run = self._runs[job_id] = _Run(job_id, config)
         self._nursery.start_soon(self._run_job, run, name=f"job {job_id}")
 
-    def cancel(self, job_id: str) -> None:
+    def cancel(self, job_id: str) -> bool:
         """Stop a queued or running job; its terminal ``training.cancelled`` follows.
 
         A job still waiting for a slot is cancelled at once; a running one when its thread
         returns (within about one engine step).
+
+        Returns:
+            False when the job had already reached a terminal event (nothing was done).
         """
         run = self._runs.get(job_id)
         if run is not None and run.started:
             run.cancel_requested = True
             run.stop.set()
-            return
+            return True
         if run is not None:
             run.cancel_requested = True
-        self._store.append(job_id, {"type": "training.cancelled"})
+        return self._store.append(job_id, {"type": "training.cancelled"}) is not None
 
     async def _run_job(self, run: _Run) -> None:
         try:

@@ -163,3 +163,20 @@ async def test_unexpected_route_error_is_json_500(http, fake) -> None:
     assert "validator bug" not in response.text
     fake.validate_error = None
     assert (await http.get("/v1/jobs", params=SCOPE)).status_code == 200
+
+
+async def test_oversized_body_is_413_json(http) -> None:
+    big = {"name": "x", "config": {"model": FAKE_MODEL, "blob": "a" * (5 * 1024 * 1024)}}
+    response = await http.post("/v1/jobs", params=SCOPE, json=big)
+    assert response.status_code == 413
+    assert isinstance(response.json()["error"], str)
+
+
+async def test_oversized_chunked_body_is_413_json(http) -> None:
+    async def body():
+        for _ in range(5):
+            yield b"a" * (1024 * 1024)
+
+    response = await http.post("/v1/jobs", params=SCOPE, content=body())
+    assert response.status_code == 413
+    assert "larger than" in response.json()["error"]
