@@ -52,9 +52,8 @@ class ConnectionRecord:
         bytes_down: Bytes written downstream.
         events_passed: Complete SSE frames written downstream.
         ended_by: ``"complete"`` (whole response forwarded), ``"proxy"`` (a fault, or the proxy
-            shutting down), ``"client"``
-            (the client went away first), ``"upstream"`` (unreachable, or closed early), ``"error"``
-            (malformed HTTP); None while open.
+            shutting down), ``"client"`` (the client went away first), ``"upstream"``
+            (unreachable, or closed early), ``"error"`` (malformed request); None while open.
         closed_at: When the proxy closed the downstream side, None while open.
         closed_wall: The same, on the wall clock.
     """
