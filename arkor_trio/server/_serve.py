@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import sys
 import tempfile
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack, asynccontextmanager, contextmanager
 from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -16,6 +17,7 @@ import trio
 from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
+from .._errors import ConfigError
 from ._app import AppState, build_app
 from ._auth import load_or_create_token
 from ._engine import Engine, default_engine
@@ -33,6 +35,7 @@ log = logging.getLogger("arkor_trio.server")
 #: How long hypercorn lets requests finish after shutdown starts. Our own streams end at once
 #: (the hub's ``closing`` event); this only bounds anything else still in flight.
 GRACEFUL_TIMEOUT = 0.2
+LOCK_FILE = "lock"
 
 
 @attrs.define(eq=False)
@@ -77,6 +80,24 @@ class LocalBackend:
         """
         self._stop()
         await self._stopped.wait()
+
+
+@contextmanager
+def _exclusive(root: Path) -> Iterator[None]:
+    """Hold ``<root>/lock`` so that two backends never share a data dir.
+
+    (A second one would mark the first one's running jobs failed as "backend restarted".)
+    """
+    with (root / LOCK_FILE).open("a") as fh:
+        try:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ConfigError(
+                f"the data dir {root} is in use by another local backend; stop it or pick "
+                "another --data-dir",
+                field="data_dir",
+            ) from None
+        yield
 
 
 def _prepare_dir(path: Path) -> Path:
@@ -135,13 +156,22 @@ async def open_local_backend(
     Yields:
         The running :class:`LocalBackend`.
 
+    Raises:
+        ConfigError: Another backend (in any process) is using ``data_dir``.
+        OSError: The data dir cannot be created, or the port cannot be bound.
+
     On exit, open streams end, the server stops within ``GRACEFUL_TIMEOUT`` and the training
     threads are told to stop and joined (bounded by ``join_timeout``) before the database is
     closed. Jobs interrupted that way are marked failed ("backend restarted") on the next start.
     """
     engine = default_engine() if engine is None else engine
-    with tempfile.TemporaryDirectory(prefix="arkor-local-", ignore_cleanup_errors=True) as tmp:
-        root = _prepare_dir(Path(tmp if data_dir is None else data_dir))
+    with ExitStack() as resources:
+        if data_dir is None:
+            data_dir = resources.enter_context(
+                tempfile.TemporaryDirectory(prefix="arkor-local-", ignore_cleanup_errors=True)
+            )
+        root = _prepare_dir(Path(data_dir))
+        resources.enter_context(_exclusive(root))
         token = load_or_create_token(root)
         hub = EventHub()
         store = Store.in_dir(root, on_append=hub.notify)

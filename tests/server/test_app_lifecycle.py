@@ -6,8 +6,10 @@ import time
 from functools import partial
 
 import httpx
+import pytest
 import trio
 
+from arkor_trio._errors import ConfigError
 from arkor_trio.server import open_local_backend, serve
 from arkor_trio.server._store import Store
 
@@ -152,3 +154,13 @@ async def test_outer_cancellation_still_joins_training_threads(fake, tmp_path) -
     assert scope.cancelled_caught
     # The thread was told to stop and joined before the store closed.
     assert fake.outcomes == {job["id"]: "cancelled"}
+
+
+async def test_a_data_dir_serves_one_backend_at_a_time(fake, tmp_path) -> None:
+    async with open_local_backend(tmp_path, engine=fake.engine()):
+        with pytest.raises(ConfigError, match="in use by another local backend") as info:
+            async with open_local_backend(tmp_path, engine=fake.engine()):
+                pass  # pragma: no cover
+        assert info.value.field == "data_dir"
+    async with open_local_backend(tmp_path, engine=fake.engine()) as again:
+        assert again.data_dir == tmp_path.resolve()
