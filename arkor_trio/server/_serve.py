@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import sys
 import tempfile
@@ -87,7 +86,13 @@ def _exclusive(root: Path) -> Iterator[None]:
     """Hold ``<root>/lock`` so that two backends never share a data dir.
 
     (A second one would mark the first one's running jobs failed as "backend restarted".)
+    Not enforced on Windows (no ``fcntl``).
     """
+    if sys.platform == "win32":
+        yield
+        return
+    import fcntl
+
     with (root / LOCK_FILE).open("a") as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
