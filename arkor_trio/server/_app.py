@@ -106,6 +106,8 @@ def _routes(state: AppState) -> list[Route]:
         except engine.config_rejected as exc:
             field = getattr(exc, "field", None)
             fail(400, str(getattr(exc, "message", exc)), field=field)
+        if not state.runner.accepting:
+            fail(503, "the local backend is shutting down; retry after it restarts")
         job_id = f"job_{secrets.token_hex(8)}"
         store.create_job(
             job_id=job_id,

@@ -130,6 +130,11 @@ class JobRunner:
         if alive:
             log.warning("abandoning training threads that did not stop in time: %s", alive)
 
+    @property
+    def accepting(self) -> bool:
+        """True while :meth:`submit` accepts jobs (running, not shutting down)."""
+        return self._nursery is not None and not self._stopping
+
     def submit(self, job_id: str, config: Mapping[str, Any]) -> None:
         """Queue a job that is already in the store as ``queued``.
 
@@ -137,7 +142,7 @@ class JobRunner:
             RuntimeError: The runner is not running (not started yet, or shutting down).
         """
         if self._nursery is None or self._stopping:
-            raise RuntimeError("the job runner is not running")
+            raise RuntimeError("the job runner is not running")  # callers check .accepting
         run = self._runs[job_id] = _Run(job_id, config)
         self._nursery.start_soon(self._run_job, run, name=f"job {job_id}")
 
