@@ -232,11 +232,10 @@ async def _relay(up: ByteReader, request: RequestHead, state: ConnState, down: _
     if framing == "none":
         state.finish("complete")
         return
-    content_type = (response.get("content-type") or "").lower()
-    planner = None
-    if content_type.startswith("text/event-stream") and isinstance(action, CutAfterEvents | Stall):
-        planner = _CutPlanner(action)
-    await _relay_body(BodyReader(up, framing, length), state, down, planner, chunked=chunked)
+    sse = (response.get("content-type") or "").lower().startswith("text/event-stream")
+    planner = _CutPlanner(action) if sse and isinstance(action, CutAfterEvents | Stall) else None
+    body = BodyReader(up, framing, length)
+    await _relay_body(body, state, down, planner, sse=sse, chunked=chunked)
 
 
 class _CutPlanner:
@@ -279,9 +278,10 @@ async def _relay_body(
     down: _Downstream,
     planner: _CutPlanner | None,
     *,
+    sse: bool,
     chunked: bool,
 ) -> None:
-    scanner = FrameScanner()
+    scanner = FrameScanner() if sse else None
     held = bytearray()
     forwarded = received = 0
     frame_ends: deque[int] = deque()
@@ -296,7 +296,8 @@ async def _relay_body(
         ended = not piece
         received += len(piece)
         held += piece
-        for kind, offset in scanner.feed(piece) if piece else scanner.flush():
+        marks = [] if scanner is None else scanner.feed(piece) if piece else scanner.flush()
+        for kind, offset in marks:
             if kind == "frame":
                 frame_ends.append(offset)
             if planner is not None:
