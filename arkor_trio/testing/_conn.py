@@ -3,7 +3,9 @@
 The proxy serves one request per connection: it sends ``Connection: close`` both ways and closes
 after the response, so an HTTP client opens a new connection for its next request. Response bodies
 are de-framed and re-sent downstream as chunks (or with the upstream's ``Content-Length``), which
-lets a fault stop at any byte of a ``text/event-stream`` body.
+lets a fault stop at any byte of a ``text/event-stream`` body. Once the request head is read,
+everything else the client sends is pumped upstream as is; a client EOF (even a half-close) ends
+the exchange at once, which is how a client's disconnect reaches the upstream promptly.
 """
 
 from __future__ import annotations

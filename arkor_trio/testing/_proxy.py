@@ -194,3 +194,6 @@ async def open_chaos_proxy(
         if len(group.exceptions) == 1:
             raise group.exceptions[0] from None
         raise
+    finally:
+        for listener in listeners:  # also when the body ended before the accept loop started
+            listener.socket.close()
