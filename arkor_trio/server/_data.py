@@ -60,7 +60,7 @@ BASE_CHARS = SPECIALS + "\n\t" + "".join(c for c in string.printable if c.isprin
 """Always in the vocabulary, so an untrained model can read any ASCII prompt."""
 MAX_EXTRA_CHARS = 1000
 MAX_DATASET_BYTES = 64 * 1024 * 1024
-_HTTP_TIMEOUT = httpx.Timeout(10.0, connect=5.0)
+_HTTP_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 
 class DatasetError(Exception):

@@ -320,3 +320,27 @@ def test_http_dataset_on_loopback(tmp_path: Path, http_dataset: str) -> None:
     with pytest.raises(TrainingFailure, match="HTTP 404") as info:
         train(tmp_path, f"{http_dataset}/missing.jsonl")
     assert "s3cret" not in str(info.value)
+
+
+def test_bundled_demo_dataset_is_reproducible_and_valid() -> None:
+    import importlib.util
+    from pathlib import Path
+
+    from arkor_trio import BlobDataset
+    from arkor_trio.server._data import parse_jsonl, read_source
+
+    root = Path(__file__).resolve().parents[2]
+    script_path = root / "scripts" / "make_demo_dataset.py"
+    spec = importlib.util.spec_from_file_location("make_demo", script_path)
+    assert spec is not None
+    assert spec.loader is not None
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    text = read_source(BlobDataset.demo().url, None, lambda: False)
+    assert text == script.render()
+    assert len(text.encode()) < 200_000
+    conversations = parse_jsonl(text)
+    assert conversations is not None
+    assert 300 <= len(conversations) <= 400
+    firsts = {c[-1]["content"].split("\n")[0] for c in conversations}
+    assert firsts == {"billing", "bug", "account", "feature-request", "outage"}
