@@ -12,7 +12,7 @@ from typing import Literal, NamedTuple
 
 __all__ = ["FrameScanner", "Mark"]
 
-_LINE_END = re.compile(rb"[\r\n]")
+_LINE_END = re.compile(rb"\r\n|\r|\n")
 _BOM = b"\xef\xbb\xbf"
 
 
@@ -53,28 +53,28 @@ class FrameScanner:
             pos = shift
             out.extend(Mark(m.kind, m.offset + shift) for m in self._held)
             self._held = []
-        size = len(data)
-        while True:
-            match = _LINE_END.search(data, pos)
-            if match is None:
-                self._extend_line(data[pos:])
-                break
-            end = match.start()
-            self._extend_line(data[pos:end])
-            term_end = end + 1
-            held = False
-            if data[end] == 0x0D:
-                if term_end == size:
-                    held = True
-                elif data[term_end] == 0x0A:
-                    term_end += 1
-            marks = self._end_line(self._offset + term_end)
-            if held:
-                self._held = marks
-                self._after_cr = True
+        size, base = len(data), self._offset
+        for match in _LINE_END.finditer(data, pos):
+            start, end = match.span()
+            mark: Mark | None = None
+            if self._line_len or self._first_line:  # slow path: a line begun earlier, or a BOM
+                self._extend_line(data[pos:start])
+                mark = self._end_line(base + end)
+            elif start == pos:
+                if self._in_block:
+                    self._in_block = False
+                    mark = Mark("frame", base + end)
             else:
-                out.extend(marks)
-            pos = term_end
+                self._in_block = True
+                if data.startswith(b"id:", pos) or (start - pos == 2 and data[pos:start] == b"id"):
+                    mark = Mark("id", base + end)
+            pos = end
+            if end == size and data[end - 1] == 0x0D:  # is an LF coming next?
+                self._held = [] if mark is None else [mark]
+                self._after_cr = True
+            elif mark is not None:
+                out.append(mark)
+        self._extend_line(data[pos:])
         self._offset += size
         return out
 
@@ -89,7 +89,7 @@ class FrameScanner:
             if len(self._line_head) < 6:
                 self._line_head += chunk[: 6 - len(self._line_head)]
 
-    def _end_line(self, at: int) -> list[Mark]:
+    def _end_line(self, at: int) -> Mark | None:
         head, length = self._line_head, self._line_len
         self._line_head, self._line_len = b"", 0
         if self._first_line:
@@ -99,9 +99,9 @@ class FrameScanner:
         if length == 0:
             if self._in_block:
                 self._in_block = False
-                return [Mark("frame", at)]
-            return []
+                return Mark("frame", at)
+            return None
         self._in_block = True
         if head.startswith(b"id:") or (length == 2 and head == b"id"):
-            return [Mark("id", at)]
-        return []
+            return Mark("id", at)
+        return None
