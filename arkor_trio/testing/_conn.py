@@ -50,7 +50,10 @@ if TYPE_CHECKING:
 __all__ = ["serve_connection"]
 
 _DRAIN_SECONDS = 2.0
-_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection", "transfer-encoding"})
+# Request bodies are pumped as is, so the request keeps its Transfer-Encoding; responses are
+# re-framed, so theirs is replaced.
+_HOP_BY_HOP = frozenset({"connection", "keep-alive", "proxy-connection"})
+_RESPONSE_DROPPED = _HOP_BY_HOP | {"transfer-encoding"}
 _CUT_KINDS = {
     "clean": CutKind.CLEAN,
     "mid_frame": CutKind.MID_FRAME,
@@ -179,8 +182,9 @@ async def _exchange(
     async with up:
         headers = [(k, v) for k, v in request.headers if k.lower() not in _HOP_BY_HOP]
         start_line = f"{request.method} {request.target} {request.version}"
-        await up.send_all(render_head(start_line, [*headers, ("Connection", "close")]))
-        state.bytes_up += len(raw)
+        head = render_head(start_line, [*headers, ("Connection", "close")])
+        await up.send_all(head)
+        state.bytes_up += len(head)
         async with trio.open_nursery() as nursery:
             nursery.start_soon(_pump_up, client, up, state, nursery.cancel_scope)
             with _ending(state):
@@ -226,7 +230,7 @@ async def _relay(up: ByteReader, request: RequestHead, state: ConnState, down: _
         return
     framing, length = body_framing(response, request.method)
     chunked = framing in ("chunked", "close")
-    headers = [(k, v) for k, v in response.headers if k.lower() not in _HOP_BY_HOP]
+    headers = [(k, v) for k, v in response.headers if k.lower() not in _RESPONSE_DROPPED]
     if chunked:
         headers = [(k, v) for k, v in headers if k.lower() != "content-length"]
         headers.append(("Transfer-Encoding", "chunked"))

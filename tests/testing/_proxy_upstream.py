@@ -78,6 +78,8 @@ class FakeUpstream:
             length = int(conn.headers.get("content-length", "0"))
             while len(rest) < length:
                 rest += await stream.receive_some(65536)
+            while conn.headers.get("transfer-encoding") == "chunked" and b"0\r\n\r\n" not in rest:
+                rest += await stream.receive_some(65536)
             conn.body = rest
             pieces = self.body(conn) if self.body else default_body(conn, self.total)
             await self._respond(stream, pieces)

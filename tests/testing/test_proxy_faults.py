@@ -77,6 +77,22 @@ async def test_request_bodies_are_forwarded():
     assert proxy.records[0].bytes_up >= len(upstream.conns[0].body) + 40
 
 
+async def test_chunked_request_bodies_keep_their_framing():
+    async def upload():
+        yield b"part one, "
+        yield b"part two"
+
+    async with (
+        open_upstream(total=1) as upstream,
+        open_chaos_proxy(upstream.address) as proxy,
+        httpx.AsyncClient() as client,
+    ):
+        response = await client.post(proxy.url + "/v1/upload", content=upload())
+    assert response.status_code == 200
+    assert upstream.conns[0].headers["transfer-encoding"] == "chunked"
+    assert upstream.conns[0].body == b"a\r\npart one, \r\n8\r\npart two\r\n0\r\n\r\n"
+
+
 @pytest.mark.parametrize("reset", [False, True])
 async def test_refuse_closes_connections_during_its_window(autojump_clock, reset):
     plan = Plan.of(Refuse(ms=500, reset=reset))
