@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import attrs
 import pytest
 
 import arkor_trio.sse as sse_module
@@ -31,6 +32,21 @@ def test_frame_defaults_and_immutability() -> None:
     assert (frame.id, frame.retry) == (None, None)
     with pytest.raises(AttributeError):
         frame.data = "y"  # type: ignore[misc]  # frozen on purpose: this must fail
+
+
+def test_fast_frame_constructor_matches_attrs() -> None:
+    # The decoder builds frames without SSEFrame.__init__; a new field or a validator must
+    # show up here first.
+    fields = attrs.fields(SSEFrame)
+    assert [f.name for f in fields] == ["event", "data", "id", "retry"]
+    assert all(f.validator is None and f.converter is None for f in fields)
+    assert not hasattr(SSEFrame, "__attrs_post_init__")
+    for args in [("e", "d", "i", 5), ("message", "", None, None)]:
+        fast = sse_module._frame(*args)
+        assert type(fast) is SSEFrame
+        assert fast == SSEFrame(*args)
+        assert hash(fast) == hash(SSEFrame(*args))
+        assert repr(fast) == repr(SSEFrame(*args))
 
 
 # --- field parsing ---------------------------------------------------------------------------
@@ -420,6 +436,13 @@ def test_frame_too_large_rolls_back_last_event_id_and_sticks() -> None:
         decoder.feed(b"data: ok\n\n")
     assert decoder.close() == []
     assert decoder.feed(b"data: ok\n\n") == [SSEFrame("message", "ok")]
+
+
+def test_overflow_on_the_trailing_partial_line_also_rolls_back() -> None:
+    decoder = SSEDecoder(max_frame_bytes=20)
+    with pytest.raises(FrameTooLarge):
+        decoder.feed(b"id: 1\ndata: a\n\ndata: " + b"x" * 30)
+    assert decoder.last_event_id == ""
 
 
 def test_long_line_in_small_chunks_is_linear() -> None:

@@ -93,7 +93,9 @@ _TRICKY = [
 _TRICKY_BYTES = [c.encode() for c in _TRICKY]
 # Invalid UTF-8: truncated sequences, stray continuation bytes, a BOM cut short.
 _JUNK = [b"\xff", b"\xe2\x82", b"\xc3", b"\xef\xbb", b"\xf0\x9f\x98", b"\x80"]
-_NAMES = [b"data", b"data", b"event", b"id", b"id", b"retry", b"retry", b"Data", b"data ", b"x"]
+# Weighted towards the fields that matter; "Data", "data " and "x" are unknown fields.
+_NAMES = [b"data", b"data", b"event", b"id", b"id", b"id", b"retry", b"retry"]
+_NAMES += [b"Data", b"data ", b"x"]
 _any_text = st.text(
     alphabet=st.characters(exclude_characters="\r\n", exclude_categories=["Cs"]),
     min_size=1,
@@ -184,9 +186,11 @@ def test_agrees_with_the_reference(data: st.DataObject) -> None:
 
 
 @SETTINGS
-@given(st.data(), st.integers(1, 48))
+@given(st.data(), st.integers(1, 51))
 def test_frame_limit_is_chunking_independent(data: st.DataObject, limit: int) -> None:
     body = data.draw(streams(valid_only=True))
+    # Often end on a line too long for any limit: the overflow then hits a partial line.
+    body += data.draw(st.sampled_from([b"", b": " + b"z" * 50]))
     chunks = data.draw(chunkings(body))
     reference = Reference(body, max_frame_bytes=limit)
     decoder = SSEDecoder(limit)
