@@ -56,9 +56,9 @@ class SSEFrame:
     retry: int | None = None
 
 
-# SSEFrame's attrs __init__ goes through object.__setattr__ for each field (it is frozen); the hot
-# loop fills the slots directly, which makes decoding ~10% faster end to end. tests/test_sse.py checks that
-# this stays equal to SSEFrame(...) and covers every field.
+# SSEFrame's attrs __init__ goes through object.__setattr__ for each field (it is frozen); the
+# hot loop fills the slots directly, which makes decoding ~10% faster end to end.
+# tests/test_sse.py checks that this stays equal to SSEFrame(...) and covers every field.
 _new_frame = object.__new__
 _set_event, _set_data, _set_id, _set_retry = (
     SSEFrame.__dict__[name].__set__ for name in ("event", "data", "id", "retry")
