@@ -1,3 +1,96 @@
-"""arkor-trio: a trio-native client for Arkor fine-tuning runs."""
+"""arkor-trio: a trio-native client for Arkor fine-tuning runs.
 
+``create_trainer(...)`` describes a run, ``Trainer.start()`` submits it, ``Trainer.wait()`` follows
+the job's event stream and calls your lifecycle callbacks, ``Trainer.cancel()`` stops it on the
+backend. See README.md and docs/ for the guarantees.
+"""
+
+from ._callbacks import Callbacks as Callbacks
+from ._client import ArkorClient as ArkorClient
+from ._cursor import CursorStore as CursorStore
+from ._cursor import FileCursorStore as FileCursorStore
+from ._cursor import MemoryCursorStore as MemoryCursorStore
+from ._errors import ApiError as ApiError
+from ._errors import ArkorError as ArkorError
+from ._errors import ConfigError as ConfigError
+from ._errors import FrameTooLarge as FrameTooLarge
+from ._errors import JobNotFound as JobNotFound
+from ._errors import ReconnectsExhausted as ReconnectsExhausted
+from ._errors import StreamError as StreamError
+from ._errors import UpgradeRequired as UpgradeRequired
+from ._infer import Infer as Infer
+from ._models import Adapter as Adapter
+from ._models import BlobDataset as BlobDataset
+from ._models import CancelledContext as CancelledContext
+from ._models import ChatCompletion as ChatCompletion
+from ._models import CheckpointContext as CheckpointContext
+from ._models import CheckpointSaved as CheckpointSaved
+from ._models import CompletedContext as CompletedContext
+from ._models import DatasetSource as DatasetSource
+from ._models import FailedContext as FailedContext
+from ._models import HuggingfaceDataset as HuggingfaceDataset
+from ._models import JobConfig as JobConfig
+from ._models import JobEvent as JobEvent
+from ._models import LogContext as LogContext
+from ._models import Lora as Lora
+from ._models import StartedContext as StartedContext
+from ._models import TrainingCancelled as TrainingCancelled
+from ._models import TrainingCompleted as TrainingCompleted
+from ._models import TrainingFailed as TrainingFailed
+from ._models import TrainingJob as TrainingJob
+from ._models import TrainingLog as TrainingLog
+from ._models import TrainingResult as TrainingResult
+from ._models import TrainingStarted as TrainingStarted
+from ._models import UnknownEvent as UnknownEvent
+from ._reconnect import ReconnectPolicy as ReconnectPolicy
+from ._stream import EventStream as EventStream
+from ._stream import StreamStats as StreamStats
+from ._trainer import Trainer as Trainer
+from ._trainer import create_trainer as create_trainer
 from ._version import __version__ as __version__
+
+__all__ = [
+    "Adapter",
+    "ApiError",
+    "ArkorClient",
+    "ArkorError",
+    "BlobDataset",
+    "Callbacks",
+    "CancelledContext",
+    "ChatCompletion",
+    "CheckpointContext",
+    "CheckpointSaved",
+    "CompletedContext",
+    "ConfigError",
+    "CursorStore",
+    "DatasetSource",
+    "EventStream",
+    "FailedContext",
+    "FileCursorStore",
+    "FrameTooLarge",
+    "HuggingfaceDataset",
+    "Infer",
+    "JobConfig",
+    "JobEvent",
+    "JobNotFound",
+    "LogContext",
+    "Lora",
+    "MemoryCursorStore",
+    "ReconnectPolicy",
+    "ReconnectsExhausted",
+    "StartedContext",
+    "StreamError",
+    "StreamStats",
+    "Trainer",
+    "TrainingCancelled",
+    "TrainingCompleted",
+    "TrainingFailed",
+    "TrainingJob",
+    "TrainingLog",
+    "TrainingResult",
+    "TrainingStarted",
+    "UnknownEvent",
+    "UpgradeRequired",
+    "__version__",
+    "create_trainer",
+]

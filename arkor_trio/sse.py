@@ -84,6 +84,7 @@ class SSEDecoder:
         max_frame_bytes: Bound on the bytes one unfinished block may buffer: the ``data``
             values received so far (each counted with its joining LF) plus the current line,
             field name included. Exceeding it raises :class:`~arkor_trio.FrameTooLarge`.
+        last_event_id: The initial last event ID, e.g. a cursor to resume from.
 
     Raises:
         ConfigError: ``max_frame_bytes`` is not a positive integer.
@@ -105,7 +106,7 @@ class SSEDecoder:
         "_retry_block",
     )
 
-    def __init__(self, max_frame_bytes: int = 1_048_576) -> None:
+    def __init__(self, max_frame_bytes: int = 1_048_576, *, last_event_id: str = "") -> None:
         if isinstance(max_frame_bytes, bool) or not isinstance(max_frame_bytes, int):
             raise ConfigError("max_frame_bytes must be an int", field="max_frame_bytes")
         if max_frame_bytes < 1:
@@ -113,7 +114,7 @@ class SSEDecoder:
                 f"max_frame_bytes must be positive, got {max_frame_bytes}", field="max_frame_bytes"
             )
         self._max = max_frame_bytes
-        self._last_event_id = ""
+        self._last_event_id = last_event_id
         self._retry: int | None = None
         self._failed = False
         self._new_stream()

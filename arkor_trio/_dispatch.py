@@ -1,0 +1,130 @@
+"""The serial dispatcher: one event -> the job's new state -> one context -> its callbacks.
+
+Callbacks run one at a time in the task that iterates the stream, each awaited before the next
+event. A callback's exception propagates as that very exception, with a PEP 678 note naming the
+callback, the event id and the job.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import TYPE_CHECKING, Any
+
+import attrs
+
+from ._infer import Infer
+from ._models import (
+    Adapter,
+    CancelledContext,
+    CheckpointContext,
+    CheckpointSaved,
+    CompletedContext,
+    FailedContext,
+    JobEvent,
+    LogContext,
+    StartedContext,
+    TrainingCancelled,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingJob,
+    TrainingLog,
+    TrainingResult,
+    TrainingStarted,
+)
+
+if TYPE_CHECKING:
+    from ._callbacks import Callbacks
+    from ._client import ArkorClient
+
+__all__ = ["apply_event", "dispatch", "result_for"]
+
+
+def apply_event(job: TrainingJob, event: JobEvent) -> TrainingJob:
+    """The job as it stands after ``event`` (status, timestamps, error, artifacts)."""
+    if isinstance(event, TrainingStarted):
+        return attrs.evolve(job, status="running", started_at=event.timestamp or job.started_at)
+    if isinstance(event, TrainingCompleted):
+        artifacts = list(event.artifacts) if event.artifacts is not None else job.artifacts
+        return attrs.evolve(
+            job,
+            status="completed",
+            completed_at=event.timestamp or job.completed_at,
+            artifacts=artifacts,
+        )
+    if isinstance(event, TrainingFailed):
+        return attrs.evolve(
+            job,
+            status="failed",
+            error=event.error,
+            completed_at=event.timestamp or job.completed_at,
+        )
+    if isinstance(event, TrainingCancelled):
+        return attrs.evolve(
+            job, status="cancelled", completed_at=event.timestamp or job.completed_at
+        )
+    return job
+
+
+def result_for(job: TrainingJob, event: JobEvent) -> TrainingResult:
+    """The ``TrainingResult`` a terminal event stands for."""
+    if isinstance(event, TrainingCompleted):
+        return TrainingResult(job=job, artifacts=list(event.artifacts or job.artifacts or []))
+    return TrainingResult(job=job, artifacts=[])
+
+
+def _context(event: JobEvent, job: TrainingJob, client: ArkorClient) -> tuple[str, Any] | None:
+    if isinstance(event, TrainingLog):
+        return "on_log", LogContext(
+            step=event.step,
+            loss=event.loss,
+            eval_loss=event.eval_loss,
+            learning_rate=event.learning_rate,
+            epoch=event.epoch,
+            samples_per_second=event.samples_per_second,
+            job=job,
+        )
+    if isinstance(event, CheckpointSaved):
+        adapter = Adapter(kind="checkpoint", job_id=job.id, step=event.step)
+        return "on_checkpoint", CheckpointContext(
+            step=event.step,
+            adapter=adapter,
+            job=job,
+            infer=Infer(client, adapter),
+            artifacts=list(event.artifacts or []),
+        )
+    if isinstance(event, TrainingStarted):
+        return "on_started", StartedContext(job=job)
+    if isinstance(event, TrainingCompleted):
+        return "on_completed", CompletedContext(job=job, artifacts=list(event.artifacts or []))
+    if isinstance(event, TrainingFailed):
+        return "on_failed", FailedContext(job=job, error=event.error)
+    if isinstance(event, TrainingCancelled):
+        return "on_cancelled", CancelledContext(job=job)
+    return None  # UnknownEvent: nothing to call
+
+
+async def dispatch(
+    event: JobEvent, job: TrainingJob, callbacks: Callbacks, client: ArkorClient
+) -> None:
+    """Run the callback for ``event`` (if any), sync or async, to completion.
+
+    Raises:
+        Exception: Whatever the callback raised, with a note naming it, the event and the job.
+    """
+    found = _context(event, job, client)
+    if found is None:
+        return
+    name, ctx = found
+    fn = getattr(callbacks, name)
+    if fn is None:
+        return
+    try:
+        result = fn(ctx)
+        if inspect.isawaitable(result):
+            await result
+    except Exception as exc:
+        exc.add_note(
+            f"raised by callback {name} on event id {event.event_id!r} of job {job.id}; "
+            "the cursor stays before this event, so the next wait()/attach re-delivers it"
+        )
+        raise

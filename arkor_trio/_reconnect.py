@@ -1,0 +1,147 @@
+"""``ReconnectPolicy`` and the backoff arithmetic of the event stream (pure, no I/O).
+
+The rules (design.md section 3.7):
+
+* a connection that made progress (a new event queued) and then ended for any reason is followed
+  by an immediate reconnect, or one after the server's ``retry:`` if it sent one;
+* a failure (connect error, 5xx, 408, 429, an end without progress) waits a full-jitter
+  exponential backoff ``uniform(0, min(max_delay, initial_delay * 2**attempt))``; ``Retry-After``
+  on 429/503 replaces it with its value (capped at ``max_delay``) plus up to 10 % jitter;
+* ``max_attempts`` counts retries: at most ``max_attempts + 1`` opens in a row without progress;
+* progress resets the attempt counter.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import math
+import random
+import time
+
+import attrs
+
+from ._errors import ConfigError
+
+__all__ = ["PERMANENT_STATUSES", "Backoff", "ReconnectPolicy", "parse_retry_after"]
+
+#: Statuses that end the stream at once with ``ApiError`` (404 has its own grace rule).
+PERMANENT_STATUSES: frozenset[int] = frozenset({400, 401, 403, 410, 422, 426})
+
+
+# (name, zero allowed, infinity allowed)
+_NUMERIC_FIELDS = (
+    ("initial_delay", False, False),
+    ("max_delay", False, False),
+    ("idle_timeout", False, True),
+    ("not_found_grace", True, False),
+    ("connect_timeout", False, True),
+    ("max_frame_bytes", False, False),
+    ("buffer_size", False, False),
+)
+
+
+def _check_number(name: str, value: object, *, allow_zero: bool, allow_inf: bool) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool) and not math.isnan(value)
+    if ok:
+        assert isinstance(value, int | float)
+        ok = (value >= 0 if allow_zero else value > 0) and (allow_inf or not math.isinf(value))
+    if not ok:
+        need = "a non-negative" if allow_zero else "a positive"
+        raise ConfigError(
+            f"ReconnectPolicy.{name} must be {need} number, got {value!r}", field=name
+        )
+
+
+@attrs.frozen(kw_only=True)
+class ReconnectPolicy:
+    """How an event stream reconnects; every duration is in seconds.
+
+    Args:
+        initial_delay: Base of the exponential backoff after a failure.
+        max_delay: Cap of any backoff delay, ``Retry-After`` included.
+        max_attempts: None for unlimited, else the number of retries without progress before
+            ``ReconnectsExhausted`` (0 = never retry).
+        idle_timeout: A connection that delivers no byte (pings included) for this long is dead.
+        not_found_grace: How long a 404 is retried after this trainer created the job.
+        connect_timeout: Bound on opening a connection (TCP, TLS and response headers).
+        max_frame_bytes: Largest SSE frame accepted; a larger one drops the connection.
+        buffer_size: Capacity of the channel between the reader and the consumer.
+    """
+
+    initial_delay: float = 0.1
+    max_delay: float = 30.0
+    max_attempts: int | None = None
+    idle_timeout: float = 45.0
+    not_found_grace: float = 10.0
+    connect_timeout: float = 10.0
+    max_frame_bytes: int = 1 << 20
+    buffer_size: int = 1024
+
+    def __attrs_post_init__(self) -> None:
+        for name, allow_zero, allow_inf in _NUMERIC_FIELDS:
+            _check_number(name, getattr(self, name), allow_zero=allow_zero, allow_inf=allow_inf)
+        limit = self.max_attempts
+        if limit is not None and (
+            not isinstance(limit, int) or isinstance(limit, bool) or limit < 0
+        ):
+            raise ConfigError(
+                f"ReconnectPolicy.max_attempts must be None or an int >= 0, got {limit!r}",
+                field="max_attempts",
+            )
+
+    def failure_delay(self, attempt: int, rng: random.Random) -> float:
+        """Full-jitter backoff for the ``attempt``-th consecutive failure (0-based)."""
+        ceiling = min(self.max_delay, self.initial_delay * 2.0 ** min(attempt, 1024))
+        return rng.uniform(0.0, ceiling)
+
+    def retry_after_delay(self, retry_after: float, rng: random.Random) -> float:
+        """The delay for a server-given ``Retry-After``: capped, plus up to 10 % jitter."""
+        base = min(max(retry_after, 0.0), self.max_delay)
+        return base + rng.uniform(0.0, base * 0.1)
+
+
+def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
+    """Parse ``Retry-After``: delta-seconds or an HTTP date; None when absent or invalid."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isascii() and value.isdigit():
+        return float(int(value))
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    current = time.time() if now is None else now
+    return max(0.0, when.timestamp() - current)
+
+
+@attrs.define
+class Backoff:
+    """The attempt counter of one stream and the delay before its next connection."""
+
+    policy: ReconnectPolicy
+    rng: random.Random
+    attempt: int = 0
+
+    def after_progress(self, server_retry_ms: int | None) -> float:
+        """A connection made progress and ended: reset the counter; wait ``retry:`` or nothing."""
+        self.attempt = 0
+        if server_retry_ms is None:
+            return 0.0
+        return min(server_retry_ms / 1000.0, self.policy.max_delay)
+
+    def exhausted(self) -> bool:
+        """True when one more failure may not be retried."""
+        limit = self.policy.max_attempts
+        return limit is not None and self.attempt >= limit
+
+    def after_failure(self, retry_after: float | None = None) -> float:
+        """A connection failed: the delay before the next one; counts one attempt."""
+        if retry_after is not None:
+            delay = self.policy.retry_after_delay(retry_after, self.rng)
+        else:
+            delay = self.policy.failure_delay(self.attempt, self.rng)
+        self.attempt += 1
+        return delay

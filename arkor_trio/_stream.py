@@ -1,0 +1,497 @@
+"""``EventStream``: a job's event stream as one resumable channel keyed by ``Last-Event-ID``.
+
+A reader task owns the HTTP connection: it decodes frames, drops duplicates and malformed frames,
+and queues events on a bounded channel; the consumer iterates the stream. Cuts, stalls, 5xx bursts
+and restarts are survived by reconnecting from the id of the last *complete* frame
+(:mod:`arkor_trio._reconnect` holds the delay rules). Iteration ends after a terminal event
+(completed, failed, cancelled). An ``end`` frame without one makes the stream ask the backend for
+the job: a terminal job yields its terminal event, a running one is followed again.
+
+Errors that stop the stream (a permanent status, exhausted reconnects) are raised by the
+consumer's next ``__anext__``, as the library's own exception, never an ExceptionGroup.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+from collections import deque
+from typing import TYPE_CHECKING, Any, Self
+
+import attrs
+import httpx
+import trio
+
+from ._codec import MalformedPayload, decode_event
+from ._errors import ApiError, ArkorError, FrameTooLarge, ReconnectsExhausted, StreamError
+from ._models import (
+    JobEvent,
+    TrainingCancelled,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingJob,
+    UnknownEvent,
+)
+from ._reconnect import PERMANENT_STATUSES, Backoff, ReconnectPolicy, parse_retry_after
+from .sse import SSEDecoder, SSEFrame
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+    from contextlib import AbstractAsyncContextManager
+    from types import TracebackType
+
+    from ._client import ArkorClient
+
+__all__ = ["TERMINAL_EVENTS", "EventStream", "StreamStats"]
+
+log = logging.getLogger("arkor_trio.stream")
+
+TERMINAL_EVENTS = (TrainingCompleted, TrainingFailed, TrainingCancelled)
+
+#: How many recent event ids are remembered to drop replayed duplicates.
+_RECENT_IDS = 4096
+
+
+@attrs.frozen(kw_only=True)
+class StreamStats:
+    """A snapshot of an event stream's counters.
+
+    Attributes:
+        connections: Connections that got a 2xx response.
+        reconnects: ``connections - 1`` when positive: successful reopenings.
+        failures: Connection attempts or connections that counted as failures.
+        bytes: Body bytes received.
+        frames: SSE frames decoded (pings and control frames included).
+        events: Events queued for the consumer.
+        duplicates: Frames dropped because their id was already queued.
+        skipped: Frames that were not JSON objects or did not fit their event type.
+        unknown: Events of a ``type`` this client does not know (queued as ``UnknownEvent``).
+        pings: ``ping`` frames.
+        gaps: Seconds from each connection's end to the next successful open.
+    """
+
+    connections: int = 0
+    reconnects: int = 0
+    failures: int = 0
+    bytes: int = 0
+    frames: int = 0
+    events: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    unknown: int = 0
+    pings: int = 0
+    gaps: tuple[float, ...] = ()
+
+
+@attrs.define
+class _Counters:
+    connections: int = 0
+    failures: int = 0
+    bytes: int = 0
+    frames: int = 0
+    events: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    unknown: int = 0
+    pings: int = 0
+    gaps: list[float] = attrs.field(factory=list)
+
+
+@attrs.frozen
+class _Failure:
+    error: BaseException
+
+
+@attrs.define
+class _Outcome:
+    """How one connection ended."""
+
+    progress: bool = False
+    finished: bool = False
+    error: BaseException | None = None
+    retry_after: float | None = None
+
+
+class _RecentIds:
+    """A bounded set of the most recent event ids."""
+
+    def __init__(self, ids: Iterable[str], size: int = _RECENT_IDS) -> None:
+        self._order: deque[str] = deque(maxlen=size)
+        self._set: set[str] = set()
+        for i in ids:
+            self.add(i)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._set
+
+    def ids(self) -> list[str]:
+        return list(self._order)
+
+    def add(self, event_id: str) -> None:
+        if event_id in self._set:
+            return
+        if len(self._order) == self._order.maxlen:
+            self._set.discard(self._order[0])
+        self._order.append(event_id)
+        self._set.add(event_id)
+
+
+def _terminal_from_job(job: TrainingJob, event_id: str | None) -> JobEvent:
+    common: dict[str, Any] = {"job_id": job.id, "timestamp": job.completed_at, "event_id": event_id}
+    if job.status == "completed":
+        return TrainingCompleted(artifacts=list(job.artifacts or []), **common)
+    if job.status == "failed":
+        return TrainingFailed(error=job.error or "unknown error", **common)
+    return TrainingCancelled(**common)
+
+
+class EventStream:
+    """The events of one job, followed across reconnects; use as ``async with``, then iterate.
+
+    Obtain one with :meth:`ArkorClient.events`. Iteration yields :class:`TrainingStarted`,
+    :class:`TrainingLog`, :class:`CheckpointSaved`, :class:`UnknownEvent` and finally one terminal
+    event (:class:`TrainingCompleted`, :class:`TrainingFailed` or :class:`TrainingCancelled`), in
+    stream order, each id at most once.
+
+    Attributes:
+        job_id: The job followed.
+        cursor: The id of the last event yielded (starts at ``after``).
+        policy: The reconnect policy in force.
+    """
+
+    def __init__(
+        self,
+        client: ArkorClient,
+        job_id: str,
+        *,
+        after: str | None = None,
+        policy: ReconnectPolicy | None = None,
+        created_at: float | None = None,
+        seen: Iterable[str] = (),
+        rng: random.Random | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.cursor = after
+        self.policy = policy if policy is not None else ReconnectPolicy()
+        self._client = client
+        self._created_at = created_at
+        self._recent = _RecentIds(seen)
+        self._rng = rng if rng is not None else random.Random()
+        self._decoder = SSEDecoder(self.policy.max_frame_bytes, last_event_id=after or "")
+        self._counters = _Counters()
+        self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._receive: trio.MemoryReceiveChannel[JobEvent | _Failure] | None = None
+        self._done = False
+        self._ended_at: float | None = None
+
+    # --- public surface ------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> StreamStats:
+        """A snapshot of the counters (see :class:`StreamStats`)."""
+        c = self._counters
+        return StreamStats(
+            connections=c.connections,
+            reconnects=max(0, c.connections - 1),
+            failures=c.failures,
+            bytes=c.bytes,
+            frames=c.frames,
+            events=c.events,
+            duplicates=c.duplicates,
+            skipped=c.skipped,
+            unknown=c.unknown,
+            pings=c.pings,
+            gaps=tuple(c.gaps),
+        )
+
+    @property
+    def resume_id(self) -> str:
+        """The id a reconnect would send as ``Last-Event-ID`` (the last complete frame's)."""
+        return self._decoder.last_event_id
+
+    async def __aenter__(self) -> Self:
+        if self._nursery_cm is not None:
+            raise RuntimeError("an EventStream can be entered only once")
+        send, receive = trio.open_memory_channel[JobEvent | _Failure](self.policy.buffer_size)
+        self._receive = receive
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        self._nursery.start_soon(self._reader, send)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._nursery is not None
+        assert self._nursery_cm is not None
+        assert self._receive is not None
+        self._nursery.cancel_scope.cancel()
+        self._receive.close()
+        try:
+            return bool(await self._nursery_cm.__aexit__(exc_type, exc, tb))
+        except BaseExceptionGroup as group:
+            lone = _collapse(group)
+            if lone is None:
+                raise
+            if lone is exc:
+                return False  # the body's own exception propagates untouched
+            raise lone from None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        if self._receive is None:
+            raise RuntimeError("use `async with client.events(...) as stream:` before iterating")
+        if self._done:
+            await trio.lowlevel.checkpoint()
+            raise StopAsyncIteration
+        try:
+            item = await self._receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            self._done = True
+            raise StopAsyncIteration from None
+        if isinstance(item, _Failure):
+            self._done = True
+            raise item.error
+        if item.event_id is not None:
+            self.cursor = item.event_id
+        if isinstance(item, TERMINAL_EVENTS):
+            self._done = True
+        return item
+
+    # --- the reader task -----------------------------------------------------------------------
+
+    async def _reader(self, send: trio.MemorySendChannel[JobEvent | _Failure]) -> None:
+        async with send:
+            try:
+                await self._follow(send)
+            except ArkorError as exc:
+                await send.send(_Failure(exc))
+
+    async def _follow(self, send: trio.MemorySendChannel[JobEvent | _Failure]) -> None:
+        backoff = Backoff(self.policy, self._rng)
+        params = await self._client._scope_params()
+        url = self._client._url(self._client._job_path(self.job_id, "/events/stream"))
+        while True:
+            outcome = await self._connection(send, url, params)
+            if outcome.finished:
+                return
+            if outcome.progress:
+                delay = backoff.after_progress(self._decoder.retry)
+            else:
+                self._counters.failures += 1
+                if backoff.exhausted():
+                    raise ReconnectsExhausted(
+                        f"the event stream of job {self.job_id} failed "
+                        f"{backoff.attempt + 1} times in a row without progress; giving up "
+                        f"(ReconnectPolicy.max_attempts={self.policy.max_attempts}); "
+                        f"last error: {outcome.error}"
+                    ) from outcome.error
+                delay = backoff.after_failure(outcome.retry_after)
+            log.debug(
+                "job %s: reconnecting in %.3f s (progress=%s, error=%r, resume=%r)",
+                self.job_id,
+                delay,
+                outcome.progress,
+                outcome.error,
+                self._decoder.last_event_id,
+            )
+            if delay > 0:
+                await trio.sleep(delay)
+
+    def _request_headers(self) -> dict[str, str]:
+        extra = {"Accept": "text/event-stream", "Cache-Control": "no-cache"}
+        if self._decoder.last_event_id:
+            extra["Last-Event-ID"] = self._decoder.last_event_id
+        return self._client._headers(extra=extra)
+
+    async def _open(self, url: str, params: dict[str, str]) -> httpx.Response | _Outcome:
+        """Open one connection: a 2xx response to read, or how the attempt failed."""
+        http = self._client._http()
+        timeout = httpx.Timeout(self.policy.connect_timeout, read=None)
+        request = http.build_request(
+            "GET", url, params=params, headers=self._request_headers(), timeout=timeout
+        )
+        response: httpx.Response | None = None
+        try:
+            with trio.move_on_after(self.policy.connect_timeout) as scope:
+                response = await http.send(request, stream=True)
+        except httpx.TransportError as exc:
+            return _Outcome(error=exc)
+        if response is None or scope.cancelled_caught:
+            return _Outcome(
+                error=StreamError(f"no response within {self.policy.connect_timeout} s")
+            )
+        status = response.status_code
+        if 200 <= status < 300:
+            content_type = response.headers.get("content-type", "text/event-stream")
+            if not content_type.lower().startswith("text/event-stream"):
+                await _close(response)
+                raise StreamError(
+                    f"GET {request.url.path} answered {status} with Content-Type {content_type!r}, "
+                    "not text/event-stream: is the base URL an Arkor API?"
+                )
+            return response
+        try:
+            if status in PERMANENT_STATUSES or (status == 404 and not self._in_grace()):
+                await self._client._raise_for_status(
+                    response, route=request.url.path, job_route=True
+                )
+            retry_after = None
+            if status in (429, 503):
+                retry_after = parse_retry_after(response.headers.get("retry-after"))
+            try:
+                with trio.move_on_after(self.policy.connect_timeout):
+                    await response.aread()
+            except httpx.TransportError:
+                pass
+            return _Outcome(
+                error=ApiError(status, f"HTTP {status} opening the event stream"),
+                retry_after=retry_after,
+            )
+        finally:
+            await _close(response)
+
+    def _in_grace(self) -> bool:
+        if self._created_at is None:
+            return False
+        return trio.current_time() - self._created_at < self.policy.not_found_grace
+
+    async def _connection(
+        self,
+        send: trio.MemorySendChannel[JobEvent | _Failure],
+        url: str,
+        params: dict[str, str],
+    ) -> _Outcome:
+        opened = await self._open(url, params)
+        if isinstance(opened, _Outcome):
+            return opened
+        response = opened
+        counters = self._counters
+        counters.connections += 1
+        if self._ended_at is not None:
+            counters.gaps.append(trio.current_time() - self._ended_at)
+        outcome = _Outcome()
+        idle = self.policy.idle_timeout
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
+                async for chunk in response.aiter_raw():
+                    watchdog.deadline = trio.current_time() + idle
+                    counters.bytes += len(chunk)
+                    for frame in self._decoder.feed(chunk):
+                        await self._frame(frame, send, watchdog, outcome)
+                        if outcome.finished or outcome.error is not None:
+                            return outcome  # a terminal event, or `end` for a running job
+            if watchdog.cancelled_caught:
+                outcome.error = StreamError(f"no data for {idle} s (idle_timeout)")
+            elif outcome.error is None:
+                outcome.error = StreamError("the server closed the event stream")
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            outcome.error = exc
+        except FrameTooLarge as exc:
+            outcome.error = exc
+        finally:
+            self._decoder.close()
+            self._ended_at = trio.current_time()
+            await _close(response)
+        return outcome
+
+    async def _frame(
+        self,
+        frame: SSEFrame,
+        send: trio.MemorySendChannel[JobEvent | _Failure],
+        watchdog: trio.CancelScope,
+        outcome: _Outcome,
+    ) -> None:
+        counters = self._counters
+        counters.frames += 1
+        if frame.event == "ping":
+            counters.pings += 1
+            return
+        if frame.event == "end":
+            await self._end(frame, send, outcome)
+            return
+        frame_id = frame.id
+        if frame_id and frame_id in self._recent:
+            counters.duplicates += 1
+            return
+        try:
+            event = decode_event(json.loads(frame.data), frame_id or None)
+        except (ValueError, MalformedPayload):
+            counters.skipped += 1
+            return
+        if frame_id:
+            self._recent.add(frame_id)
+        if isinstance(event, UnknownEvent):
+            counters.unknown += 1
+        counters.events += 1
+        outcome.progress = True
+        await self._send(send, event, watchdog)
+        if isinstance(event, TERMINAL_EVENTS):
+            outcome.finished = True
+
+    async def _send(
+        self,
+        send: trio.MemorySendChannel[JobEvent | _Failure],
+        event: JobEvent,
+        watchdog: trio.CancelScope,
+    ) -> None:
+        try:
+            send.send_nowait(event)
+        except trio.WouldBlock:
+            # The consumer is behind: waiting for it is not idleness on the wire.
+            watchdog.deadline = math.inf
+            await send.send(event)
+            watchdog.deadline = trio.current_time() + self.policy.idle_timeout
+
+    async def _end(
+        self,
+        frame: SSEFrame,
+        send: trio.MemorySendChannel[JobEvent | _Failure],
+        outcome: _Outcome,
+    ) -> None:
+        """An ``end`` frame: the backend closed the channel; ask it how the job stands."""
+        try:
+            job = await self._client.get_job(self.job_id)
+        except ApiError as exc:
+            if exc.status in PERMANENT_STATUSES or exc.status == 404:
+                raise
+            outcome.error = exc
+            return
+        if job.is_terminal:
+            await send.send(_terminal_from_job(job, frame.id or None))
+            outcome.finished = True
+            return
+        outcome.error = StreamError(f"the stream ended while the job is {job.status}")
+
+
+async def _close(response: httpx.Response) -> None:
+    """Close a response even while being cancelled (it only releases the socket)."""
+    with trio.CancelScope(shield=True), trio.move_on_after(1.0):
+        await response.aclose()
+
+
+def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
+    """The one exception a group stands for: a lone member, or one Cancelled for all-Cancelled."""
+    leaves: list[BaseException] = []
+
+    def walk(exc: BaseException) -> None:
+        if isinstance(exc, BaseExceptionGroup):
+            for inner in exc.exceptions:
+                walk(inner)
+        else:
+            leaves.append(exc)
+
+    walk(group)
+    if len(leaves) == 1:
+        return leaves[0]
+    if leaves and all(isinstance(e, trio.Cancelled) for e in leaves):
+        return leaves[0]
+    return None

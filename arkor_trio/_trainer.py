@@ -1,0 +1,307 @@
+"""``create_trainer`` and ``Trainer``: start a job, follow it with callbacks, cancel it.
+
+Guarantees (design.md section 3): one job per trainer, also under concurrent ``start()``; callbacks
+run serially in stream order, each event id at most once per trainer (and across processes with a
+``FileCursorStore``); the committed cursor moves only after a callback returned; a callback's
+exception ends ``wait()`` as itself; leaving a cancel scope stops the local wait at once, while
+``cancel()`` stops the job on the backend.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._callbacks import Callbacks, CallbacksLike, as_callbacks
+from ._client import ArkorClient
+from ._cursor import CursorStore, MemoryCursorStore
+from ._dispatch import apply_event, dispatch, result_for
+from ._errors import ApiError, ArkorError, ConfigError, StreamError
+from ._reconnect import ReconnectPolicy
+from ._stream import TERMINAL_EVENTS, EventStream, _RecentIds
+from ._validate import build_job_config, check_name
+
+if TYPE_CHECKING:
+    from ._models import JobConfig, TrainingJob, TrainingResult
+
+__all__ = ["Trainer", "create_trainer"]
+
+log = logging.getLogger("arkor_trio.trainer")
+
+#: How long ``run(cancel_on_abort=True)`` spends on the backend cancel after an abort.
+CANCEL_ON_ABORT_TIMEOUT = 10.0
+
+
+def _check_type(field: str, value: object, cls: type[Any], hint: str) -> None:
+    if value is not None and not isinstance(value, cls):
+        raise ConfigError(f"{field} must be {hint}, got {type(value).__name__}", field=field)
+
+
+class Trainer:
+    """One training job: ``start()`` it, ``wait()`` for it with callbacks, ``cancel()`` it.
+
+    Build one with :func:`create_trainer`, or :meth:`attach` to follow a job started elsewhere.
+
+    Attributes:
+        name: The job name.
+    """
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        config: JobConfig | None,
+        callbacks: CallbacksLike | None = None,
+        client: ArkorClient | None = None,
+        reconnect: ReconnectPolicy | None = None,
+        cursor_store: CursorStore | None = None,
+        job_id: str | None = None,
+    ) -> None:
+        _check_type("client", client, ArkorClient, "an ArkorClient")
+        _check_type("reconnect", reconnect, ReconnectPolicy, "a ReconnectPolicy")
+        if cursor_store is not None and not isinstance(cursor_store, CursorStore):
+            raise ConfigError(
+                "cursor_store must have load(job_id) and save(job_id, cursor) methods",
+                field="cursor_store",
+            )
+        self.name = name
+        self.callbacks: Callbacks = as_callbacks(callbacks)
+        self._config = config
+        self._client = client if client is not None else ArkorClient()
+        self._policy = reconnect if reconnect is not None else ReconnectPolicy()
+        self._store: CursorStore = cursor_store if cursor_store is not None else MemoryCursorStore()
+        self._job_id = job_id
+        self._job: TrainingJob | None = None
+        self._created_at: float | None = None
+        self._result: TrainingResult | None = None
+        self._start_lock = trio.Lock()
+        self._wait_lock = trio.Lock()
+        self._recent = _RecentIds(())
+
+    def __repr__(self) -> str:
+        return f"Trainer(name={self.name!r}, job_id={self._job_id!r})"
+
+    @classmethod
+    def attach(
+        cls,
+        job_id: str,
+        *,
+        callbacks: CallbacksLike | None = None,
+        client: ArkorClient | None = None,
+        cursor_store: CursorStore | None = None,
+        reconnect: ReconnectPolicy | None = None,
+    ) -> Trainer:
+        """Follow a job started elsewhere; ``wait()`` resumes after the stored cursor.
+
+        With a :class:`FileCursorStore`, a process restarted mid-run resumes where the previous
+        one stopped, without dispatching any event twice.
+        """
+        if not isinstance(job_id, str) or not job_id:
+            raise ConfigError(f"job_id must be a non-empty string, got {job_id!r}", field="job_id")
+        return cls(
+            name=job_id,
+            config=None,
+            callbacks=callbacks,
+            client=client,
+            reconnect=reconnect,
+            cursor_store=cursor_store,
+            job_id=job_id,
+        )
+
+    @property
+    def client(self) -> ArkorClient:
+        """The client this trainer talks through."""
+        return self._client
+
+    @property
+    def job_id(self) -> str | None:
+        """The job's id, None before ``start()``."""
+        return self._job_id
+
+    @property
+    def job(self) -> TrainingJob | None:
+        """The job as last seen (updated by every dispatched event)."""
+        return self._job
+
+    @property
+    def cursor(self) -> str | None:
+        """The id of the last event whose callback returned (the committed cursor)."""
+        return None if self._job_id is None else self._store.load(self._job_id)
+
+    @property
+    def result(self) -> TrainingResult | None:
+        """The result, once a terminal event was dispatched."""
+        return self._result
+
+    async def start(self) -> str:
+        """Create the job on the backend (once: later and concurrent calls return the same id).
+
+        Returns:
+            The job id.
+
+        Raises:
+            ApiError: The backend refused the job (its message says why, e.g. an unknown model).
+        """
+        async with self._start_lock:
+            if self._job_id is not None:
+                return self._job_id
+            assert self._config is not None
+            job = await self._client.create_job(self.name, self._config)
+            self._job, self._job_id = job, job.id
+            self._created_at = trio.current_time()
+            return job.id
+
+    async def wait(self) -> TrainingResult:
+        """Follow the job to its end, dispatching callbacks; starts the job if needed.
+
+        A failed or cancelled job is a result too (inspect ``result.job.status``). After a
+        terminal event was dispatched, later calls return the stored result without I/O.
+        Concurrent calls are serialised.
+
+        Raises:
+            Exception: A callback's own exception (the event is re-delivered by the next wait).
+            ApiError: A permanent error from the backend (401, 403, 410, 426, unknown job ...).
+            ReconnectsExhausted: ``ReconnectPolicy.max_attempts`` was exceeded.
+        """
+        async with self._wait_lock:
+            if self._result is not None:
+                await trio.lowlevel.checkpoint()
+                return self._result
+            job_id = await self.start()
+            if self._job is None:
+                self._job = await self._client.get_job(job_id)
+            stream = EventStream(
+                self._client,
+                job_id,
+                after=self._store.load(job_id),
+                policy=self._policy,
+                created_at=self._created_at,
+                seen=self._recent.ids(),
+            )
+            async with stream:
+                async for event in stream:
+                    job = apply_event(self._job, event)
+                    self._job = job
+                    await dispatch(event, job, self.callbacks, self._client)
+                    if event.event_id is not None:
+                        self._store.save(job_id, event.event_id)
+                        self._recent.add(event.event_id)
+                    if isinstance(event, TERMINAL_EVENTS):
+                        self._result = result_for(job, event)
+                        return self._result
+            raise StreamError(f"the event stream of job {job_id} ended without a terminal event")
+
+    async def cancel(self) -> None:
+        """Ask the backend to stop the job. No-op before ``start()``; a finished job is fine.
+
+        This does not stop a local ``wait()``: leave its cancel scope for that (or use ``run``).
+        """
+        if self._job_id is None:
+            await trio.lowlevel.checkpoint()
+            return
+        try:
+            await self._client.cancel_job(self._job_id)
+        except ApiError as exc:
+            if exc.status != 409:
+                raise
+            log.debug("cancel of job %s: already finished (%s)", self._job_id, exc.message)
+
+    async def run(self, *, cancel_on_abort: bool = True) -> TrainingResult:
+        """``start()`` then ``wait()``; on abort, also stop the job on the backend.
+
+        If the wait is cancelled from outside (a cancel scope, KeyboardInterrupt) and
+        ``cancel_on_abort`` is true, the backend cancel is sent in a shielded scope bounded to
+        10 s before the cancellation propagates.
+        """
+        try:
+            await self.start()
+            return await self.wait()
+        except BaseException as exc:
+            if cancel_on_abort and _is_abort(exc) and self._job_id is not None:
+                await self._cancel_shielded()
+            raise
+
+    async def _cancel_shielded(self) -> None:
+        with trio.CancelScope(shield=True), trio.move_on_after(CANCEL_ON_ABORT_TIMEOUT) as scope:
+            try:
+                await self.cancel()
+            except ArkorError as exc:
+                log.warning("could not cancel job %s on the backend: %s", self._job_id, exc)
+        if scope.cancelled_caught:
+            log.warning(
+                "cancel of job %s timed out after %s s", self._job_id, CANCEL_ON_ABORT_TIMEOUT
+            )
+
+
+def _is_abort(exc: BaseException) -> bool:
+    if isinstance(exc, BaseExceptionGroup):
+        return all(_is_abort(e) for e in exc.exceptions)
+    return isinstance(exc, trio.Cancelled | KeyboardInterrupt)
+
+
+def create_trainer(
+    *,
+    name: str,
+    model: str,
+    dataset: Any,
+    lora: Any = None,
+    max_steps: int | None = None,
+    num_train_epochs: float | None = None,
+    learning_rate: float | None = None,
+    batch_size: int | None = None,
+    optim: str | None = None,
+    lr_scheduler_type: str | None = None,
+    weight_decay: float | None = None,
+    warmup_steps: int | None = None,
+    logging_steps: int | None = None,
+    save_steps: int | None = None,
+    eval_steps: int | None = None,
+    train_on_responses_only: bool | None = None,
+    dataset_format: Any = None,
+    dataset_split: Any = None,
+    dry_run: bool | None = None,
+    callbacks: CallbacksLike | None = None,
+    client: ArkorClient | None = None,
+    reconnect: ReconnectPolicy | None = None,
+    cursor_store: CursorStore | None = None,
+) -> Trainer:
+    """Describe a training run; nothing is sent until ``start()``/``wait()``/``run()``.
+
+    Training arguments map onto the wire's ``JobConfig`` (None is omitted). ``callbacks`` is a
+    :class:`Callbacks` or a mapping with its keys; ``client`` defaults to one configured from the
+    environment (``ARKOR_CLOUD_API_URL``, ``ARKOR_TOKEN``, ``~/.arkor/credentials.json``).
+
+    Raises:
+        ConfigError: An invalid argument; ``field`` names it (empty name, ``max_steps=0``, a
+            dataset that is not a dataset source, an unknown callback key, ...).
+    """
+    config = build_job_config(
+        model=model,
+        dataset=dataset,
+        lora=lora,
+        max_steps=max_steps,
+        num_train_epochs=num_train_epochs,
+        learning_rate=learning_rate,
+        batch_size=batch_size,
+        optim=optim,
+        lr_scheduler_type=lr_scheduler_type,
+        weight_decay=weight_decay,
+        warmup_steps=warmup_steps,
+        logging_steps=logging_steps,
+        save_steps=save_steps,
+        eval_steps=eval_steps,
+        train_on_responses_only=train_on_responses_only,
+        dataset_format=dataset_format,
+        dataset_split=dataset_split,
+        dry_run=dry_run,
+    )
+    return Trainer(
+        name=check_name(name),
+        config=config,
+        callbacks=callbacks,
+        client=client,
+        reconnect=reconnect,
+        cursor_store=cursor_store,
+    )
