@@ -124,7 +124,7 @@ def as_callbacks(value: CallbacksLike | None) -> Callbacks:
         unknown = sorted(str(k) for k in value if k not in CALLBACK_NAMES)
         if unknown:
             raise ConfigError(
-                f"unknown callback key(s) {', '.join(unknown)}; expected some of "
+                f"unknown callbacks key(s) {', '.join(unknown)}; expected some of "
                 f"{', '.join(CALLBACK_NAMES)}",
                 field=f"callbacks.{unknown[0]}",
             )

@@ -52,13 +52,14 @@ class ApiError(ArkorError):
     """The backend answered a request with a non-2xx status.
 
     Attributes:
-        status: The HTTP status code.
+        status: The HTTP status code; 0 when no HTTP answer arrived (connection refused, reset,
+            timed out): the message then says which.
         message: The backend's ``error`` string, or the raw body, or ``"HTTP <status>"``.
         body: The decoded JSON body (or the raw text, or None).
     """
 
     def __init__(self, status: int, message: str, body: Any = None) -> None:
-        super().__init__(f"{message} (HTTP {status})")
+        super().__init__(f"{message} (HTTP {status})" if status else message)
         self.status = status
         self.message = message
         self.body = body

@@ -91,7 +91,7 @@ class ReconnectPolicy:
 
     def failure_delay(self, attempt: int, rng: random.Random) -> float:
         """Full-jitter backoff for the ``attempt``-th consecutive failure (0-based)."""
-        ceiling = min(self.max_delay, self.initial_delay * 2.0 ** min(attempt, 1024))
+        ceiling = min(self.max_delay, self.initial_delay * 2.0 ** min(attempt, 64))
         return rng.uniform(0.0, ceiling)
 
     def retry_after_delay(self, retry_after: float, rng: random.Random) -> float:

@@ -331,6 +331,7 @@ class EventStream:
             )
         status = response.status_code
         if 200 <= status < 300:
+            await self._client._raise_for_status(response, route=request.url.path)  # deprecations
             content_type = response.headers.get("content-type", "text/event-stream")
             if not content_type.lower().startswith("text/event-stream"):
                 await _close(response)

@@ -1,0 +1,71 @@
+from __future__ import annotations
+
+import pytest
+
+from arkor_trio import Callbacks, ConfigError
+from arkor_trio._callbacks import as_callbacks
+
+
+async def _call(fn, ctx):
+    result = fn(ctx)
+    if hasattr(result, "__await__"):
+        await result
+
+
+def test_mapping_is_accepted():
+    cbs = as_callbacks({"on_log": print})
+    assert cbs.on_log is print
+    assert cbs.on_started is None
+
+
+def test_unknown_key_names_it():
+    with pytest.raises(ConfigError) as info:
+        as_callbacks({"on_log": print, "on_finish": print})
+    assert info.value.field == "callbacks.on_finish"
+    assert "on_finish" in str(info.value)
+    assert "on_completed" in str(info.value)  # the message lists what is accepted
+
+
+def test_non_callable_and_wrong_type():
+    with pytest.raises(ConfigError) as info:
+        Callbacks(on_log="print")  # type: ignore[arg-type]
+    assert info.value.field == "callbacks.on_log"
+    with pytest.raises(ConfigError, match="mapping"):
+        as_callbacks(["on_log"])  # type: ignore[arg-type]
+
+
+async def test_merge_runs_every_callback_in_order_sync_and_async():
+    seen = []
+
+    async def a(ctx):
+        seen.append(("a", ctx))
+
+    def b(ctx):
+        seen.append(("b", ctx))
+
+    merged = Callbacks.merge(Callbacks(on_log=a), None, {"on_log": b}, Callbacks(on_started=b))
+    await _call(merged.on_log, 1)
+    assert seen == [("a", 1), ("b", 1)]
+    assert merged.on_started is b  # a single callback is kept as is
+    assert merged.on_failed is None
+
+
+async def test_plus_operator_in_both_directions():
+    seen = []
+    user = Callbacks(on_completed=lambda ctx: seen.append("user"))
+    extra = {"on_completed": lambda ctx: seen.append("extra")}
+    await _call((user + extra).on_completed, None)
+    await _call((extra + user).on_completed, None)
+    assert seen == ["user", "extra", "extra", "user"]
+
+
+async def test_an_exception_stops_the_chain():
+    seen = []
+
+    def bad(ctx):
+        raise ValueError("x")
+
+    merged = Callbacks(on_log=bad) + Callbacks(on_log=lambda ctx: seen.append(1))
+    with pytest.raises(ValueError, match="x"):
+        await _call(merged.on_log, None)
+    assert seen == []

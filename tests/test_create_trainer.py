@@ -1,0 +1,120 @@
+from __future__ import annotations
+
+import pytest
+
+from arkor_trio import (
+    ArkorClient,
+    BlobDataset,
+    ConfigError,
+    HuggingfaceDataset,
+    Lora,
+    create_trainer,
+)
+from arkor_trio._codec import encode
+
+BASE = {"name": "n", "model": "unsloth/gemma-4-E4B-it", "dataset": HuggingfaceDataset("a/b")}
+
+
+@pytest.mark.parametrize(
+    ("override", "field"),
+    [
+        ({"name": ""}, "name"),
+        ({"name": "  "}, "name"),
+        ({"name": None}, "name"),
+        ({"model": ""}, "model"),
+        ({"dataset": {"type": "huggingface", "name": "a/b"}}, "dataset"),
+        ({"dataset": "a/b"}, "dataset"),
+        ({"max_steps": 0}, "max_steps"),
+        ({"max_steps": -5}, "max_steps"),
+        ({"max_steps": 2.5}, "max_steps"),
+        ({"max_steps": True}, "max_steps"),
+        ({"learning_rate": 0}, "learning_rate"),
+        ({"learning_rate": float("nan")}, "learning_rate"),
+        ({"num_train_epochs": -1}, "num_train_epochs"),
+        ({"batch_size": 0}, "batch_size"),
+        ({"save_steps": 0}, "save_steps"),
+        ({"eval_steps": 0}, "eval_steps"),
+        ({"logging_steps": 0}, "logging_steps"),
+        ({"warmup_steps": -1}, "warmup_steps"),
+        ({"weight_decay": -0.1}, "weight_decay"),
+        ({"optim": ""}, "optim"),
+        ({"dry_run": "yes"}, "dry_run"),
+        ({"lora": {"r": 16}}, "lora"),
+        ({"lora": Lora(r=0)}, "lora.r"),
+        ({"callbacks": {"on_finish": print}}, "callbacks.on_finish"),
+        ({"client": "http://x"}, "client"),
+        ({"reconnect": {"max_attempts": 3}}, "reconnect"),
+        ({"cursor_store": object()}, "cursor_store"),
+    ],
+)
+def test_bad_input_names_the_field(override, field):
+    with pytest.raises(ConfigError) as info:
+        create_trainer(**{**BASE, **override})
+    assert info.value.field == field
+    assert field.split(".")[0] in str(info.value)
+
+
+def test_config_maps_to_the_wire_exactly():
+    trainer = create_trainer(
+        **BASE,
+        lora=Lora(r=8, alpha=16, max_length=512, load_in_4bit=False),
+        max_steps=100,
+        num_train_epochs=2,
+        learning_rate=2e-4,
+        batch_size=4,
+        optim="adamw_8bit",
+        lr_scheduler_type="cosine",
+        weight_decay=0.01,
+        warmup_steps=5,
+        logging_steps=1,
+        save_steps=25,
+        eval_steps=25,
+        train_on_responses_only=True,
+        dataset_format={"type": "chatml"},
+        dataset_split="train",
+        dry_run=True,
+        client=ArkorClient(base_url="http://127.0.0.1:9", token="t"),
+    )
+    assert encode(trainer._config) == {
+        "model": "unsloth/gemma-4-E4B-it",
+        "datasetSource": {"type": "huggingface", "name": "a/b"},
+        "loraR": 8,
+        "loraAlpha": 16,
+        "maxLength": 512,
+        "loadIn4bit": False,
+        "maxSteps": 100,
+        "numTrainEpochs": 2.0,
+        "learningRate": 2e-4,
+        "batchSize": 4,
+        "optim": "adamw_8bit",
+        "lrSchedulerType": "cosine",
+        "weightDecay": 0.01,
+        "warmupSteps": 5,
+        "loggingSteps": 1,
+        "saveSteps": 25,
+        "evalSteps": 25,
+        "trainOnResponsesOnly": True,
+        "datasetFormat": {"type": "chatml"},
+        "datasetSplit": "train",
+        "dryRun": True,
+    }
+
+
+def test_none_is_omitted_and_blob_dataset_carries_its_token():
+    trainer = create_trainer(
+        name="n",
+        model="m",
+        dataset=BlobDataset("https://x/d.jsonl", token="blob-secret"),
+        client=ArkorClient(base_url="http://127.0.0.1:9", token="t"),
+    )
+    assert encode(trainer._config) == {
+        "model": "m",
+        "datasetSource": {"type": "blob", "url": "https://x/d.jsonl", "token": "blob-secret"},
+    }
+    assert "blob-secret" not in repr(trainer._config)
+
+
+def test_demo_dataset_points_at_the_bundled_file():
+    url = BlobDataset.demo().url
+    assert url.startswith("file://")
+    assert url.endswith("triage-demo.jsonl")

@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from arkor_trio import ConfigError, CursorStore, FileCursorStore, MemoryCursorStore
+
+
+def test_memory_store():
+    s = MemoryCursorStore()
+    assert isinstance(s, CursorStore)
+    assert s.load("j") is None
+    s.save("j", "3")
+    s.save("k", "1")
+    assert (s.load("j"), s.load("k")) == ("3", "1")
+
+
+def test_file_store_survives_a_new_instance(tmp_path):
+    path = tmp_path / "sub" / "cursors.json"
+    a = FileCursorStore(path)
+    assert isinstance(a, CursorStore)
+    a.save("job-1", "17")
+    a.save("job-2", "4")
+    a.save("job-1", "18")
+    b = FileCursorStore(path)
+    assert (b.load("job-1"), b.load("job-2"), b.load("nope")) == ("18", "4", None)
+    assert json.loads(path.read_text()) == {"version": 1, "cursors": {"job-1": "18", "job-2": "4"}}
+
+
+def test_file_store_writes_atomically_and_leaves_no_temp_files(tmp_path, monkeypatch):
+    path = tmp_path / "c.json"
+    store = FileCursorStore(path, fsync=True)
+    store.save("j", "1")
+
+    def boom(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "replace", boom)
+    with pytest.raises(OSError, match="disk full"):
+        store.save("j", "2")
+    monkeypatch.undo()
+    assert json.loads(path.read_text())["cursors"] == {"j": "1"}  # the old file is intact
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]
+
+
+@pytest.mark.parametrize("content", ["not json", "[]", '{"cursors": {"j": 3}}'])
+def test_file_store_rejects_a_foreign_file(tmp_path, content):
+    path = tmp_path / "c.json"
+    path.write_text(content)
+    with pytest.raises(ConfigError) as info:
+        FileCursorStore(path)
+    assert str(path) in str(info.value)
+    assert path.read_text() == content  # nothing overwritten
+
+
+def test_repr(tmp_path):
+    assert "c.json" in repr(FileCursorStore(tmp_path / "c.json"))
+    assert repr(MemoryCursorStore()) == "MemoryCursorStore(0 jobs)"
