@@ -1,0 +1,225 @@
+"""``arkor-trio jobs ...`` and ``arkor-trio infer``: one async function per command.
+
+Each takes the client and the output stream and returns the exit code, so tests await them in
+their own trio run. They need only the core dependencies (no NumPy, no rich). ``--json`` output
+is the wire's camelCase JSON: one document for list/show/cancel/infer, one object per line
+(JSON Lines) for events.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import TYPE_CHECKING, Any, TextIO
+
+import trio
+
+from ._codec import EVENT_TYPES, encode
+from ._errors import ApiError
+from ._models import Adapter, UnknownEvent
+
+if TYPE_CHECKING:
+    from collections.abc import Sequence
+
+    from ._client import ArkorClient
+    from ._models import JobEvent, TrainingJob
+
+__all__ = [
+    "FIRST_EVENT_WAIT",
+    "IDLE_WINDOW",
+    "describe_event",
+    "event_json",
+    "infer",
+    "jobs_cancel",
+    "jobs_events",
+    "jobs_list",
+    "jobs_show",
+]
+
+#: Without ``--follow``: stop once no event arrived for this long (the backlog was replayed).
+IDLE_WINDOW = 0.5
+#: Without ``--follow``: how long to wait for the first event (connecting, replay starting).
+FIRST_EVENT_WAIT = 5.0
+
+_TYPE_NAMES = {cls: name for name, cls in EVENT_TYPES.items()}
+
+
+def _dump(out: TextIO, value: Any, *, indent: int | None = 2) -> None:
+    out.write(json.dumps(value, indent=indent, ensure_ascii=False) + "\n")
+    out.flush()
+
+
+def event_json(event: JobEvent) -> dict[str, Any]:
+    """An event as wire JSON, with its SSE id under ``"id"`` (None when the frame had none)."""
+    if isinstance(event, UnknownEvent):
+        body = dict(event.data)
+    else:
+        body = {"type": _TYPE_NAMES[type(event)], **encode(event)}
+    return {"id": event.event_id, **body}
+
+
+def _value(value: Any) -> str:
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.6g}"
+    if isinstance(value, str):
+        return value if value and " " not in value else json.dumps(value)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def describe_event(event: JobEvent) -> str:
+    """One line: ``<id>  <type>  key=value ...`` (jobId and timestamp left out)."""
+    data = event_json(event)
+    fields = " ".join(
+        f"{key}={_value(value)}"
+        for key, value in data.items()
+        if key not in ("id", "type", "jobId", "timestamp") and value is not None
+    )
+    return f"{data['id'] or '-':>5}  {data.get('type', '?')}  {fields}".rstrip()
+
+
+def _table(rows: Sequence[Sequence[str]]) -> list[str]:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    return [
+        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in rows
+    ]
+
+
+async def jobs_list(client: ArkorClient, out: TextIO, *, as_json: bool = False) -> int:
+    """Print the project's jobs as a table (or a JSON array); exit code 0."""
+    jobs = await client.list_jobs()
+    if as_json:
+        _dump(out, [encode(job) for job in jobs])
+        return 0
+    if not jobs:
+        out.write("no jobs\n")
+        return 0
+    rows = [("ID", "STATUS", "NAME", "CREATED")]
+    rows += [(j.id, j.status, j.name, j.created_at or "-") for j in jobs]
+    out.write("\n".join(_table(rows)) + "\n")
+    return 0
+
+
+def _show_lines(job: TrainingJob) -> list[str]:
+    config = dict(job.config)
+    dataset = config.pop("datasetSource", None)
+    pairs = [
+        ("id", job.id),
+        ("name", job.name),
+        ("status", job.status),
+        ("error", job.error),
+        ("created", job.created_at),
+        ("started", job.started_at),
+        ("completed", job.completed_at),
+        ("model", config.pop("model", None)),
+        ("dataset", _value(dataset) if dataset is not None else None),
+    ]
+    lines = [f"{key:<10} {value}" for key, value in pairs if value is not None]
+    if config:
+        lines.append("config     " + " ".join(f"{k}={_value(v)}" for k, v in config.items()))
+    lines.extend(f"artifact   {_value(artifact)}" for artifact in job.artifacts or [])
+    return lines
+
+
+async def jobs_show(client: ArkorClient, out: TextIO, job_id: str, *, as_json: bool = False) -> int:
+    """Print one job (or its JSON); exit code 0. ``JobNotFound`` propagates."""
+    job = await client.get_job(job_id)
+    if as_json:
+        _dump(out, encode(job))
+    else:
+        out.write("\n".join(_show_lines(job)) + "\n")
+    return 0
+
+
+async def jobs_cancel(
+    client: ArkorClient, out: TextIO, job_id: str, *, as_json: bool = False
+) -> int:
+    """Ask the backend to cancel a job; a job that already ended is reported, exit code 0."""
+    requested = True
+    try:
+        await client.cancel_job(job_id)
+    except ApiError as exc:
+        if exc.status != 409:
+            raise
+        requested = False
+    job = await client.get_job(job_id)
+    if as_json:
+        _dump(out, {"id": job_id, "cancelRequested": requested, "status": job.status})
+    elif requested:
+        out.write(f"cancel requested for job {job_id} (status: {job.status})\n")
+    else:
+        out.write(f"job {job_id} already ended (status: {job.status})\n")
+    return 0
+
+
+async def jobs_events(
+    client: ArkorClient,
+    out: TextIO,
+    job_id: str,
+    *,
+    follow: bool = False,
+    after: str | None = None,
+    as_json: bool = False,
+    idle: float = IDLE_WINDOW,
+    first_wait: float = FIRST_EVENT_WAIT,
+) -> int:
+    """Print a job's events, one per line, starting after event id ``after``.
+
+    With ``follow`` (or when the job has already ended) it prints until the terminal event.
+    Otherwise it prints the replayed backlog: it stops once no event arrived for ``idle``
+    seconds (``first_wait`` for the first one), so a job that logs more often than that is
+    followed until it pauses or ends.
+    """
+    if not follow:
+        follow = (await client.get_job(job_id)).is_terminal
+    async with client.events(job_id, after=after) as stream:
+        window = first_wait
+        while True:
+            event = None
+            with trio.move_on_after(math.inf if follow else window):
+                event = await anext(stream, None)
+            if event is None:
+                break  # after the terminal event, or idle: the backlog is out
+            window = idle
+            if as_json:
+                _dump(out, event_json(event), indent=None)
+            else:
+                out.write(describe_event(event) + "\n")
+                out.flush()
+    return 0
+
+
+async def infer(
+    client: ArkorClient,
+    out: TextIO,
+    *,
+    job_id: str,
+    prompt: str,
+    step: int | None = None,
+    system: str | None = None,
+    max_tokens: int | None = None,
+    temperature: float | None = None,
+    as_json: bool = False,
+) -> int:
+    """Chat with a job's final adapter (or the checkpoint at ``step``); exit code 0.
+
+    The answer is streamed to ``out`` as it is generated; with ``as_json`` the whole completion
+    is printed as JSON once it is complete.
+    """
+    adapter = Adapter(kind="final" if step is None else "checkpoint", job_id=job_id, step=step)
+    messages = [{"role": "user", "content": prompt}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    if as_json:
+        completion = await client.chat(
+            messages, adapter=adapter, max_tokens=max_tokens, temperature=temperature
+        )
+        _dump(out, dict(completion.raw))
+        return 0
+    async with client.chat_stream(
+        messages, adapter=adapter, max_tokens=max_tokens, temperature=temperature
+    ) as deltas:
+        async for text in deltas:
+            out.write(text)
+            out.flush()
+    out.write("\n")
+    return 0
