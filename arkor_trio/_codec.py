@@ -71,24 +71,28 @@ def to_camel(name: str) -> str:
     return _RENAMES.get(name) or _CAMEL_RE.sub(lambda m: m.group(1).upper(), name)
 
 
-def _overrides(cls: type[Any]) -> dict[str, Any]:
-    return {
-        a.name: override(omit=True) if a.name in _LOCAL_ONLY else override(rename=to_camel(a.name))
-        for a in attrs.fields(cls)
-    }
+#: Where ``decode_event`` puts the SSE id for the structure hook (overwritten on every decode,
+#: so a payload cannot choose it).
+_EVENT_ID_KEY = "\x00eventId"
+
+
+def _overrides(cls: type[Any], *, structure: bool = False) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for a in attrs.fields(cls):
+        if a.name == "event_id" and structure:
+            out[a.name] = override(rename=_EVENT_ID_KEY)
+        elif a.name in _LOCAL_ONLY:
+            out[a.name] = override(omit=True)
+        else:
+            out[a.name] = override(rename=to_camel(a.name))
+    return out
 
 
 def _make_converter() -> cattrs.Converter:
     conv = make_converter()
 
     def unstructure_factory(cls: type[Any]) -> Callable[[Any], dict[str, Any]]:
-        overrides = {
-            a.name: override(omit=True)
-            if a.name in _LOCAL_ONLY
-            else override(rename=to_camel(a.name))
-            for a in attrs.fields(cls)
-        }
-        base = make_dict_unstructure_fn(cls, conv, _cattrs_omit_if_default=False, **overrides)  # type: ignore[arg-type]  # cattrs' kwargs are loosely typed
+        base = make_dict_unstructure_fn(cls, conv, **_overrides(cls))
 
         def unstructure(obj: Any) -> dict[str, Any]:
             out = {k: v for k, v in base(obj).items() if v is not None}
@@ -98,13 +102,7 @@ def _make_converter() -> cattrs.Converter:
         return unstructure
 
     def structure_factory(cls: type[Any]) -> Callable[[Any, Any], Any]:
-        overrides = {
-            a.name: override(omit=True)
-            if a.name in _LOCAL_ONLY
-            else override(rename=to_camel(a.name))
-            for a in attrs.fields(cls)
-        }
-        return make_dict_structure_fn(cls, conv, **overrides)  # type: ignore[arg-type]  # cattrs' kwargs are loosely typed
+        return make_dict_structure_fn(cls, conv, **_overrides(cls, structure=True))
 
     conv.register_unstructure_hook_factory(attrs.has, unstructure_factory)
     conv.register_structure_hook_factory(attrs.has, structure_factory)
@@ -177,5 +175,7 @@ def decode_event(data: Any, event_id: str | None = None) -> JobEvent:
             timestamp=data.get("timestamp") if isinstance(data.get("timestamp"), str) else None,
             event_id=event_id,
         )
-    event: JobEvent = _structure(data, cls, f"event {kind!r}")
-    return attrs.evolve(event, event_id=event_id)
+    payload = dict(data)
+    payload[_EVENT_ID_KEY] = event_id
+    event: JobEvent = _structure(payload, cls, f"event {kind!r}")
+    return event

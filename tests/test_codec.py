@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import pytest
+
+from arkor_trio import (
+    BlobDataset,
+    CheckpointSaved,
+    HuggingfaceDataset,
+    JobConfig,
+    TrainingCancelled,
+    TrainingCompleted,
+    TrainingFailed,
+    TrainingLog,
+    TrainingStarted,
+    UnknownEvent,
+)
+from arkor_trio._codec import (
+    MalformedPayload,
+    converter,
+    decode_event,
+    decode_job,
+    encode,
+    to_camel,
+)
+
+
+def test_camel_names():
+    assert to_camel("eval_loss") == "evalLoss"
+    assert to_camel("samples_per_second") == "samplesPerSecond"
+    assert to_camel("load_in_4bit") == "loadIn4bit"
+    assert to_camel("step") == "step"
+
+
+@pytest.mark.parametrize(
+    ("payload", "expected"),
+    [
+        ({"type": "training.started", "jobId": "j", "metadata": {"a": 1}}, TrainingStarted),
+        ({"type": "training.log", "step": 1, "loss": 2}, TrainingLog),
+        ({"type": "checkpoint.saved", "step": 5}, CheckpointSaved),
+        ({"type": "training.completed", "artifacts": [{"pathname": "x"}]}, TrainingCompleted),
+        ({"type": "training.failed", "error": "oom", "step": 3}, TrainingFailed),
+        ({"type": "training.cancelled"}, TrainingCancelled),
+        ({"type": "something.new", "x": 1}, UnknownEvent),
+    ],
+)
+def test_event_types(payload, expected):
+    event = decode_event({**payload, "extraKey": [1, 2]}, "9")
+    assert type(event) is expected
+    assert event.event_id == "9"
+
+
+def test_log_metrics_and_missing_ones():
+    event = decode_event(
+        {"type": "training.log", "step": 7, "loss": 1, "evalLoss": None, "learningRate": 0.5}, None
+    )
+    assert isinstance(event, TrainingLog)
+    assert (event.step, event.loss, event.eval_loss, event.learning_rate) == (7, 1.0, None, 0.5)
+    assert event.epoch is None
+    assert event.samples_per_second is None
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        None,
+        3,
+        "training.log",
+        [],
+        {"step": 1},
+        {"type": 5},
+        {"type": "training.log"},
+        {"type": "training.log", "step": "abc"},
+        {"type": "checkpoint.saved", "step": None},
+    ],
+)
+def test_malformed_payloads(payload):
+    with pytest.raises(MalformedPayload):
+        decode_event(payload, "1")
+
+
+def test_the_payload_cannot_choose_the_event_id():
+    event = decode_event({"type": "training.log", "step": 1, "\x00eventId": "evil"}, "real")
+    assert event.event_id == "real"
+
+
+def test_job_decoding_is_tolerant():
+    job = decode_job(
+        {
+            "id": "j",
+            "name": "n",
+            "status": "running",
+            "orgId": "o",
+            "projectId": "p",
+            "config": {"model": "m", "futureKey": True},
+            "createdAt": "2026-01-01T00:00:00Z",
+            "somethingNew": {"x": 1},
+        }
+    )
+    assert (job.id, job.status, job.org_id, job.config["futureKey"]) == ("j", "running", "o", True)
+    assert not job.is_terminal
+    with pytest.raises(MalformedPayload, match="job"):
+        decode_job({"name": "n"})
+
+
+def test_job_config_round_trip_with_both_dataset_kinds():
+    for ds in (HuggingfaceDataset("a/b", split="train", subset="en"), BlobDataset("file:///x")):
+        config = JobConfig(model="m", dataset_source=ds, max_steps=3, load_in_4bit=True)
+        wire = encode(config)
+        assert wire["datasetSource"]["type"] in ("huggingface", "blob")
+        assert "loraR" not in wire
+        assert converter.structure(wire, JobConfig) == config
+
+
+def test_the_sse_id_never_goes_on_the_wire():
+    assert "eventId" not in encode(TrainingLog(step=1, event_id="x"))
