@@ -17,7 +17,6 @@ import json
 import logging
 import math
 import random
-from collections import deque
 from typing import TYPE_CHECKING, Any, Self
 
 import attrs
@@ -26,6 +25,7 @@ import trio
 
 from ._codec import MalformedPayload, decode_event
 from ._errors import ApiError, ArkorError, FrameTooLarge, ReconnectsExhausted, StreamError
+from ._groups import lone_exception
 from ._models import (
     JobEvent,
     TrainingCancelled,
@@ -35,6 +35,7 @@ from ._models import (
     UnknownEvent,
 )
 from ._reconnect import PERMANENT_STATUSES, Backoff, ReconnectPolicy, parse_retry_after
+from ._stream_stats import RecentIds, StreamStats, _Counters
 from .sse import SSEDecoder, SSEFrame
 
 if TYPE_CHECKING:
@@ -44,59 +45,11 @@ if TYPE_CHECKING:
 
     from ._client import ArkorClient
 
-__all__ = ["TERMINAL_EVENTS", "EventStream", "StreamStats"]
+__all__ = ["TERMINAL_EVENTS", "EventStream", "RecentIds", "StreamStats"]
 
 log = logging.getLogger("arkor_trio.stream")
 
 TERMINAL_EVENTS = (TrainingCompleted, TrainingFailed, TrainingCancelled)
-
-#: How many recent event ids are remembered to drop replayed duplicates.
-_RECENT_IDS = 4096
-
-
-@attrs.frozen(kw_only=True)
-class StreamStats:
-    """A snapshot of an event stream's counters.
-
-    Attributes:
-        connections: Connections that got a 2xx response.
-        reconnects: ``connections - 1`` when positive: successful reopenings.
-        failures: Connection attempts or connections that counted as failures.
-        bytes: Body bytes received.
-        frames: SSE frames decoded (pings and control frames included).
-        events: Events queued for the consumer.
-        duplicates: Frames dropped because their id was already queued.
-        skipped: Frames that were not JSON objects or did not fit their event type.
-        unknown: Events of a ``type`` this client does not know (queued as ``UnknownEvent``).
-        pings: ``ping`` frames.
-        gaps: Seconds from each connection's end to the next successful open.
-    """
-
-    connections: int = 0
-    reconnects: int = 0
-    failures: int = 0
-    bytes: int = 0
-    frames: int = 0
-    events: int = 0
-    duplicates: int = 0
-    skipped: int = 0
-    unknown: int = 0
-    pings: int = 0
-    gaps: tuple[float, ...] = ()
-
-
-@attrs.define
-class _Counters:
-    connections: int = 0
-    failures: int = 0
-    bytes: int = 0
-    frames: int = 0
-    events: int = 0
-    duplicates: int = 0
-    skipped: int = 0
-    unknown: int = 0
-    pings: int = 0
-    gaps: list[float] = attrs.field(factory=list)
 
 
 @attrs.frozen
@@ -112,30 +65,6 @@ class _Outcome:
     finished: bool = False
     error: BaseException | None = None
     retry_after: float | None = None
-
-
-class _RecentIds:
-    """A bounded set of the most recent event ids."""
-
-    def __init__(self, ids: Iterable[str], size: int = _RECENT_IDS) -> None:
-        self._order: deque[str] = deque(maxlen=size)
-        self._set: set[str] = set()
-        for i in ids:
-            self.add(i)
-
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._set
-
-    def ids(self) -> list[str]:
-        return list(self._order)
-
-    def add(self, event_id: str) -> None:
-        if event_id in self._set:
-            return
-        if len(self._order) == self._order.maxlen:
-            self._set.discard(self._order[0])
-        self._order.append(event_id)
-        self._set.add(event_id)
 
 
 def _terminal_from_job(job: TrainingJob, event_id: str | None) -> JobEvent:
@@ -177,7 +106,7 @@ class EventStream:
         self.policy = policy if policy is not None else ReconnectPolicy()
         self._client = client
         self._created_at = created_at
-        self._recent = _RecentIds(seen)
+        self._recent = RecentIds(seen)
         self._rng = rng if rng is not None else random.Random()
         self._decoder = SSEDecoder(self.policy.max_frame_bytes, last_event_id=after or "")
         self._counters = _Counters()
@@ -236,7 +165,7 @@ class EventStream:
         try:
             return bool(await self._nursery_cm.__aexit__(exc_type, exc, tb))
         except BaseExceptionGroup as group:
-            lone = _collapse(group)
+            lone = lone_exception(group)
             if lone is None:
                 raise
             if lone is exc:
@@ -477,22 +406,3 @@ async def _close(response: httpx.Response) -> None:
     """Close a response even while being cancelled (it only releases the socket)."""
     with trio.CancelScope(shield=True), trio.move_on_after(1.0):
         await response.aclose()
-
-
-def _collapse(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception a group stands for: a lone member, or one Cancelled for all-Cancelled."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    if len(leaves) == 1:
-        return leaves[0]
-    if leaves and all(isinstance(e, trio.Cancelled) for e in leaves):
-        return leaves[0]
-    return None

@@ -20,7 +20,8 @@ from ._cursor import CursorStore, MemoryCursorStore
 from ._dispatch import apply_event, dispatch, result_for
 from ._errors import ApiError, ArkorError, ConfigError, StreamError
 from ._reconnect import ReconnectPolicy
-from ._stream import TERMINAL_EVENTS, EventStream, _RecentIds
+from ._stream import TERMINAL_EVENTS, EventStream
+from ._stream_stats import RecentIds
 from ._validate import build_job_config, check_name
 
 if TYPE_CHECKING:
@@ -78,7 +79,7 @@ class Trainer:
         self._result: TrainingResult | None = None
         self._start_lock = trio.Lock()
         self._wait_lock = trio.Lock()
-        self._recent = _RecentIds(())
+        self._recent = RecentIds(())
 
     def __repr__(self) -> str:
         return f"Trainer(name={self.name!r}, job_id={self._job_id!r})"

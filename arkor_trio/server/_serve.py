@@ -17,6 +17,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from .._errors import ConfigError
+from .._groups import lone_exception
 from ._app import AppState, build_app
 from ._auth import load_or_create_token
 from ._engine import Engine, default_engine
@@ -115,26 +116,6 @@ def _bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
-def _unwrap(group: BaseExceptionGroup[BaseException]) -> BaseException:
-    """The lone non-Cancelled error of a nursery group, or a lone Cancelled; else the group."""
-    flat: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            flat.append(exc)
-
-    walk(group)
-    errors = [e for e in flat if not isinstance(e, trio.Cancelled)]
-    if len(errors) == 1:
-        return errors[0]
-    if not errors and flat:
-        return flat[0]
-    return group
-
-
 @asynccontextmanager
 async def open_local_backend(
     data_dir: Path | str | None = None,
@@ -195,7 +176,10 @@ async def open_local_backend(
                     finally:
                         await backend.aclose()
             except BaseExceptionGroup as group:
-                raise _unwrap(group) from None
+                lone = lone_exception(group)
+                if lone is None:
+                    raise
+                raise lone from None
         finally:
             store.close()
 

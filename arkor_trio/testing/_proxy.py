@@ -11,6 +11,7 @@ from typing import TypeAlias
 import trio
 
 from .._errors import ConfigError
+from .._groups import lone_exception
 from ._conn import serve_connection
 from ._plan import Fault, Plan, PlanCursor, coerce_plan
 from ._records import ConnectionRecord, ConnState
@@ -191,9 +192,10 @@ async def open_chaos_proxy(
             finally:
                 nursery.cancel_scope.cancel()
     except BaseExceptionGroup as group:
-        if len(group.exceptions) == 1:
-            raise group.exceptions[0] from None
-        raise
+        lone = lone_exception(group)
+        if lone is None:
+            raise
+        raise lone from None
     finally:
         for listener in listeners:  # also when the body ended before the accept loop started
             listener.socket.close()

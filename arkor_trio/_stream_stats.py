@@ -1,0 +1,87 @@
+"""Bookkeeping of an event stream: its counters (``StreamStats``) and the recent-id set."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import TYPE_CHECKING
+
+import attrs
+
+if TYPE_CHECKING:
+    from collections.abc import Iterable
+
+__all__ = ["RecentIds", "StreamStats"]
+
+#: How many recent event ids are remembered to drop replayed duplicates.
+RECENT_IDS = 4096
+
+
+@attrs.frozen(kw_only=True)
+class StreamStats:
+    """A snapshot of an event stream's counters.
+
+    Attributes:
+        connections: Connections that got a 2xx response.
+        reconnects: ``connections - 1`` when positive: successful reopenings.
+        failures: Connection attempts or connections that counted as failures.
+        bytes: Body bytes received.
+        frames: SSE frames decoded (pings and control frames included).
+        events: Events queued for the consumer.
+        duplicates: Frames dropped because their id was already queued.
+        skipped: Frames that were not JSON objects or did not fit their event type.
+        unknown: Events of a ``type`` this client does not know (queued as ``UnknownEvent``).
+        pings: ``ping`` frames.
+        gaps: Seconds from each connection's end to the next successful open.
+    """
+
+    connections: int = 0
+    reconnects: int = 0
+    failures: int = 0
+    bytes: int = 0
+    frames: int = 0
+    events: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    unknown: int = 0
+    pings: int = 0
+    gaps: tuple[float, ...] = ()
+
+
+@attrs.define
+class _Counters:
+    connections: int = 0
+    failures: int = 0
+    bytes: int = 0
+    frames: int = 0
+    events: int = 0
+    duplicates: int = 0
+    skipped: int = 0
+    unknown: int = 0
+    pings: int = 0
+    gaps: list[float] = attrs.field(factory=list)
+
+
+class RecentIds:
+    """A bounded set of the most recent event ids."""
+
+    def __init__(self, ids: Iterable[str], size: int = RECENT_IDS) -> None:
+        self._order: deque[str] = deque(maxlen=size)
+        self._set: set[str] = set()
+        for i in ids:
+            self.add(i)
+
+    def __contains__(self, event_id: str) -> bool:
+        return event_id in self._set
+
+    def ids(self) -> list[str]:
+        """The ids remembered, oldest first."""
+        return list(self._order)
+
+    def add(self, event_id: str) -> None:
+        """Remember ``event_id``, forgetting the oldest one when full."""
+        if event_id in self._set:
+            return
+        if len(self._order) == self._order.maxlen:
+            self._set.discard(self._order[0])
+        self._order.append(event_id)
+        self._set.add(event_id)
