@@ -1,0 +1,369 @@
+"""``arkor-trio`` in-process: ``cli.main([...])`` against a local backend in a background thread.
+
+The CLI runs its own ``trio.run``, so these are plain (sync) tests; see tests/_cli_backend.py.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+import textwrap
+import threading
+from typing import TYPE_CHECKING
+
+import pytest
+
+from arkor_trio import TrainingCancelled
+from arkor_trio.cli import main
+from tests._cli_backend import BackgroundBackend
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+    from pathlib import Path
+
+
+@pytest.fixture(scope="module")
+def bg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundBackend]:
+    backend = BackgroundBackend(tmp_path_factory.mktemp("cli-backend")).start()
+    yield backend
+    backend.stop()
+
+
+@pytest.fixture(scope="module")
+def done_job(bg: BackgroundBackend) -> str:
+    """A completed 4-step job with checkpoints at steps 2 and 4."""
+    return bg.train(steps=4, logging_steps=1, eval_steps=2, save_steps=2)
+
+
+@pytest.fixture(autouse=True)
+def env(bg: BackgroundBackend, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    for key, value in bg.env().items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("HOME", str(tmp_path))  # no ~/.arkor/credentials.json
+    monkeypatch.chdir(tmp_path)  # no .arkor/state.json
+    monkeypatch.setattr(sys, "path", list(sys.path))  # `run` prepends the file's directory
+
+
+def run_cli(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def assert_one_line_error(err: str, *fragments: str) -> None:
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert lines[0].startswith("arkor-trio: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+# --- parsing -----------------------------------------------------------------------------------
+
+
+def test_help_lists_every_command(capsys):
+    code, out, _ = run_cli(capsys, "--help")
+    assert code == 0
+    for command in ("demo", "serve", "run", "jobs", "infer", "chaos"):
+        assert command in out
+    assert "ARKOR_CLOUD_API_URL" in out
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [[], ["jobs"], ["demo", "--steps", "0"], ["infer", "hello"], ["nope"], ["serve", "--port=x"]],
+)
+def test_usage_errors_exit_2(capsys, argv):
+    code, _, err = run_cli(capsys, *argv)
+    assert code == 2
+    assert "usage: arkor-trio" in err
+
+
+def test_version(capsys):
+    code, out, _ = run_cli(capsys, "--version")
+    assert code == 0
+    assert re.fullmatch(r"arkor-trio \S+\n", out)
+
+
+# --- jobs --------------------------------------------------------------------------------------
+
+
+def test_jobs_list_as_table_and_json(capsys, done_job):
+    code, out, _ = run_cli(capsys, "jobs", "list")
+    assert code == 0
+    header, *rows = out.splitlines()
+    assert header.split() == ["ID", "STATUS", "NAME", "CREATED"]
+    assert any(row.split()[:3] == [done_job, "completed", "cli-test"] for row in rows)
+
+    code, out, _ = run_cli(capsys, "jobs", "list", "--json")
+    assert code == 0
+    jobs = {job["id"]: job for job in json.loads(out)}
+    assert jobs[done_job]["status"] == "completed"
+    assert jobs[done_job]["config"]["maxSteps"] == 4
+
+
+def test_jobs_show_as_text_and_json(capsys, done_job):
+    code, out, _ = run_cli(capsys, "jobs", "show", done_job)
+    assert code == 0
+    fields = dict(line.split(None, 1) for line in out.splitlines())
+    assert fields["id"] == done_job
+    assert fields["status"] == "completed"
+    assert fields["model"] == "unsloth/gemma-4-E4B-it"
+    assert "maxSteps=4" in fields["config"]
+    assert "final.npz" in fields["artifact"]
+
+    code, out, _ = run_cli(capsys, "jobs", "show", done_job, "--json")
+    assert code == 0
+    assert json.loads(out)["completedAt"]
+
+
+def test_unknown_job_is_a_one_line_error_exit_1(capsys):
+    code, out, err = run_cli(capsys, "jobs", "show", "job_missing")
+    assert code == 1
+    assert out == ""
+    assert_one_line_error(err, "job_missing", "404")
+
+
+def test_missing_token_is_a_configuration_error_exit_2(capsys, monkeypatch):
+    monkeypatch.delenv("ARKOR_TOKEN")
+    code, _, err = run_cli(capsys, "jobs", "list")
+    assert code == 2
+    assert_one_line_error(err, "ARKOR_TOKEN")
+
+
+def test_unreachable_backend_is_a_one_line_error_exit_1(capsys, monkeypatch):
+    monkeypatch.setenv("ARKOR_CLOUD_API_URL", "http://127.0.0.1:1")
+    code, _, err = run_cli(capsys, "jobs", "list")
+    assert code == 1
+    assert_one_line_error(err, "127.0.0.1:1")
+
+
+def test_jobs_events_of_a_finished_job_print_everything_to_the_terminal_event(capsys, done_job):
+    code, out, _ = run_cli(capsys, "jobs", "events", done_job)
+    assert code == 0
+    lines = out.splitlines()
+    assert lines[0].split()[:2] == ["1", "training.started"]
+    assert lines[-1].split()[1] == "training.completed"
+    assert sum(" training.log " in line for line in lines) == 4
+    assert sum(" checkpoint.saved " in line for line in lines) == 2
+    assert "step=2 loss=" in out
+
+    code, out, _ = run_cli(capsys, "jobs", "events", done_job, "--json", "--after", "2")
+    assert code == 0
+    events = [json.loads(line) for line in out.splitlines()]
+    ids = [int(event["id"]) for event in events]
+    assert ids == list(range(3, len(lines) + 1))
+    assert events[-1]["type"] == "training.completed"
+    assert all(event["jobId"] == done_job for event in events)
+
+
+def test_jobs_events_without_follow_stop_after_the_backlog_of_a_running_job(capsys, bg):
+    job_id = bg.start_idle_job()
+    try:
+        code, out, _ = run_cli(capsys, "jobs", "events", job_id)
+        assert code == 0
+        assert [line.split()[1] for line in out.splitlines()] == [
+            "training.started",
+            "training.log",
+        ]
+    finally:
+        code, out, _ = run_cli(capsys, "jobs", "cancel", job_id)
+    assert code == 0
+    assert out == f"cancel requested for job {job_id} (status: running)\n"
+    assert isinstance(bg.terminal_event(job_id), TrainingCancelled)
+
+
+class CancelOnFirstLog:
+    """A stdout that cancels the job (from another thread) once a training.log line is printed."""
+
+    def __init__(self, bg: BackgroundBackend, job_id: str) -> None:
+        self.bg, self.job_id, self.text = bg, job_id, ""
+        self.thread: threading.Thread | None = None
+
+    def write(self, text: str) -> int:
+        self.text += text
+        if "training.log" in text and self.thread is None:
+            cancel = self.bg.call
+            self.thread = threading.Thread(
+                target=cancel, args=(lambda c: c.cancel_job(self.job_id),)
+            )
+            self.thread.start()
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
+def test_jobs_events_follow_runs_until_the_job_ends(bg, monkeypatch):
+    job_id = bg.start_idle_job()
+    out = CancelOnFirstLog(bg, job_id)
+    monkeypatch.setattr(sys, "stdout", out)
+    assert main(["jobs", "events", job_id, "--follow"]) == 0
+    assert out.thread is not None
+    out.thread.join(30)
+    types = [line.split()[1] for line in out.text.splitlines()]
+    assert types == ["training.started", "training.log", "training.cancelled"]
+
+
+def test_jobs_cancel_of_a_finished_job_is_not_an_error(capsys, done_job):
+    code, out, _ = run_cli(capsys, "jobs", "cancel", done_job)
+    assert code == 0
+    assert out == f"job {done_job} already ended (status: completed)\n"
+    code, out, _ = run_cli(capsys, "jobs", "cancel", done_job, "--json")
+    assert code == 0
+    assert json.loads(out) == {"id": done_job, "cancelRequested": False, "status": "completed"}
+
+
+# --- infer -------------------------------------------------------------------------------------
+
+
+def test_infer_streams_the_answer_of_the_final_adapter(capsys, done_job):
+    code, out, _ = run_cli(
+        capsys, "infer", "--job", done_job, "--max-tokens", "12", "--temperature", "0", "hi"
+    )
+    assert code == 0
+    assert out.endswith("\n")
+    assert 1 <= len(out.rstrip("\n")) <= 12
+
+
+def test_infer_json_from_a_checkpoint(capsys, done_job):
+    argv = ["infer", "--job", done_job, "--step", "2", "--max-tokens", "5", "--json"]
+    code, out, _ = run_cli(capsys, *argv, "--system", "triage", "hi")
+    assert code == 0
+    completion = json.loads(out)
+    assert completion["object"] == "chat.completion"
+    assert completion["choices"][0]["message"]["role"] == "assistant"
+
+
+def test_infer_on_a_missing_checkpoint_is_a_one_line_error(capsys, done_job):
+    code, out, err = run_cli(capsys, "infer", "--job", done_job, "--step", "3", "hi")
+    assert code == 1
+    assert out == ""
+    assert_one_line_error(err, "HTTP 404")
+
+
+# --- run ---------------------------------------------------------------------------------------
+
+TRAINER_FILE = """
+from arkor_trio import BlobDataset, create_trainer
+
+def on_log(ctx):
+    print(f"user callback: step {{ctx.step}}")
+
+{name} = create_trainer(
+    name="from-file", model="unsloth/gemma-4-E4B-it", dataset={dataset},
+    max_steps=3, logging_steps=1, eval_steps=3, save_steps=3, callbacks={{"on_log": on_log}},
+)
+"""
+
+
+def trainer_file(tmp_path: Path, name: str = "trainer", dataset: str = "BlobDataset.demo()"):
+    path = tmp_path / "my_trainer.py"
+    path.write_text(TRAINER_FILE.format(name=name, dataset=dataset))
+    return path
+
+
+def test_run_a_trainer_file_to_completion(capsys, tmp_path):
+    code, out, _ = run_cli(capsys, "run", str(trainer_file(tmp_path)), "--sample", "Hi?")
+    assert code == 0
+    lines = out.splitlines()
+    # the file's own callback runs first for each event, then the display's line
+    first = lines.index("user callback: step 1")
+    assert lines[first + 1].startswith("step 1/3  loss ")
+    assert "  > Hi?" in lines
+    assert re.search(r"^loss: (\S+) \(first\) -> (\S+) \(last\)$", out, re.MULTILINE)
+    assert re.search(r"^job job_\w+: completed$", out, re.MULTILINE)
+
+
+def test_run_json_prints_only_the_result_on_stdout(capsys, tmp_path):
+    code, out, err = run_cli(capsys, "run", str(trainer_file(tmp_path, name="arkor")), "--json")
+    assert code == 0
+    result = json.loads(out)  # the whole of stdout is the JSON document
+    assert result["job"]["status"] == "completed"
+    assert result["artifacts"][0]["pathname"].endswith("final.npz")
+    assert result["lastLoss"] < result["firstLoss"]
+    assert "step 3/3" in err  # the progress went to stderr
+
+
+def test_run_exits_1_when_the_job_fails(capsys, tmp_path):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"messages": [}\n')
+    path = trainer_file(tmp_path, name="my_only_trainer", dataset=f"BlobDataset({bad.as_uri()!r})")
+    code, out, _ = run_cli(capsys, "run", str(path))
+    assert code == 1
+    assert re.search(r"^failed job job_\w+: dataset: .*line 1", out, re.MULTILINE)
+    assert re.search(r"^job job_\w+: failed$", out, re.MULTILINE)
+
+
+def test_run_without_a_trainer_or_file_is_a_usage_error(capsys, tmp_path):
+    empty = tmp_path / "empty.py"
+    empty.write_text("x = 1\n")
+    code, _, err = run_cli(capsys, "run", str(empty))
+    assert code == 2
+    assert_one_line_error(err, "defines no Trainer")
+
+    two = tmp_path / "two.py"
+    two.write_text(
+        textwrap.dedent("""
+        from arkor_trio import BlobDataset, create_trainer
+        a = create_trainer(name="a", model="m", dataset=BlobDataset.demo())
+        b = create_trainer(name="b", model="m", dataset=BlobDataset.demo())
+        """)
+    )
+    code, _, err = run_cli(capsys, "run", str(two))
+    assert code == 2
+    assert_one_line_error(err, "several Trainers (a, b)")
+
+    code, _, err = run_cli(capsys, "run", str(tmp_path / "missing.py"))
+    assert code == 2
+    assert_one_line_error(err, "no such file")
+
+
+def test_run_shows_the_traceback_of_a_file_that_raises(capsys, tmp_path):
+    broken = tmp_path / "broken.py"
+    broken.write_text("raise RuntimeError('user bug')\n")
+    code, _, err = run_cli(capsys, "run", str(broken))
+    assert code == 1
+    assert "Traceback" in err
+    assert "RuntimeError: user bug" in err
+
+
+# --- demo, serve, chaos --------------------------------------------------------------------------
+
+
+def test_demo_trains_samples_charts_and_keeps_artifacts_in_the_data_dir(capsys, tmp_path):
+    data_dir = tmp_path / "demo-data"
+    code, out, _ = run_cli(capsys, "demo", "--steps", "6", "--data-dir", str(data_dir))
+    assert code == 0
+    assert f"data dir {data_dir}" in out
+    assert out.count("checkpoint at step") == 3  # save_steps = 6 // 3
+    assert out.count("  > Why was my card charged twice for the Pro plan?") == 3
+    assert "eval loss" in out
+    assert "└" in out  # the chart
+    assert "• train loss   ◆ eval loss" in out
+    first, last = map(float, re.findall(r"^loss: (\S+) \(first\) -> (\S+)", out, re.MULTILINE)[0])
+    assert last < first
+    artifact = re.findall(r"^  (/\S+final\.npz) \(", out, re.MULTILINE)
+    assert len(artifact) == 1
+    assert artifact[0].startswith(str(data_dir))
+    assert (data_dir / "models").is_dir()
+
+
+def test_serve_on_a_data_dir_in_use_is_a_configuration_error(capsys, bg):
+    code, _, err = run_cli(capsys, "serve", "--port", "0", "--data-dir", str(bg.data_dir))
+    assert code == 2
+    assert_one_line_error(err, "in use by another local backend")
+
+
+@pytest.mark.parametrize(
+    ("plan", "upstream", "fragment"),
+    [("cut:x", "127.0.0.1:9", "bad token 'cut:x'"), ("", "nohost", "upstream")],
+)
+def test_chaos_configuration_errors_exit_2(capsys, plan, upstream, fragment):
+    code, _, err = run_cli(capsys, "chaos", "--upstream", upstream, "--plan", plan)
+    assert code == 2
+    assert_one_line_error(err, fragment)

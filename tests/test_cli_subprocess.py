@@ -1,0 +1,171 @@
+"""``arkor-trio`` as a real process: the console script, Ctrl-C, serve, and no optional extras.
+
+Each process is read line by line until the line a test waits for appears (no sleeps); a
+watchdog kills a process that would otherwise hang the suite.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from arkor_trio import TrainingCancelled
+from tests._cli_backend import BackgroundBackend, client_env
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+pytestmark = pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
+
+SCRIPT = Path(sys.executable).with_name("arkor-trio")
+#: Run the CLI with the optional dependencies made unimportable.
+WITHOUT_EXTRAS = (
+    "import sys; sys.modules.update(dict.fromkeys(['numpy', 'rich', 'starlette', 'hypercorn']));"
+    "from arkor_trio.cli import main; sys.exit(main())"
+)
+
+
+@pytest.fixture(scope="module")
+def bg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundBackend]:
+    backend = BackgroundBackend(tmp_path_factory.mktemp("cli-subprocess")).start()
+    yield backend
+    backend.stop()
+
+
+def command(*argv: str) -> list[str]:
+    if SCRIPT.exists():
+        return [str(SCRIPT), *argv]
+    return [sys.executable, "-m", "arkor_trio.cli", *argv]
+
+
+class Process:
+    """A CLI process whose stdout is read line by line; killed after ``limit`` seconds."""
+
+    def __init__(self, argv: list[str], env: dict[str, str], cwd: Path, limit: float = 60):
+        self.proc = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            encoding="utf-8",
+            env={**env, "PYTHONUNBUFFERED": "1", "PYTHONIOENCODING": "utf-8"},
+            cwd=cwd,
+        )
+        self.watchdog = threading.Timer(limit, self.proc.kill)
+        self.watchdog.start()
+        self.lines: list[str] = []
+
+    def read_until(self, pattern: str) -> re.Match[str]:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.append(line)
+            found = re.search(pattern, line)
+            if found:
+                return found
+        raise AssertionError(f"{pattern!r} never appeared in:\n{''.join(self.lines)}")
+
+    def finish(self) -> tuple[int, str, str]:
+        out, err = self.proc.communicate()
+        self.watchdog.cancel()
+        return self.proc.returncode, "".join(self.lines) + out, err
+
+
+def test_help_jobs_and_demo_without_the_server_extra(bg, tmp_path):
+    env = {**client_env(bg), "HOME": str(tmp_path)}
+    base = [sys.executable, "-c", WITHOUT_EXTRAS]
+
+    done = subprocess.run([*base, "--help"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "usage: arkor-trio" in done.stdout
+
+    job_id = bg.train(steps=1)
+    done = subprocess.run([*base, "jobs", "list", "--json"], env=env, cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert job_id in {job["id"] for job in json.loads(done.stdout)}
+
+    done = subprocess.run([*base, "demo"], env=env, cwd=tmp_path, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+    assert done.returncode == 2
+    assert done.stderr.startswith("arkor-trio: error: `arkor-trio demo` needs the server extra")
+    assert "pip install 'arkor-trio[server]'" in done.stderr
+
+
+def test_demo_end_to_end(tmp_path):
+    process = Process(
+        command("demo", "--steps", "20", "--data-dir", str(tmp_path / "data")),
+        dict(os.environ),
+        tmp_path,
+    )
+    code, out, err = process.finish()
+    assert code == 0, err
+    assert re.search(r"^step 10/20  loss \d", out, re.MULTILINE)
+    first, last = map(
+        float, re.findall(r"^loss: (\S+) \(first\) -> (\S+) \(last\)$", out, re.MULTILINE)[0]
+    )
+    assert last < first
+    assert "final.npz" in out
+
+
+TRAINER_FILE = """
+from arkor_trio import BlobDataset, create_trainer
+
+trainer = create_trainer(
+    name="interrupt-me", model="unsloth/gemma-4-E4B-it", dataset=BlobDataset.demo(),
+    max_steps=100_000, logging_steps=1,
+)
+"""
+
+
+def test_ctrl_c_cancels_the_job_on_the_backend_and_exits_130(bg, tmp_path):
+    path = tmp_path / "trainer.py"
+    path.write_text(TRAINER_FILE)
+    process = Process(command("run", str(path)), client_env(bg), tmp_path)
+    job_id = process.read_until(r"^started job (job_\w+) ").group(1)
+    process.read_until(r"^step +1/100000  loss ")
+    interrupted = time.monotonic()
+    process.proc.send_signal(signal.SIGINT)
+    code, out, err = process.finish()
+    took = time.monotonic() - interrupted
+    assert code == 130, err
+    assert f"interrupted: sent the cancel for job {job_id} to the backend" in out
+    assert "arkor-trio: interrupted" in err
+    assert "Traceback" not in err
+    assert took < 10
+    assert isinstance(bg.terminal_event(job_id), TrainingCancelled)
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_serve_prints_the_exports_and_stops_on_ctrl_c_or_sigterm(tmp_path, signum):
+    data_dir = tmp_path / "served"
+    process = Process(
+        command("serve", "--port", "0", "--data-dir", str(data_dir), "--ping-interval", "5"),
+        dict(os.environ),
+        tmp_path,
+    )
+    url = process.read_until(r"export ARKOR_CLOUD_API_URL=(\S+)").group(1)
+    token = process.read_until(r"export ARKOR_TOKEN=(\S+)").group(1)
+    assert url.startswith("http://127.0.0.1:")
+    assert token == (data_dir / "token").read_text().strip()
+
+    env = {**os.environ, "ARKOR_CLOUD_API_URL": url, "ARKOR_TOKEN": token, "HOME": str(tmp_path)}
+    done = subprocess.run(command("jobs", "list"), env=env, cwd=tmp_path, capture_output=True,
+                          text=True, timeout=60, check=False)  # fmt: skip
+    assert (done.returncode, done.stdout) == (0, "no jobs\n"), done.stderr
+
+    process.proc.send_signal(signum)
+    code, out, err = process.finish()
+    assert code == 0, err
+    assert "Traceback" not in err
+    assert out.endswith("arkor-trio serve: stopped\n")
