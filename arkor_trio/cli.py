@@ -11,28 +11,31 @@ and rich are imported by the commands that use them. See docs/cli.md.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import logging
-import signal
 import sys
 import traceback
-from functools import partial
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from ._cli_commands import (
+    DEFAULT_DATA_DIR,
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    cmd_chaos,
+    cmd_demo,
+    cmd_infer,
+    cmd_jobs,
+    cmd_run,
+    cmd_serve,
+)
 from ._errors import ArkorError, ConfigError
 from ._version import __version__
 
 if TYPE_CHECKING:
-    from collections.abc import Awaitable, Callable
+    from collections.abc import Callable
 
 __all__ = ["DEFAULT_DATA_DIR", "build_parser", "main"]
-
-#: Where ``arkor-trio serve`` keeps its state unless ``--data-dir`` says otherwise.
-DEFAULT_DATA_DIR = Path("~/.arkor-trio/local")
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
-_SERVER_EXTRA = "pip install 'arkor-trio[server]'"
 
 
 def _positive_int(text: str) -> int:
@@ -43,156 +46,6 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
-
-
-def _lone(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
-    """The one exception a nursery group stands for (ignoring Cancelled), else None."""
-    leaves: list[BaseException] = []
-
-    def walk(exc: BaseException) -> None:
-        if isinstance(exc, BaseExceptionGroup):
-            for inner in exc.exceptions:
-                walk(inner)
-        else:
-            leaves.append(exc)
-
-    walk(group)
-    import trio
-
-    real = [e for e in leaves if not isinstance(e, trio.Cancelled)]
-    return real[0] if len(real) == 1 else None
-
-
-def _trio_run(fn: Callable[[], Awaitable[int]]) -> int:
-    """``trio.run(fn)``, raising a nursery group's lone error as itself."""
-    import trio
-
-    try:
-        return trio.run(fn)
-    except BaseExceptionGroup as group:
-        lone = _lone(group)
-        if lone is None:
-            raise
-        raise lone from None
-
-
-async def _with_client(fn: Callable[..., Awaitable[int]], *args: Any, **kwargs: Any) -> int:
-    """``fn(client, stdout, *args, **kwargs)`` with a client configured from the environment."""
-    from ._client import ArkorClient
-
-    async with ArkorClient() as client:
-        return await fn(client, sys.stdout, *args, **kwargs)
-
-
-# --- commands ------------------------------------------------------------------------------------
-
-
-def _need_server_extra(command: str) -> None:
-    try:
-        import hypercorn  # noqa: F401  # probing the optional dependencies only
-        import numpy  # noqa: F401
-        import starlette  # noqa: F401
-    except ImportError as exc:
-        raise ConfigError(
-            f"`arkor-trio {command}` needs the server extra ({exc}): {_SERVER_EXTRA}"
-        ) from None
-
-
-def _cmd_demo(args: argparse.Namespace) -> int:
-    _need_server_extra("demo")
-    from ._cli_train import demo
-
-    return _trio_run(partial(demo, sys.stdout, steps=args.steps, data_dir=args.data_dir))
-
-
-def _cmd_serve(args: argparse.Namespace) -> int:
-    _need_server_extra("serve")
-    data_dir = args.data_dir if args.data_dir is not None else DEFAULT_DATA_DIR
-    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops: exit 0
-        _trio_run(partial(_serve, args.host, args.port, data_dir, args.ping_interval))
-    print("arkor-trio serve: stopped", flush=True)
-    return EXIT_OK
-
-
-async def _serve(host: str, port: int, data_dir: Path, ping_interval: float) -> int:
-    """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM, shutting down cleanly on either."""
-    import trio
-
-    from .server import serve
-
-    with trio.open_signal_receiver(signal.SIGTERM) as signals:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve, host, port, data_dir, ping_interval)
-            async for _ in signals:
-                nursery.cancel_scope.cancel()
-                break
-    return EXIT_OK
-
-
-def _cmd_run(args: argparse.Namespace) -> int:
-    from ._cli_train import load_trainer, run_trainer
-
-    result_out = sys.stdout
-    # With --json, stdout carries the result only: progress and whatever the trainer file
-    # prints (at import or in its callbacks) go to stderr.
-    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
-        trainer = load_trainer(args.path)
-        return _trio_run(
-            partial(
-                run_trainer,
-                trainer,
-                sys.stdout,
-                as_json=args.json,
-                result_out=result_out,
-                samples=tuple(args.sample),
-            )
-        )
-
-
-def _cmd_jobs(args: argparse.Namespace) -> int:
-    from . import _cli_jobs as jobs
-
-    if args.jobs_command == "list":
-        call = partial(_with_client, jobs.jobs_list, as_json=args.json)
-    elif args.jobs_command == "show":
-        call = partial(_with_client, jobs.jobs_show, args.id, as_json=args.json)
-    elif args.jobs_command == "cancel":
-        call = partial(_with_client, jobs.jobs_cancel, args.id, as_json=args.json)
-    else:
-        call = partial(
-            _with_client,
-            jobs.jobs_events,
-            args.id,
-            follow=args.follow,
-            after=args.after,
-            as_json=args.json,
-        )
-    return _trio_run(call)
-
-
-def _cmd_infer(args: argparse.Namespace) -> int:
-    from ._cli_jobs import infer
-
-    return _trio_run(
-        partial(
-            _with_client,
-            infer,
-            job_id=args.job,
-            prompt=args.prompt,
-            step=args.step,
-            system=args.system,
-            max_tokens=args.max_tokens,
-            temperature=args.temperature,
-            as_json=args.json,
-        )
-    )
-
-
-def _cmd_chaos(args: argparse.Namespace) -> int:
-    from .testing._cli import chaos_main
-
-    chaos_main(args.upstream, args.listen, args.plan)
-    return EXIT_OK
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -227,7 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--data-dir", type=Path, help="keep the backend's state here (default: a temporary dir)"
     )
-    demo.set_defaults(handler=_cmd_demo)
+    demo.set_defaults(handler=cmd_demo)
 
     serve = commands.add_parser("serve", help="run the local backend until Ctrl-C")
     serve.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
@@ -238,7 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ping-interval", type=float, default=15.0, help="seconds between stream pings (15)"
     )
-    serve.set_defaults(handler=_cmd_serve)
+    serve.set_defaults(handler=cmd_serve)
 
     run = commands.add_parser(
         "run", help="run the Trainer a Python file defines (start + wait, with progress)"
@@ -249,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="run PROMPT on every checkpoint and print the answer (repeatable)",
     )  # fmt: skip
     _add_json(run)
-    run.set_defaults(handler=_cmd_run)
+    run.set_defaults(handler=cmd_run)
 
     jobs = commands.add_parser("jobs", help="list, show, cancel jobs, print their events")
     jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
@@ -266,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--follow", "-f", action="store_true", help="until the job ends")
     events.add_argument("--after", metavar="EVENT_ID", help="start after this event id")
     _add_json(events)
-    jobs.set_defaults(handler=_cmd_jobs)
+    jobs.set_defaults(handler=cmd_jobs)
 
     infer = commands.add_parser("infer", help="chat with a job's adapter")
     infer.add_argument("--job", required=True, help="the job whose adapter answers")
@@ -276,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     infer.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
     infer.add_argument("prompt", help="the user message")
     _add_json(infer)
-    infer.set_defaults(handler=_cmd_infer)
+    infer.set_defaults(handler=cmd_infer)
 
     chaos = commands.add_parser("chaos", help="a fault-injecting proxy in front of a backend")
     chaos.add_argument("--upstream", required=True, metavar="HOST:PORT", help="the backend")
@@ -284,7 +137,7 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument(
         "--plan", default="", help="fault plan, e.g. 'cut:3,mid:2,status:503:2' (docs/cli.md)"
     )
-    chaos.set_defaults(handler=_cmd_chaos)
+    chaos.set_defaults(handler=cmd_chaos)
     return parser
 
 

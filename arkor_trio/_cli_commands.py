@@ -1,0 +1,173 @@
+"""The handlers of the ``arkor-trio`` commands: each runs one ``trio.run`` and returns an exit code.
+
+They raise :class:`~arkor_trio.ArkorError` for :func:`arkor_trio.cli.main` to print as one line,
+and let ``KeyboardInterrupt`` through (exit code 130), except the servers (``serve``, ``chaos``),
+for which Ctrl-C is the normal way to stop (exit code 0). Optional dependencies (NumPy,
+Starlette, hypercorn, rich) are imported only by the commands that need them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+from functools import partial
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from ._errors import ConfigError
+from ._groups import lone_exception
+
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Awaitable, Callable
+
+__all__ = [
+    "DEFAULT_DATA_DIR",
+    "EXIT_FAILED",
+    "EXIT_INTERRUPTED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "cmd_chaos",
+    "cmd_demo",
+    "cmd_infer",
+    "cmd_jobs",
+    "cmd_run",
+    "cmd_serve",
+]
+
+#: Where ``arkor-trio serve`` keeps its state unless ``--data-dir`` says otherwise.
+DEFAULT_DATA_DIR = Path("~/.arkor-trio/local")
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+_SERVER_EXTRA = "pip install 'arkor-trio[server]'"
+
+
+def _trio_run(fn: Callable[[], Awaitable[int]]) -> int:
+    """``trio.run(fn)``, raising a nursery group's lone error as itself."""
+    try:
+        return trio.run(fn)
+    except BaseExceptionGroup as group:
+        lone = lone_exception(group)
+        if lone is None:
+            raise
+        raise lone from None
+
+
+async def _with_client(fn: Callable[..., Awaitable[int]], *args: Any, **kwargs: Any) -> int:
+    """``fn(client, stdout, *args, **kwargs)`` with a client configured from the environment."""
+    from ._client import ArkorClient
+
+    async with ArkorClient() as client:
+        return await fn(client, sys.stdout, *args, **kwargs)
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+
+def _need_server_extra(command: str) -> None:
+    try:
+        import hypercorn  # noqa: F401  # probing the optional dependencies only
+        import numpy  # noqa: F401
+        import starlette  # noqa: F401
+    except ImportError as exc:
+        raise ConfigError(
+            f"`arkor-trio {command}` needs the server extra ({exc}): {_SERVER_EXTRA}"
+        ) from None
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    _need_server_extra("demo")
+    from ._cli_train import demo
+
+    return _trio_run(partial(demo, sys.stdout, steps=args.steps, data_dir=args.data_dir))
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    _need_server_extra("serve")
+    data_dir = args.data_dir if args.data_dir is not None else DEFAULT_DATA_DIR
+    with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops: exit 0
+        _trio_run(partial(_serve, args.host, args.port, data_dir, args.ping_interval))
+    print("arkor-trio serve: stopped", flush=True)
+    return EXIT_OK
+
+
+async def _serve(host: str, port: int, data_dir: Path, ping_interval: float) -> int:
+    """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM, shutting down cleanly on either."""
+    from .server import serve
+
+    with trio.open_signal_receiver(signal.SIGTERM) as signals:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(serve, host, port, data_dir, ping_interval)
+            async for _ in signals:
+                nursery.cancel_scope.cancel()
+                break
+    return EXIT_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from ._cli_train import load_trainer, run_trainer
+
+    result_out = sys.stdout
+    # With --json, stdout carries the result only: progress and whatever the trainer file
+    # prints (at import or in its callbacks) go to stderr.
+    with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
+        trainer = load_trainer(args.path)
+        return _trio_run(
+            partial(
+                run_trainer,
+                trainer,
+                sys.stdout,
+                as_json=args.json,
+                result_out=result_out,
+                samples=tuple(args.sample),
+            )
+        )
+
+
+def cmd_jobs(args: argparse.Namespace) -> int:
+    from . import _cli_jobs as jobs
+
+    if args.jobs_command == "list":
+        call = partial(_with_client, jobs.jobs_list, as_json=args.json)
+    elif args.jobs_command == "show":
+        call = partial(_with_client, jobs.jobs_show, args.id, as_json=args.json)
+    elif args.jobs_command == "cancel":
+        call = partial(_with_client, jobs.jobs_cancel, args.id, as_json=args.json)
+    else:
+        call = partial(
+            _with_client,
+            jobs.jobs_events,
+            args.id,
+            follow=args.follow,
+            after=args.after,
+            as_json=args.json,
+        )
+    return _trio_run(call)
+
+
+def cmd_infer(args: argparse.Namespace) -> int:
+    from ._cli_jobs import infer
+
+    return _trio_run(
+        partial(
+            _with_client,
+            infer,
+            job_id=args.job,
+            prompt=args.prompt,
+            step=args.step,
+            system=args.system,
+            max_tokens=args.max_tokens,
+            temperature=args.temperature,
+            as_json=args.json,
+        )
+    )
+
+
+def cmd_chaos(args: argparse.Namespace) -> int:
+    from .testing._cli import chaos_main
+
+    chaos_main(args.upstream, args.listen, args.plan)
+    return EXIT_OK
