@@ -8,13 +8,14 @@ The convention (also stated in docs/index.md, for authors):
 * While a file runs, the environment points at a fresh local backend: ``ARKOR_CLOUD_API_URL`` and
   ``ARKOR_TOKEN`` are set, so ``ArkorClient()`` and ``create_trainer(...)`` without ``client=``
   talk to it; ``HOME`` and the working directory are an empty temporary directory (no stray
-  ``~/.arkor`` or ``.arkor/state.json``); ``SLACK_WEBHOOK_URL``, ``DISCORD_WEBHOOK_URL`` and
-  ``TEAMS_WEBHOOK_URL`` point at a recording HTTP receiver. Blocks may also start their own
-  ``open_local_backend()``.
+  ``~/.arkor`` or ``.arkor/state.json``); ``SLACK_WEBHOOK_URL``, ``DISCORD_WEBHOOK_URL``,
+  ``TEAMS_WEBHOOK_URL`` and ``WEBHOOK_URL`` point at a recording HTTP receiver (paths ``/slack``,
+  ``/discord``, ``/teams``, ``/hook``). Blocks may also start their own ``open_local_backend()``.
 * An HTML comment on the line before a block (blank lines between are fine) changes that:
   ``<!-- no-run -->``: only compiled (for what cannot run here, such as a cloud-only dataset);
-  ``<!-- excerpt: examples/NAME.py -->``: only checked to appear verbatim (up to indentation) in
-  that file, which tests/test_examples.py runs.
+  ``<!-- excerpt: examples/NAME.py -->``: not compiled (it may be a fragment with ``await`` or
+  ``return``), only checked to appear verbatim (up to indentation) in that file, which
+  tests/test_examples.py runs.
 * Blocks use small step counts so a page runs in seconds; prose gives realistic values.
 """
 
@@ -121,20 +122,21 @@ def check_excerpt(block: Block, target: str) -> None:
 
 
 def run_blocks(blocks: list[Block]) -> None:
-    """Compile every block, then execute the runnable ones in order in one namespace."""
+    """In order: check excerpts, compile the rest, execute the runnable ones in one namespace."""
     namespace: dict[str, Any] = {"__name__": "__main__"}
     for block in blocks:
+        kind = mode(block)
+        if kind == "excerpt":  # a fragment (it may hold `await` or `return`): not compiled
+            assert block.marker is not None
+            check_excerpt(block, block.marker.partition(":")[2].strip())
+            continue
         # Pad so that tracebacks show the Markdown file's own line numbers.
         padded = "\n" * (block.line - 1) + block.code
         try:
             code = compile(padded, str(block.path), "exec")
         except SyntaxError as exc:
             raise AssertionError(f"{block.where}: does not compile: {exc}") from exc
-        kind = mode(block)
-        if kind == "excerpt":
-            assert block.marker is not None
-            check_excerpt(block, EXCERPT.match(block.marker)["path"])  # type: ignore[index]
-        if kind != "run":
+        if kind == "no-run":
             continue
         try:
             exec(code, namespace)
@@ -148,7 +150,8 @@ def test_convention_holds_for_every_page() -> None:
     assert ROOT / "README.md" in files
     for path in files:
         text = path.read_text(encoding="utf-8")
-        assert text.count("```") % 2 == 0, f"{path}: unbalanced code fences"
+        fences = sum(1 for line in text.splitlines() if FENCE.match(line))
+        assert fences % 2 == 0, f"{path}: unbalanced code fences"
         for block in extract(path):
             mode(block)
 
@@ -174,6 +177,16 @@ def test_extract_reads_markers_and_line_numbers(tmp_path: Path) -> None:
             mode(attrs.evolve(blocks[0], marker=typo))
 
 
+def test_excerpts_must_match_the_file_up_to_indentation() -> None:
+    lines = (ROOT / "examples" / "ci_run.py").read_text(encoding="utf-8").splitlines()
+    start = next(i for i, line in enumerate(lines) if "move_on_after(timeout)" in line)
+    window = textwrap.dedent("\n".join(lines[start : start + 2]))
+    block = Block(ROOT / "docs" / "x.md", 1, window, "excerpt: examples/ci_run.py")
+    check_excerpt(block, "examples/ci_run.py")
+    with pytest.raises(AssertionError, match="not \\(or no longer\\) in"):
+        check_excerpt(attrs.evolve(block, code=window + "  # edited"), "examples/ci_run.py")
+
+
 @pytest.fixture
 async def doc_env(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nursery: trio.Nursery
@@ -187,6 +200,7 @@ async def doc_env(
         monkeypatch.setenv("HOME", str(home))
         for name in ("SLACK", "DISCORD", "TEAMS"):
             monkeypatch.setenv(f"{name}_WEBHOOK_URL", receiver.url(f"/{name.lower()}"))
+        monkeypatch.setenv("WEBHOOK_URL", receiver.url("/hook"))
         monkeypatch.delenv("NOTIFY_PROGRESS", raising=False)
         monkeypatch.chdir(home)
         yield receiver
@@ -201,3 +215,6 @@ async def test_page_code_blocks_run(page: Path, doc_env: Receiver) -> None:
     with trio.fail_after(FILE_TIMEOUT):
         await trio.to_thread.run_sync(run_blocks, blocks, abandon_on_cancel=True)
     assert blocks  # (the page was collected because it has some)
+    if page.name == "notifications.md":  # its blocks post to the recording receiver
+        paths = {r.path for r in doc_env.requests}
+        assert {"/slack", "/discord", "/teams", "/hook"} <= paths
