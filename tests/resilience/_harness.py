@@ -35,6 +35,7 @@ short reconnect delays (:data:`FAST`).
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -85,6 +86,7 @@ FAST = ReconnectPolicy(initial_delay=0.01, max_delay=0.05, idle_timeout=5.0)
 
 
 Hook: TypeAlias = Callable[[int, Identity], Awaitable[None]]
+ProxyHook: TypeAlias = Callable[[ChaosProxy, int, Identity], Awaitable[None]]
 
 
 class Recorder:
@@ -316,6 +318,7 @@ async def follow_through_proxy(
     steps: int = 60,
     save_steps: int = 20,
     real: bool = False,
+    hook: ProxyHook | None = None,
 ) -> Run:
     """Create a job through the proxy, install ``plan``, follow the job to its end.
 
@@ -327,6 +330,8 @@ async def follow_through_proxy(
         steps: ``max_steps`` of the job.
         save_steps: ``save_steps`` of the job.
         real: Train with the NumPy engine on the bundled demo dataset (``dry_run``).
+        hook: Awaited as ``hook(proxy, n, identity)`` inside the n-th callback (see
+            :class:`Recorder`).
     """
     if engine is None and not real:
         engine = ScriptedEngine(pace=0.002).engine()
@@ -334,7 +339,8 @@ async def follow_through_proxy(
     extra: dict[str, Any] = {"logging_steps": 1, "eval_steps": 4, "dry_run": True} if real else {}
     with trio.fail_after(BOUND):
         async with backend_and_proxy(tmp_path, engine) as (backend, proxy):
-            recorder, store = Recorder(), RecordingStore()
+            bound = None if hook is None else functools.partial(hook, proxy)
+            recorder, store = Recorder(bound), RecordingStore()
             async with proxy_client(proxy.url, backend) as client:
                 trainer = create_trainer(
                     name="resilience",

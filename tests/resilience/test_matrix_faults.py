@@ -183,3 +183,20 @@ async def test_refused_window_is_retried_until_it_ends(tmp_path):
     assert all(r.method is None for r in refused)
     first_served = next(r for r in run.streams if r.cut_kind is not REFUSED)
     assert first_served.opened_at >= refused[0].opened_at + 0.1
+
+
+async def test_stall_during_a_slow_callback_resumes_from_what_was_read(tmp_path):
+    """Rules 1 and 3: while the 5th callback is busy, the reader has read 10 events, the proxy
+    stalls, the watchdog still fires and the reconnect resumes from 10 (read), not 4 (done)."""
+    reconnected_during_callback_5 = []
+
+    async def busy_at_5(proxy, n, identity):
+        if n == 5:  # events 1..4 are committed; this callback returns only after the reconnect
+            await proxy.wait_connections(3)  # create, the stalled stream, its successor
+            reconnected_during_callback_5.append(True)
+
+    plan = Plan.of(Stall(after_events=10, seconds=1.0))
+    run = await follow_through_proxy(tmp_path, plan, policy=STALLING, hook=busy_at_5)
+    assert assert_run(run) == [None, "10"]
+    assert reconnected_during_callback_5 == [True]
+    assert cuts(run.streams) == [STALL, None]
