@@ -35,7 +35,7 @@ class ScriptFailure(Exception):
 
 
 def loss_at(step: int) -> float:
-    """The scripted loss curve (a callback can check a log's loss is intact)."""
+    """The scripted loss curve (a test can check each dispatched loss is intact)."""
     return round(3.0 * 0.97**step, 6)
 
 

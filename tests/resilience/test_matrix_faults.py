@@ -29,6 +29,7 @@ from arkor_trio.testing import (
 
 from ._checks import cuts, gaps_after
 from ._harness import FAST, assert_run, follow_through_proxy
+from ._scripted import loss_at
 
 CLEAN, MID, RESET, AFTER_ID = CutKind.CLEAN, CutKind.MID_FRAME, CutKind.RESET, CutKind.AFTER_ID
 STALL, REFUSED, STATUS, DROP = CutKind.STALL, CutKind.REFUSED, CutKind.STATUS, CutKind.HEADERS_DROP
@@ -147,6 +148,9 @@ async def test_fault_row(tmp_path, name):
     run = await follow_through_proxy(tmp_path, row.plan, policy=row.policy)
     assert len(run.log) == 65
     assert assert_run(run) == row.resume_ids
+    logs = [c for c in run.calls if c[0] == "log"]
+    assert [c[1] for c in logs] == list(range(1, 61))
+    assert all(c[2] == loss_at(c[1]) for c in logs)  # payloads intact, not from a half frame
     assert _runs(cuts(run.streams)) == row.kinds
     assert run.streams[-1].status == 200
 
