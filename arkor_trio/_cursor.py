@@ -15,7 +15,13 @@ from typing import Protocol, runtime_checkable
 
 from ._errors import ConfigError
 
-__all__ = ["CursorStore", "FileCursorStore", "MemoryCursorStore"]
+__all__ = [
+    "CursorStore",
+    "FileCursorStore",
+    "MemoryCursorStore",
+    "is_finished",
+    "mark_finished",
+]
 
 
 @runtime_checkable
@@ -31,11 +37,29 @@ class CursorStore(Protocol):
         ...
 
 
+def is_finished(store: CursorStore, job_id: str) -> bool:
+    """True when ``store`` records that ``job_id``'s terminal callback already ran.
+
+    Stores may implement ``finished(job_id) -> bool`` and ``mark_finished(job_id)``; both built-in
+    stores do. Without them a store only knows cursors.
+    """
+    finished = getattr(store, "finished", None)
+    return bool(finished(job_id)) if callable(finished) else False
+
+
+def mark_finished(store: CursorStore, job_id: str) -> None:
+    """Record that ``job_id``'s terminal callback ran, if ``store`` can."""
+    mark = getattr(store, "mark_finished", None)
+    if callable(mark):
+        mark(job_id)
+
+
 class MemoryCursorStore:
     """Cursors in a dict: per process."""
 
     def __init__(self) -> None:
         self._cursors: dict[str, str] = {}
+        self._finished: set[str] = set()
 
     def load(self, job_id: str) -> str | None:
         """See :meth:`CursorStore.load`."""
@@ -44,6 +68,14 @@ class MemoryCursorStore:
     def save(self, job_id: str, cursor: str) -> None:
         """See :meth:`CursorStore.save`."""
         self._cursors[job_id] = cursor
+
+    def finished(self, job_id: str) -> bool:
+        """True once :meth:`mark_finished` was called for ``job_id``."""
+        return job_id in self._finished
+
+    def mark_finished(self, job_id: str) -> None:
+        """Record that the job's terminal callback ran."""
+        self._finished.add(job_id)
 
     def __repr__(self) -> str:
         return f"MemoryCursorStore({len(self._cursors)} jobs)"
@@ -67,13 +99,13 @@ class FileCursorStore:
         self.path = Path(path)
         self._fsync = fsync
         self._lock = threading.Lock()
-        self._cursors = self._read()
+        self._cursors, self._finished = self._read()
 
-    def _read(self) -> dict[str, str]:
+    def _read(self) -> tuple[dict[str, str], set[str]]:
         try:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
-            return {}
+            return {}, set()
         except OSError as exc:
             raise ConfigError(f"cannot read cursor file {self.path}: {exc}", field="path") from exc
         try:
@@ -84,14 +116,19 @@ class FileCursorStore:
                 field="path",
             ) from exc
         cursors = data.get("cursors") if isinstance(data, dict) else None
-        if not isinstance(cursors, dict) or not all(
-            isinstance(k, str) and isinstance(v, str) for k, v in cursors.items()
+        finished = data.get("finished", []) if isinstance(data, dict) else None
+        if (
+            not isinstance(cursors, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in cursors.items())
+            or not isinstance(finished, list)
+            or not all(isinstance(j, str) for j in finished)
         ):
             raise ConfigError(
-                f"cursor file {self.path} does not hold {{'cursors': {{job id: event id}}}}",
+                f"cursor file {self.path} does not hold {{'cursors': {{job id: event id}}, "
+                "'finished': [job id, ...]}",
                 field="path",
             )
-        return dict(cursors)
+        return dict(cursors), set(finished)
 
     def load(self, job_id: str) -> str | None:
         """See :meth:`CursorStore.load`."""
@@ -101,19 +138,34 @@ class FileCursorStore:
         """See :meth:`CursorStore.save`; the file is replaced atomically."""
         with self._lock:
             self._cursors[job_id] = cursor
-            payload = json.dumps({"version": 1, "cursors": self._cursors}, sort_keys=True)
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
-            try:
-                with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                    fh.write(payload)
-                    if self._fsync:
-                        fh.flush()
-                        os.fsync(fh.fileno())
-                os.replace(tmp, self.path)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            self._write()
+
+    def finished(self, job_id: str) -> bool:
+        """True once :meth:`mark_finished` was called for ``job_id`` (by any process)."""
+        return job_id in self._finished
+
+    def mark_finished(self, job_id: str) -> None:
+        """Record, durably, that the job's terminal callback ran."""
+        with self._lock:
+            self._finished.add(job_id)
+            self._write()
+
+    def _write(self) -> None:
+        """Replace the file atomically (caller holds the lock)."""
+        state = {"version": 1, "cursors": self._cursors, "finished": sorted(self._finished)}
+        payload = json.dumps(state, sort_keys=True)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+        try:
+            with os.fdopen(fd, "w", encoding="utf-8") as fh:
+                fh.write(payload)
+                if self._fsync:
+                    fh.flush()
+                    os.fsync(fh.fileno())
+            os.replace(tmp, self.path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
 
     def __repr__(self) -> str:
         return f"FileCursorStore({str(self.path)!r})"

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from ._callbacks import Callbacks
     from ._client import ArkorClient
 
-__all__ = ["apply_event", "dispatch", "result_for"]
+__all__ = ["apply_event", "dispatch", "result_for", "result_for_job"]
 
 
 def apply_event(job: TrainingJob, event: JobEvent) -> TrainingJob:
@@ -70,6 +70,12 @@ def result_for(job: TrainingJob, event: JobEvent) -> TrainingResult:
     if isinstance(event, TrainingCompleted):
         return TrainingResult(job=job, artifacts=list(event.artifacts or job.artifacts or []))
     return TrainingResult(job=job, artifacts=[])
+
+
+def result_for_job(job: TrainingJob) -> TrainingResult:
+    """The ``TrainingResult`` of a job known to be terminal, from the job alone."""
+    artifacts = list(job.artifacts or []) if job.status == "completed" else []
+    return TrainingResult(job=job, artifacts=artifacts)
 
 
 def _context(event: JobEvent, job: TrainingJob, client: ArkorClient) -> tuple[str, Any] | None:

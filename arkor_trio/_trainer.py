@@ -10,21 +10,25 @@ exception ends ``wait()`` as itself; leaving a cancel scope stops the local wait
 from __future__ import annotations
 
 import logging
+import random
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
 import trio
 
 from ._callbacks import Callbacks, CallbacksLike, as_callbacks
 from ._client import ArkorClient
-from ._cursor import CursorStore, MemoryCursorStore
-from ._dispatch import apply_event, dispatch, result_for
-from ._errors import ApiError, ArkorError, ConfigError, StreamError
-from ._reconnect import ReconnectPolicy
+from ._cursor import CursorStore, MemoryCursorStore, is_finished, mark_finished
+from ._dispatch import apply_event, dispatch, result_for, result_for_job
+from ._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
+from ._reconnect import Backoff, ReconnectPolicy
 from ._stream import TERMINAL_EVENTS, EventStream
 from ._stream_stats import RecentIds
 from ._validate import build_job_config, check_name
 
 if TYPE_CHECKING:
+    from collections.abc import AsyncIterator
+
     from ._models import JobConfig, TrainingJob, TrainingResult
 
 __all__ = ["Trainer", "create_trainer"]
@@ -71,6 +75,8 @@ class Trainer:
         self.callbacks: Callbacks = as_callbacks(callbacks)
         self._config = config
         self._client = client if client is not None else ArkorClient()
+        self._owns_client = client is None
+        self._active = 0
         self._policy = reconnect if reconnect is not None else ReconnectPolicy()
         self._store: CursorStore = cursor_store if cursor_store is not None else MemoryCursorStore()
         self._job_id = job_id
@@ -149,7 +155,8 @@ class Trainer:
             if self._job_id is not None:
                 return self._job_id
             assert self._config is not None
-            job = await self._client.create_job(self.name, self._config)
+            async with self._using_client():
+                job = await self._client.create_job(self.name, self._config)
             self._job, self._job_id = job, job.id
             self._created_at = trio.current_time()
             return job.id
@@ -166,33 +173,77 @@ class Trainer:
             ApiError: A permanent error from the backend (401, 403, 410, 426, unknown job ...).
             ReconnectsExhausted: ``ReconnectPolicy.max_attempts`` was exceeded.
         """
-        async with self._wait_lock:
+        async with self._wait_lock, self._using_client():
             if self._result is not None:
                 await trio.lowlevel.checkpoint()
                 return self._result
             job_id = await self.start()
-            if self._job is None:
-                self._job = await self._client.get_job(job_id)
-            stream = EventStream(
-                self._client,
-                job_id,
-                after=self._store.load(job_id),
-                policy=self._policy,
-                created_at=self._created_at,
-                seen=self._recent.ids(),
-            )
-            async with stream:
-                async for event in stream:
-                    job = apply_event(self._job, event)
-                    self._job = job
-                    await dispatch(event, job, self.callbacks, self._client)
-                    if event.event_id is not None:
-                        self._store.save(job_id, event.event_id)
-                        self._recent.add(event.event_id)
-                    if isinstance(event, TERMINAL_EVENTS):
-                        self._result = result_for(job, event)
-                        return self._result
-            raise StreamError(f"the event stream of job {job_id} ended without a terminal event")
+            if self._job is None or is_finished(self._store, job_id):
+                self._job = await self._fetch_job(job_id)
+            if is_finished(self._store, job_id):
+                # Another process already ran the terminal callback: report, don't repeat it.
+                self._result = result_for_job(self._job)
+                return self._result
+            return await self._follow(job_id)
+
+    async def _fetch_job(self, job_id: str) -> TrainingJob:
+        """``GET /v1/jobs/:id``, retried like a stream connection on transient failures."""
+        backoff = Backoff(self._policy, random.Random())
+        while True:
+            try:
+                return await self._client.get_job(job_id)
+            except ApiError as exc:
+                grace = (
+                    exc.status == 404
+                    and self._created_at is not None
+                    and trio.current_time() - self._created_at < self._policy.not_found_grace
+                )
+                if not (grace or exc.status in (0, 408, 429) or exc.status >= 500):
+                    raise
+                if backoff.exhausted():
+                    raise ReconnectsExhausted(
+                        f"GET job {job_id} failed {backoff.attempt + 1} times in a row; giving up"
+                    ) from exc
+                await trio.sleep(backoff.after_failure())
+
+    async def _follow(self, job_id: str) -> TrainingResult:
+        assert self._job is not None
+        stream = EventStream(
+            self._client,
+            job_id,
+            after=self._store.load(job_id),
+            policy=self._policy,
+            created_at=self._created_at,
+            seen=self._recent.ids(),
+        )
+        async with stream:
+            async for event in stream:
+                job = apply_event(self._job, event)
+                self._job = job
+                await dispatch(event, job, self.callbacks, self._client)
+                if event.event_id is not None:
+                    self._store.save(job_id, event.event_id)
+                    self._recent.add(event.event_id)
+                if isinstance(event, TERMINAL_EVENTS):
+                    mark_finished(self._store, job_id)
+                    self._result = result_for(job, event)
+                    return self._result
+        raise StreamError(f"the event stream of job {job_id} ended without a terminal event")
+
+    @asynccontextmanager
+    async def _using_client(self) -> AsyncIterator[None]:
+        """Close a client this trainer created once no call of it is using it any more.
+
+        The client reopens lazily, so a later call (or a kept ``ctx.infer``) still works.
+        """
+        self._active += 1
+        try:
+            yield
+        finally:
+            self._active -= 1
+            if self._owns_client and self._active == 0:
+                with trio.CancelScope(shield=True):
+                    await self._client.aclose()
 
     async def cancel(self) -> None:
         """Ask the backend to stop the job. No-op before ``start()``; a finished job is fine.
@@ -203,7 +254,8 @@ class Trainer:
             await trio.lowlevel.checkpoint()
             return
         try:
-            await self._client.cancel_job(self._job_id)
+            async with self._using_client():
+                await self._client.cancel_job(self._job_id)
         except ApiError as exc:
             if exc.status != 409:
                 raise

@@ -26,7 +26,11 @@ def test_file_store_survives_a_new_instance(tmp_path):
     a.save("job-1", "18")
     b = FileCursorStore(path)
     assert (b.load("job-1"), b.load("job-2"), b.load("nope")) == ("18", "4", None)
-    assert json.loads(path.read_text()) == {"version": 1, "cursors": {"job-1": "18", "job-2": "4"}}
+    assert json.loads(path.read_text()) == {
+        "version": 1,
+        "cursors": {"job-1": "18", "job-2": "4"},
+        "finished": [],
+    }
 
 
 def test_file_store_writes_atomically_and_leaves_no_temp_files(tmp_path, monkeypatch):
@@ -58,3 +62,36 @@ def test_file_store_rejects_a_foreign_file(tmp_path, content):
 def test_repr(tmp_path):
     assert "c.json" in repr(FileCursorStore(tmp_path / "c.json"))
     assert repr(MemoryCursorStore()) == "MemoryCursorStore(0 jobs)"
+
+
+def test_finished_marker_survives_a_new_instance(tmp_path):
+    from arkor_trio._cursor import is_finished, mark_finished
+
+    path = tmp_path / "c.json"
+    a = FileCursorStore(path)
+    a.save("j", "9")
+    assert not is_finished(a, "j")
+    mark_finished(a, "j")
+    b = FileCursorStore(path)
+    assert is_finished(b, "j")
+    assert not is_finished(b, "k")
+    assert b.load("j") == "9"
+    m = MemoryCursorStore()
+    mark_finished(m, "j")
+    assert is_finished(m, "j")
+
+    class Minimal:  # a user store with only load/save never claims a job finished
+        def load(self, job_id):
+            return None
+
+        def save(self, job_id, cursor):
+            pass
+
+    mark_finished(Minimal(), "j")
+    assert not is_finished(Minimal(), "j")
+
+
+def test_a_version_one_file_without_finished_still_loads(tmp_path):
+    path = tmp_path / "c.json"
+    path.write_text('{"version": 1, "cursors": {"j": "3"}}')
+    assert FileCursorStore(path).load("j") == "3"

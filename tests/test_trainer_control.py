@@ -226,3 +226,40 @@ async def test_stream_level_iteration_and_stats(autojump_clock, client, server):
     assert (stats.connections, stats.reconnects, stats.pings, stats.duplicates) == (2, 1, 1, 1)
     assert stats.events == 5
     assert stats.gaps == (0.0,)
+
+
+async def test_a_trainer_closes_the_client_it_created(
+    autojump_clock, running_server, recorder, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("ARKOR_CLOUD_API_URL", running_server.url)
+    monkeypatch.setenv("ARKOR_TOKEN", "env-token")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / ".arkor").mkdir()
+    (tmp_path / ".arkor" / "state.json").write_text('{"orgSlug": "o", "projectSlug": "p"}')
+    monkeypatch.chdir(tmp_path)
+    running_server.conns.append(Conn(body=[frames(1, 2, 3, 4, 5)]))
+    trainer = create_trainer(
+        name="t", model="m", dataset=HuggingfaceDataset("a/b"), callbacks=recorder.callbacks()
+    )
+    await trainer.wait()
+    assert len(recorder.calls) == 5
+    assert trainer.client._owned_http is None  # closed once nothing uses it
+    assert running_server.requests[0].headers["authorization"] == "Bearer env-token"
+
+
+async def test_attach_after_the_terminal_callback_ran_elsewhere_dispatches_nothing(
+    autojump_clock, client, server, recorder, tmp_path
+):
+    path = tmp_path / "c.json"
+    server.conns.append(Conn(body=[frames(1, 2, 3, 4, 5)]))
+    first = Trainer.attach("job-1", client=client, cursor_store=FileCursorStore(path))
+    await first.wait()
+    server.job = {**server.job, "status": "completed", "artifacts": [{"pathname": "a.bin"}]}
+    second = Trainer.attach(
+        "job-1", client=client, callbacks=recorder.callbacks(), cursor_store=FileCursorStore(path)
+    )
+    result = await second.wait()
+    assert recorder.calls == []
+    assert result.job.status == "completed"
+    assert result.artifacts == [{"pathname": "a.bin"}]
+    assert len(server.stream_requests()) == 1  # the second process opened no stream

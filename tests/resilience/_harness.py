@@ -56,6 +56,7 @@ from arkor_trio import (
     TrainingResult,
     create_trainer,
 )
+from arkor_trio._cursor import is_finished, mark_finished
 from arkor_trio._version import USER_AGENT
 from arkor_trio.server import Engine, LocalBackend, open_local_backend
 from arkor_trio.sse import SSEDecoder
@@ -174,6 +175,14 @@ class RecordingStore:
         """See ``CursorStore.save``; the cursor is recorded first."""
         self.saved.append(cursor)
         self.inner.save(job_id, cursor)
+
+    def finished(self, job_id: str) -> bool:
+        """Delegated: whether the job's terminal callback already ran."""
+        return is_finished(self.inner, job_id)
+
+    def mark_finished(self, job_id: str) -> None:
+        """Delegated: record that the job's terminal callback ran."""
+        mark_finished(self.inner, job_id)
 
 
 # --- the backend side ----------------------------------------------------------------------
