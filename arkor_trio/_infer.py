@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncGenerator, Mapping, Sequence
-from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, cast
 
 import httpx
 
@@ -222,16 +223,18 @@ async def iter_chat_deltas(response: httpx.Response, *, base_url: str) -> AsyncG
     status = response.status_code
     finished = False
     try:
-        async for chunk in response.aiter_bytes():
-            for frame in decoder.feed(chunk):
-                if frame.event == "ping":
-                    continue
-                if frame.event == "end" or frame.data.strip() == "[DONE]":
-                    return
-                text, done = _chunk_delta(frame.data, status)
-                finished = finished or done
-                if text is not None:
-                    yield text
+        body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+        async with aclosing(body) as chunks:
+            async for chunk in chunks:
+                for frame in decoder.feed(chunk):
+                    if frame.event == "ping":
+                        continue
+                    if frame.event == "end" or frame.data.strip() == "[DONE]":
+                        return
+                    text, done = _chunk_delta(frame.data, status)
+                    finished = finished or done
+                    if text is not None:
+                        yield text
     except httpx.RequestError as exc:
         raise unreachable(exc, base_url, CHAT_ROUTE, during=True) from exc
     decoder.close()

@@ -17,7 +17,8 @@ import json
 import logging
 import math
 import random
-from typing import TYPE_CHECKING, Any, Self
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Self, cast
 
 import attrs
 import httpx
@@ -39,7 +40,7 @@ from ._stream_stats import RecentIds, StreamStats, _Counters
 from .sse import SSEDecoder, SSEFrame
 
 if TYPE_CHECKING:
-    from collections.abc import Iterable
+    from collections.abc import AsyncGenerator, Iterable
     from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
@@ -312,13 +313,15 @@ class EventStream:
         idle = self.policy.idle_timeout
         try:
             with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
-                async for chunk in response.aiter_raw():
-                    watchdog.deadline = trio.current_time() + idle
-                    counters.bytes += len(chunk)
-                    for frame in self._decoder.feed(chunk):
-                        await self._frame(frame, send, watchdog, outcome)
-                        if outcome.finished or outcome.error is not None:
-                            return outcome  # a terminal event, or `end` for a running job
+                raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+                async with aclosing(raw) as chunks:
+                    async for chunk in chunks:
+                        watchdog.deadline = trio.current_time() + idle
+                        counters.bytes += len(chunk)
+                        for frame in self._decoder.feed(chunk):
+                            await self._frame(frame, send, watchdog, outcome)
+                            if outcome.finished or outcome.error is not None:
+                                return outcome  # a terminal event, or `end` for a running job
             if watchdog.cancelled_caught:
                 outcome.error = StreamError(f"no data for {idle} s (idle_timeout)")
             elif outcome.error is None:

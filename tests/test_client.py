@@ -589,9 +589,14 @@ class ChannelStream(httpx.AsyncByteStream):
         self.send, self._receive = trio.open_memory_channel[bytes](100)
         self.closed = False
 
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for chunk in self._receive:
-            yield chunk
+    def __aiter__(self) -> ChannelStream:
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self._receive.receive()
+        except trio.EndOfChannel:
+            raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
         self.closed = True

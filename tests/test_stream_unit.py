@@ -14,9 +14,14 @@ class ChannelBody(httpx.AsyncByteStream):
     def __init__(self, receive: trio.MemoryReceiveChannel[bytes]) -> None:
         self.receive = receive
 
-    async def __aiter__(self):
-        async for chunk in self.receive:
-            yield chunk
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self) -> bytes:
+        try:
+            return await self.receive.receive()
+        except (trio.EndOfChannel, trio.ClosedResourceError):
+            raise StopAsyncIteration from None
 
     async def aclose(self) -> None:
         await self.receive.aclose()

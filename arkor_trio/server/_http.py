@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from starlette.responses import Response
@@ -65,11 +66,13 @@ async def read_json_object(request: Request) -> dict[str, Any]:
     if length.isdigit() and int(length) > MAX_BODY:
         fail(413, too_large)
     parts, size = [], 0
-    async for part in request.stream():
-        size += len(part)
-        if size > MAX_BODY:
-            fail(413, too_large)
-        parts.append(part)
+    body_parts = request.stream()
+    async with aclosing(body_parts):
+        async for part in body_parts:
+            size += len(part)
+            if size > MAX_BODY:
+                fail(413, too_large)
+            parts.append(part)
     raw = b"".join(parts)
     if not raw.strip():
         fail(400, "the request body must be a JSON object, got an empty body")
