@@ -122,20 +122,7 @@ class EventStream:
     @property
     def stats(self) -> StreamStats:
         """A snapshot of the counters (see :class:`StreamStats`)."""
-        c = self._counters
-        return StreamStats(
-            connections=c.connections,
-            reconnects=max(0, c.connections - 1),
-            failures=c.failures,
-            bytes=c.bytes,
-            frames=c.frames,
-            events=c.events,
-            duplicates=c.duplicates,
-            skipped=c.skipped,
-            unknown=c.unknown,
-            pings=c.pings,
-            gaps=tuple(c.gaps),
-        )
+        return self._counters.snapshot()
 
     @property
     def resume_id(self) -> str:

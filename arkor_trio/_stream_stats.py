@@ -60,6 +60,11 @@ class _Counters:
     pings: int = 0
     gaps: list[float] = attrs.field(factory=list)
 
+    def snapshot(self) -> StreamStats:
+        fields = attrs.asdict(self, recurse=False)
+        fields["gaps"] = tuple(self.gaps)
+        return StreamStats(reconnects=max(0, self.connections - 1), **fields)
+
 
 class RecentIds:
     """A bounded set of the most recent event ids."""
