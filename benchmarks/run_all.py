@@ -1,0 +1,190 @@
+"""Run every benchmark of issue 4 and write ``docs/benchmarks.md`` from this run.
+
+Usage: ``.venv/bin/python benchmarks/run_all.py [--out docs/benchmarks.md]`` (what ``make bench``
+runs). Each script runs in its own process; its tables are echoed as they come and copied into
+the report with the exact command, the machine description, and a summary of the targets.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from _common import HERE, ROOT, machine_info
+
+#: (section title, script, arguments, what the section measures)
+SECTIONS: list[tuple[str, str, list[str], str]] = [
+    (
+        "1. Reconnect gap under each fault",
+        "reconnect.py",
+        [],
+        "Time from the proxy's cut to the next connection, and what each client delivered, for "
+        "arkor-trio and three peers following the same backlog through the same seeded faults.",
+    ),
+    (
+        "2. Cancel latency",
+        "cancel_latency.py",
+        [],
+        "Leaving the cancel scope around `wait()` in each state, and `trainer.cancel()` until "
+        "`on_cancelled` runs.",
+    ),
+    (
+        "3. Throughput",
+        "throughput.py",
+        [],
+        "Events per second from one backlog, per reader, as a ratio to a bare httpx-sse loop.",
+    ),
+    (
+        "3b. Server replay (existing script)",
+        "server_replay.py",
+        ["100000", "--repeat", "2"],
+        "The local backend's replay rate alone (its own fill and reader).",
+    ),
+    (
+        "4. Memory and scale",
+        "memory_scale.py",
+        [],
+        "RSS while following a 1M-event stream; 1,000 concurrent job streams in one process.",
+    ),
+    (
+        "5. Dead connection detection",
+        "dead_connection.py",
+        [],
+        "Stalled connections: how long each client takes to notice and reconnect.",
+    ),
+]
+BUDGET_S = 600
+
+
+def run(script: str, arguments: list[str], json_path: Path | None) -> tuple[str, float, int]:
+    """Run one script, echoing its output; returns (stdout, seconds, exit code)."""
+    command = [sys.executable, str(HERE / script), *arguments]
+    if json_path is not None:
+        command += ["--json", str(json_path)]
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, cwd=ROOT)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        print(line, end="", flush=True)
+        lines.append(line)
+    code = process.wait()
+    return "".join(lines), time.perf_counter() - started, code
+
+
+def load(path: Path) -> dict[str, Any]:
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    return data
+
+
+def verdict(ok: bool | None) -> str:
+    return "n/a" if ok is None else "met" if ok else "**missed**"
+
+
+def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
+    """One row per target of issue 4: what, target, measured, met."""
+    rows: list[list[str]] = []
+
+    def add(what: str, target: str, value: float | None, fmt: str, ok: bool | None) -> None:
+        shown = "not measured" if value is None or math.isnan(value) else fmt.format(value)
+        rows.append([what, target, shown, verdict(None if shown == "not measured" else ok)])
+
+    summary = results.get("reconnect.py", {}).get("summary", {})
+    p50, p99 = summary.get("p50_ms"), summary.get("p99_ms")
+    add("Reconnect gap after progress, p50", "<= 5 ms", p50, "{:.2f} ms", (p50 or 0) <= 5)
+    add("Reconnect gap after progress, p99", "<= 50 ms", p99, "{:.2f} ms", (p99 or 0) <= 50)
+    bad = None
+    if summary:
+        bad = summary["lost"] + summary["dup"] + summary["corrupt"]
+    add("arkor-trio lost + duplicated + corrupted, all rows", "0", bad, "{:.0f}", bad == 0)
+    worst = results.get("cancel_latency.py", {}).get("local_worst_p99_ms")
+    add("Local cancel p99 (worst state)", "<= 1 ms", worst, "{:.3f} ms", (worst or 0) <= 1)
+    put = results.get("throughput.py", {})
+    stream, trainer = put.get("stream_ratio"), put.get("trainer_ratio")
+    replay = put.get("server_replay")
+    add("EventStream vs bare httpx-sse", ">= 0.8x", stream, "{:.2f}x", (stream or 0) >= 0.8)
+    add("Trainer vs bare httpx-sse", ">= 0.6x", trainer, "{:.2f}x", (trainer or 0) >= 0.6)
+    add("Server replay", ">= 50,000/s", replay, "{:,.0f}/s", (replay or 0) >= 50_000)
+    growth = results.get("memory_scale.py", {}).get("million", {}).get("growth")
+    add("RSS growth over a 1M-event stream", "< 10 MB", growth, "{:+.1f} MiB",
+        growth is not None and growth * 1.048576 < 10)  # fmt: skip
+    return rows
+
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def main(out: Path) -> int:
+    started = time.perf_counter()
+    stamp = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    load_before = os.getloadavg()
+    info = machine_info()
+    outputs: list[tuple[str, str, str, str, float, int]] = []
+    results: dict[str, dict[str, Any]] = {}
+    with tempfile.TemporaryDirectory(prefix="arkor-bench-json-") as tmp:
+        for title, script, arguments, about in SECTIONS:
+            print(f"\n=== {title}: {script} {' '.join(arguments)}", flush=True)
+            json_path = None if script == "server_replay.py" else Path(tmp) / f"{script}.json"
+            text, seconds, code = run(script, arguments, json_path)
+            print(f"=== {script}: {seconds:.0f} s, exit {code}", flush=True)
+            command = shlex.join([".venv/bin/python", f"benchmarks/{script}", *arguments])
+            outputs.append((title, command, about, text, seconds, code))
+            if json_path is not None:
+                results[script] = load(json_path)
+    total = time.perf_counter() - started
+    load_after = os.getloadavg()
+    parts = [
+        "# Benchmarks",
+        "",
+        f"Generated by `make bench` (`.venv/bin/python benchmarks/run_all.py`) on {stamp}, "
+        f"in {total:.0f} s (budget {BUDGET_S} s). This file is written by the run; do not edit "
+        "it by hand. Each script also runs alone: the command is given in each section.",
+        "",
+        "## Machine",
+        "",
+        *[f"- {label}: {value}" for label, value in info.items()],
+        f"- Load average (1/5/15 min) before the run: "
+        f"{' / '.join(f'{x:.2f}' for x in load_before)}; after: "
+        f"{' / '.join(f'{x:.2f}' for x in load_after)}",
+        "",
+        "## Targets",
+        "",
+        markdown_table(["target", "wanted", "measured", "verdict"], targets(results)),
+        "",
+    ]
+    for title, command, about, text, seconds, code in outputs:
+        status = "" if code == 0 else f" **(exit code {code}: the run failed; see above)**"
+        parts += [
+            f"## {title}",
+            "",
+            f"{about} Command: `{command}` ({seconds:.0f} s){status}.",
+            "",
+            text.strip(),
+            "",
+        ]
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text("\n".join(parts))
+    print(f"\nwrote {out} ({total:.0f} s in all)")
+    return 0 if all(code == 0 for *_, code in outputs) else 1
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    sys.exit(main(parser.parse_args().out))
