@@ -208,11 +208,18 @@ async def main(args: argparse.Namespace) -> None:
             round_trips, dispatched = await backend_cancel(direct, args.backend_samples)
             nursery.cancel_scope.cancel()
     headers = ["what", "n", "p50 ms", "p95 ms", "p99 ms", "max ms"]
-    print("Local cancel: scope.cancel() -> control back after `with scope: await wait()`")
+    print(
+        "Local cancel: `scope.cancel()` -> control back after `with scope: await wait()`, "
+        f"{args.samples} times per state (a fresh `Trainer.attach` each time)."
+    )
     print()
     print(table(headers, [row(state, local[state]) for state in STATES]))
     print()
-    print("Backend cancel on the local backend (own process, benchmark engine):")
+    print(
+        "Backend cancel on the local backend (own process): HTTP cancel -> runner -> "
+        "training.cancelled appended -> streamed -> on_cancelled. The benchmark engine stops "
+        "at once; the NumPy engine checks its stop flag between steps (add up to one step)."
+    )
     print()
     print(
         table(

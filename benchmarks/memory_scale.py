@@ -61,7 +61,7 @@ async def follow_million(args: argparse.Namespace) -> dict[str, Any]:
         async with open_backend_process(Path(tmp)) as backend, backend.client() as client:
             samples.append((0, rss_mb()))
             count = 0
-            every = max(1, args.events // 20)
+            every = max(1, args.events // 10)
             started = time.perf_counter()
             async with client.events(JOB) as stream:
                 async for _ in stream:

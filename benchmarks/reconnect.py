@@ -67,6 +67,19 @@ ROWS: list[tuple[str, Limits, Limits]] = [
     ("refuse", FAST, SLOW),
     ("mix", FAST, SLOW),
 ]
+NOTES = """\
+- n: gaps measured (cuts followed by another connection); conns: TCP connections the proxy
+  accepted. arkor-trio and (a) follow the whole backlog; (b) and (c) take about 1 s and 3 s per
+  reconnect, so they are stopped after the few cuts their n shows ("ended").
+- gap: from the proxy's cut (stamped when the fault fires, before the proxy tears its side
+  down) to its accept of the next connection; both `time.perf_counter()` in the worker process
+  that runs the proxy and the client.
+- wall s: time to follow the backlog; x no-fault compares the time per event delivered with the
+  same client's no-fault row, so the clients stopped early are comparable.
+- arkor-trio uses the default `ReconnectPolicy` (idle_timeout 0.25 s in the stall and mix rows).
+  (b) treats a cut body (no final chunk) as a body read error: backoff 1 s +-25 %; a clean end
+  waits exactly 1 s. (c) waits its fixed 3 s reconnection time and stops for good on a non-200
+  answer. (a) reconnects at once, whatever happened."""
 #: arkor-trio's ReconnectPolicy.idle_timeout per row (default 45 s elsewhere).
 IDLE_TIMEOUT = {"stall": 0.25, "mix": 0.25}
 
@@ -213,6 +226,8 @@ async def main(args: argparse.Namespace, module_dir: Path | None, node_reason: s
     )
     print()
     print(render(rows, args.events))
+    print()
+    print(NOTES)
     print()
     print("Fault rows:")
     for plan, *_ in wanted:
