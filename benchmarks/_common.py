@@ -305,6 +305,10 @@ def machine_info() -> dict[str, str]:
             versions.append(f"{name} {metadata.version(name)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{name} (not installed)")
+    installed = SCRATCH / "eventsource" / "node_modules" / "eventsource" / "package.json"
+    if installed.exists():
+        npm_version = json.loads(installed.read_text())["version"]
+        versions.append(f"eventsource {npm_version} (npm, in bench-scratch/)")
     return {
         "CPU": f"{cpu} ({os.cpu_count()} logical CPUs, {usable} usable)",
         "OS": f"{platform.system()} {platform.release()} ({platform.machine()})",
