@@ -161,11 +161,15 @@ def decode_event(data: Any, event_id: str | None = None) -> JobEvent:
         MalformedPayload: The payload is not an object, has no string ``type``, or a known
             type's required field is missing or of the wrong type.
     """
-    if not isinstance(data, Mapping):
+    if type(data) is not dict and not isinstance(data, Mapping):
         raise MalformedPayload(f"event: expected a JSON object, got {type(data).__name__}")
     kind = data.get("type")
     if not isinstance(kind, str):
         raise MalformedPayload("event: missing string field 'type'")
+    if kind == "training.log":
+        fast = _fast_log(data, event_id)
+        if fast is not None:
+            return fast
     cls = EVENT_TYPES.get(kind)
     if cls is None:
         return UnknownEvent(
@@ -179,3 +183,44 @@ def decode_event(data: Any, event_id: str | None = None) -> JobEvent:
     payload[_EVENT_ID_KEY] = event_id
     event: JobEvent = _structure(payload, cls, f"event {kind!r}")
     return event
+
+
+_LOG_METRICS = ("loss", "evalLoss", "learningRate", "epoch", "samplesPerSecond")
+
+
+def _ints_to_floats(data: Mapping[str, Any]) -> dict[str, Any]:
+    return {k: float(data[k]) for k in _LOG_METRICS if type(data.get(k)) is int}
+
+
+def _fast_log(data: Mapping[str, Any], event_id: str | None) -> TrainingLog | None:
+    """``training.log`` without the converter when every field already has its exact type.
+
+    The stream's hot path: logs are most of a job's events. Anything unusual (a string number, a
+    bool, a missing step) returns None and takes the converter's path, so both paths agree.
+    """
+    step = data.get("step")
+    job_id = data.get("jobId", "")
+    timestamp = data.get("timestamp")
+    if type(step) is not int or type(job_id) is not str:
+        return None
+    if timestamp is not None and type(timestamp) is not str:
+        return None
+    get = data.get
+    loss, eval_loss, learning_rate = get("loss"), get("evalLoss"), get("learningRate")
+    epoch, samples_per_second = get("epoch"), get("samplesPerSecond")
+    for value in (loss, eval_loss, learning_rate, epoch, samples_per_second):
+        if value is not None and type(value) is not float:
+            if type(value) is not int:
+                return None
+            return _fast_log({**data, **_ints_to_floats(data)}, event_id)
+    return TrainingLog(
+        job_id=job_id,
+        timestamp=timestamp,
+        event_id=event_id,
+        step=step,
+        loss=loss,
+        eval_loss=eval_loss,
+        learning_rate=learning_rate,
+        epoch=epoch,
+        samples_per_second=samples_per_second,
+    )

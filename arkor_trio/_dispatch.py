@@ -41,6 +41,8 @@ __all__ = ["apply_event", "dispatch", "result_for", "result_for_job"]
 
 def apply_event(job: TrainingJob, event: JobEvent) -> TrainingJob:
     """The job as it stands after ``event`` (status, timestamps, error, artifacts)."""
+    if type(event) is TrainingLog:  # most events: nothing changes
+        return job
     if isinstance(event, TrainingStarted):
         return attrs.evolve(job, status="running", started_at=event.timestamp or job.started_at)
     if isinstance(event, TrainingCompleted):
@@ -78,9 +80,19 @@ def result_for_job(job: TrainingJob) -> TrainingResult:
     return TrainingResult(job=job, artifacts=artifacts)
 
 
-def _context(event: JobEvent, job: TrainingJob, client: ArkorClient) -> tuple[str, Any] | None:
+_CALLBACK_NAMES: dict[type[Any], str] = {
+    TrainingLog: "on_log",
+    CheckpointSaved: "on_checkpoint",
+    TrainingStarted: "on_started",
+    TrainingCompleted: "on_completed",
+    TrainingFailed: "on_failed",
+    TrainingCancelled: "on_cancelled",
+}
+
+
+def _context(event: JobEvent, job: TrainingJob, client: ArkorClient) -> Any:
     if isinstance(event, TrainingLog):
-        return "on_log", LogContext(
+        return LogContext(
             step=event.step,
             loss=event.loss,
             eval_loss=event.eval_loss,
@@ -91,7 +103,7 @@ def _context(event: JobEvent, job: TrainingJob, client: ArkorClient) -> tuple[st
         )
     if isinstance(event, CheckpointSaved):
         adapter = Adapter(kind="checkpoint", job_id=job.id, step=event.step)
-        return "on_checkpoint", CheckpointContext(
+        return CheckpointContext(
             step=event.step,
             adapter=adapter,
             job=job,
@@ -99,14 +111,13 @@ def _context(event: JobEvent, job: TrainingJob, client: ArkorClient) -> tuple[st
             artifacts=list(event.artifacts or []),
         )
     if isinstance(event, TrainingStarted):
-        return "on_started", StartedContext(job=job)
+        return StartedContext(job=job)
     if isinstance(event, TrainingCompleted):
-        return "on_completed", CompletedContext(job=job, artifacts=list(event.artifacts or []))
+        return CompletedContext(job=job, artifacts=list(event.artifacts or []))
     if isinstance(event, TrainingFailed):
-        return "on_failed", FailedContext(job=job, error=event.error)
-    if isinstance(event, TrainingCancelled):
-        return "on_cancelled", CancelledContext(job=job)
-    return None  # UnknownEvent: nothing to call
+        return FailedContext(job=job, error=event.error)
+    assert isinstance(event, TrainingCancelled)
+    return CancelledContext(job=job)
 
 
 async def dispatch(
@@ -117,16 +128,16 @@ async def dispatch(
     Raises:
         Exception: Whatever the callback raised, with a note naming it, the event and the job.
     """
-    found = _context(event, job, client)
-    if found is None:
-        return
-    name, ctx = found
+    name = _CALLBACK_NAMES.get(type(event))
+    if name is None:
+        return  # UnknownEvent: nothing to call
     fn = getattr(callbacks, name)
     if fn is None:
         return
+    ctx = _context(event, job, client)
     try:
         result = fn(ctx)
-        if inspect.isawaitable(result):
+        if result is not None and inspect.isawaitable(result):
             await result
     except Exception as exc:
         exc.add_note(

@@ -35,6 +35,7 @@ from ._models import (
     TrainingJob,
     UnknownEvent,
 )
+from ._queue import EventQueue
 from ._reconnect import PERMANENT_STATUSES, Backoff, ReconnectPolicy, parse_retry_after
 from ._stream_stats import RecentIds, StreamStats, _Counters
 from .sse import SSEDecoder, SSEFrame
@@ -46,16 +47,12 @@ if TYPE_CHECKING:
 
     from ._client import ArkorClient
 
-__all__ = ["TERMINAL_EVENTS", "EventStream", "RecentIds", "StreamStats"]
+__all__ = ["TERMINAL_EVENTS", "TERMINAL_TYPES", "EventStream", "RecentIds", "StreamStats"]
 
 log = logging.getLogger("arkor_trio.stream")
 
 TERMINAL_EVENTS = (TrainingCompleted, TrainingFailed, TrainingCancelled)
-
-
-@attrs.frozen
-class _Failure:
-    error: BaseException
+TERMINAL_TYPES: frozenset[type[Any]] = frozenset(TERMINAL_EVENTS)
 
 
 @attrs.define
@@ -113,7 +110,7 @@ class EventStream:
         self._counters = _Counters()
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
-        self._receive: trio.MemoryReceiveChannel[JobEvent | _Failure] | None = None
+        self._queue: EventQueue[JobEvent] | None = None
         self._done = False
         self._ended_at: float | None = None
 
@@ -132,11 +129,10 @@ class EventStream:
     async def __aenter__(self) -> Self:
         if self._nursery_cm is not None:
             raise RuntimeError("an EventStream can be entered only once")
-        send, receive = trio.open_memory_channel[JobEvent | _Failure](self.policy.buffer_size)
-        self._receive = receive
+        self._queue = EventQueue(self.policy.buffer_size)
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
-        self._nursery.start_soon(self._reader, send)
+        self._nursery.start_soon(self._reader, self._queue)
         return self
 
     async def __aexit__(
@@ -147,9 +143,9 @@ class EventStream:
     ) -> bool:
         assert self._nursery is not None
         assert self._nursery_cm is not None
-        assert self._receive is not None
+        assert self._queue is not None
         self._nursery.cancel_scope.cancel()
-        self._receive.close()
+        self._queue.close()
         try:
             return bool(await self._nursery_cm.__aexit__(exc_type, exc, tb))
         except BaseExceptionGroup as group:
@@ -164,40 +160,41 @@ class EventStream:
         return self
 
     async def __anext__(self) -> JobEvent:
-        if self._receive is None:
+        if self._queue is None:
             raise RuntimeError("use `async with client.events(...) as stream:` before iterating")
         if self._done:
             await trio.lowlevel.checkpoint()
             raise StopAsyncIteration
         try:
-            item = await self._receive.receive()
-        except (trio.EndOfChannel, trio.ClosedResourceError):
+            item = await self._queue.get()
+        except trio.EndOfChannel:
             self._done = True
             raise StopAsyncIteration from None
-        if isinstance(item, _Failure):
+        except ArkorError:
             self._done = True
-            raise item.error
+            raise
         if item.event_id is not None:
             self.cursor = item.event_id
-        if isinstance(item, TERMINAL_EVENTS):
+        if type(item) in TERMINAL_TYPES:
             self._done = True
         return item
 
     # --- the reader task -----------------------------------------------------------------------
 
-    async def _reader(self, send: trio.MemorySendChannel[JobEvent | _Failure]) -> None:
-        async with send:
-            try:
-                await self._follow(send)
-            except ArkorError as exc:
-                await send.send(_Failure(exc))
+    async def _reader(self, queue: EventQueue[JobEvent]) -> None:
+        try:
+            await self._follow(queue)
+        except ArkorError as exc:
+            queue.close(exc)
+        else:
+            queue.close()
 
-    async def _follow(self, send: trio.MemorySendChannel[JobEvent | _Failure]) -> None:
+    async def _follow(self, queue: EventQueue[JobEvent]) -> None:
         backoff = Backoff(self.policy, self._rng)
         params = await self._client._scope_params()
         url = self._client._url(self._client._job_path(self.job_id, "/events/stream"))
         while True:
-            outcome = await self._connection(send, url, params)
+            outcome = await self._connection(queue, url, params)
             if outcome.finished:
                 return
             if outcome.progress:
@@ -284,7 +281,7 @@ class EventStream:
 
     async def _connection(
         self,
-        send: trio.MemorySendChannel[JobEvent | _Failure],
+        queue: EventQueue[JobEvent],
         url: str,
         params: dict[str, str],
     ) -> _Outcome:
@@ -306,9 +303,21 @@ class EventStream:
                         watchdog.deadline = trio.current_time() + idle
                         counters.bytes += len(chunk)
                         for frame in self._decoder.feed(chunk):
-                            await self._frame(frame, send, watchdog, outcome)
-                            if outcome.finished or outcome.error is not None:
-                                return outcome  # a terminal event, or `end` for a running job
+                            if frame.event == "end":
+                                self._counters.frames += 1
+                                await self._end(frame, queue, outcome)
+                                return outcome  # terminal, or `end` for a running job
+                            event = self._decode(frame)
+                            if event is None:
+                                continue
+                            outcome.progress = True
+                            if queue.full:
+                                await self._put(queue, event, watchdog)
+                            else:
+                                queue.put(event)
+                            if type(event) in TERMINAL_TYPES:
+                                outcome.finished = True
+                                return outcome
             if watchdog.cancelled_caught:
                 outcome.error = StreamError(f"no data for {idle} s (idle_timeout)")
             elif outcome.error is None:
@@ -323,58 +332,42 @@ class EventStream:
             await _close(response)
         return outcome
 
-    async def _frame(
-        self,
-        frame: SSEFrame,
-        send: trio.MemorySendChannel[JobEvent | _Failure],
-        watchdog: trio.CancelScope,
-        outcome: _Outcome,
-    ) -> None:
+    def _decode(self, frame: SSEFrame) -> JobEvent | None:
+        """The event a data frame carries, or None for pings, duplicates and malformed frames."""
         counters = self._counters
         counters.frames += 1
         if frame.event == "ping":
             counters.pings += 1
-            return
-        if frame.event == "end":
-            await self._end(frame, send, outcome)
-            return
+            return None
         frame_id = frame.id
         if frame_id and frame_id in self._recent:
             counters.duplicates += 1
-            return
+            return None
         try:
             event = decode_event(json.loads(frame.data), frame_id or None)
         except (ValueError, MalformedPayload):
             counters.skipped += 1
-            return
+            return None
         if frame_id:
             self._recent.add(frame_id)
-        if isinstance(event, UnknownEvent):
+        if type(event) is UnknownEvent:
             counters.unknown += 1
         counters.events += 1
-        outcome.progress = True
-        await self._send(send, event, watchdog)
-        if isinstance(event, TERMINAL_EVENTS):
-            outcome.finished = True
+        return event
 
-    async def _send(
-        self,
-        send: trio.MemorySendChannel[JobEvent | _Failure],
-        event: JobEvent,
-        watchdog: trio.CancelScope,
+    async def _put(
+        self, queue: EventQueue[JobEvent], event: JobEvent, watchdog: trio.CancelScope
     ) -> None:
-        try:
-            send.send_nowait(event)
-        except trio.WouldBlock:
-            # The consumer is behind: waiting for it is not idleness on the wire.
-            watchdog.deadline = math.inf
-            await send.send(event)
-            watchdog.deadline = trio.current_time() + self.policy.idle_timeout
+        """Queue ``event``; while the consumer is behind, the idle watchdog is paused."""
+        watchdog.deadline = math.inf
+        await queue.wait_not_full()
+        watchdog.deadline = trio.current_time() + self.policy.idle_timeout
+        queue.put(event)
 
     async def _end(
         self,
         frame: SSEFrame,
-        send: trio.MemorySendChannel[JobEvent | _Failure],
+        queue: EventQueue[JobEvent],
         outcome: _Outcome,
     ) -> None:
         """An ``end`` frame: the backend closed the channel; ask it how the job stands."""
@@ -386,7 +379,7 @@ class EventStream:
             outcome.error = exc
             return
         if job.is_terminal:
-            await send.send(_terminal_from_job(job, frame.id or None))
+            queue.put(_terminal_from_job(job, frame.id or None))
             outcome.finished = True
             return
         outcome.error = StreamError(f"the stream ended while the job is {job.status}")

@@ -70,8 +70,9 @@ class RecentIds:
     """A bounded set of the most recent event ids."""
 
     def __init__(self, ids: Iterable[str], size: int = RECENT_IDS) -> None:
-        self._order: deque[str] = deque(maxlen=size)
+        self._order: deque[str] = deque()
         self._set: set[str] = set()
+        self._size = size
         for i in ids:
             self.add(i)
 
@@ -84,9 +85,11 @@ class RecentIds:
 
     def add(self, event_id: str) -> None:
         """Remember ``event_id``, forgetting the oldest one when full."""
-        if event_id in self._set:
+        known = self._set
+        if event_id in known:
             return
-        if len(self._order) == self._order.maxlen:
-            self._set.discard(self._order[0])
-        self._order.append(event_id)
-        self._set.add(event_id)
+        order = self._order
+        if len(order) >= self._size:
+            known.discard(order.popleft())
+        order.append(event_id)
+        known.add(event_id)

@@ -22,7 +22,7 @@ from ._cursor import CursorStore, MemoryCursorStore, is_finished, mark_finished
 from ._dispatch import apply_event, dispatch, result_for, result_for_job
 from ._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
 from ._reconnect import Backoff, ReconnectPolicy
-from ._stream import TERMINAL_EVENTS, EventStream
+from ._stream import TERMINAL_TYPES, EventStream
 from ._stream_stats import RecentIds
 from ._validate import build_job_config, check_name
 
@@ -224,7 +224,7 @@ class Trainer:
                 if event.event_id is not None:
                     self._store.save(job_id, event.event_id)
                     self._recent.add(event.event_id)
-                if isinstance(event, TERMINAL_EVENTS):
+                if type(event) in TERMINAL_TYPES:
                     mark_finished(self._store, job_id)
                     self._result = result_for(job, event)
                     return self._result

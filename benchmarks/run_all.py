@@ -117,6 +117,11 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
     replay = put.get("server_replay")
     add("EventStream vs bare httpx-sse", ">= 0.8x", stream, "{:.2f}x", (stream or 0) >= 0.8)
     add("Trainer vs bare httpx-sse", ">= 0.6x", trainer, "{:.2f}x", (trainer or 0) >= 0.6)
+    stream_json, trainer_json = put.get("stream_ratio_json"), put.get("trainer_ratio_json")
+    add("EventStream vs httpx-sse + json.loads", ">= 0.8x", stream_json, "{:.2f}x",
+        (stream_json or 0) >= 0.8)  # fmt: skip
+    add("Trainer vs httpx-sse + json.loads", ">= 0.6x", trainer_json, "{:.2f}x",
+        (trainer_json or 0) >= 0.6)  # fmt: skip
     add("Server replay", ">= 50,000/s", replay, "{:,.0f}/s", (replay or 0) >= 50_000)
     growth = results.get("memory_scale.py", {}).get("million", {}).get("growth")
     add("RSS growth over a 1M-event stream", "< 10 MB", growth, "{:+.1f} MiB",

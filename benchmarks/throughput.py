@@ -100,6 +100,7 @@ VARIANTS: dict[str, Reader] = {
     "arkor-trio Trainer (no-op callbacks)": trainer,
 }
 BASELINE = "httpx-sse, bare loop"
+JSON_BASELINE = "httpx-sse + json.loads"
 
 
 async def main(args: argparse.Namespace) -> None:
@@ -124,6 +125,7 @@ async def main(args: argparse.Namespace) -> None:
             f"{min(values):,.0f} .. {max(values):,.0f}",
             f"{1e6 / medians[name]:.1f}",
             f"{medians[name] / medians[BASELINE]:.2f}x",
+            f"{medians[name] / medians[JSON_BASELINE]:.2f}x",
         ]
         for name, values in rates.items()
     ]
@@ -132,13 +134,19 @@ async def main(args: argparse.Namespace) -> None:
         "bare loop decodes no JSON; the json.loads row shows what decoding alone costs."
     )
     print()
-    print(table(["reader", "events/s (median)", "range", "us/event", "vs bare httpx-sse"], rows))
+    header = ["reader", "events/s (median)", "range", "us/event", "vs bare", "vs bare+json"]
+    print(table(header, rows))
     ratio_stream = medians["arkor-trio EventStream"] / medians[BASELINE]
     ratio_trainer = medians["arkor-trio Trainer (no-op callbacks)"] / medians[BASELINE]
+    json_stream = medians["arkor-trio EventStream"] / medians[JSON_BASELINE]
+    json_trainer = medians["arkor-trio Trainer (no-op callbacks)"] / medians[JSON_BASELINE]
     print()
     print(
-        f"Targets: EventStream {ratio_stream:.2f}x (>= 0.8x), Trainer {ratio_trainer:.2f}x "
-        f"(>= 0.6x), server replay {medians['raw (server replay)']:,.0f}/s (>= 50,000/s)."
+        f"Targets: EventStream {ratio_stream:.2f}x of the bare loop, {json_stream:.2f}x of the "
+        f"bare loop + json.loads (>= 0.8x); Trainer {ratio_trainer:.2f}x / {json_trainer:.2f}x "
+        f"(>= 0.6x); server replay {medians['raw (server replay)']:,.0f}/s (>= 50,000/s). "
+        "Every event our clients yield is parsed JSON, so the json.loads loop is the like-for-like "
+        "peer; the bare loop only splits SSE frames."
     )
     write_json(
         args.json,
@@ -146,6 +154,8 @@ async def main(args: argparse.Namespace) -> None:
             "events_per_s": medians,
             "stream_ratio": ratio_stream,
             "trainer_ratio": ratio_trainer,
+            "stream_ratio_json": json_stream,
+            "trainer_ratio_json": json_trainer,
             "server_replay": medians["raw (server replay)"],
         },
     )

@@ -1,6 +1,8 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from arkor_trio import (
     BlobDataset,
@@ -113,3 +115,39 @@ def test_job_config_round_trip_with_both_dataset_kinds():
 
 def test_the_sse_id_never_goes_on_the_wire():
     assert "eventId" not in encode(TrainingLog(step=1, event_id="x"))
+
+
+_METRIC_KEYS = ("loss", "evalLoss", "learningRate", "epoch", "samplesPerSecond")
+_metric = st.one_of(
+    st.none(),
+    st.floats(allow_nan=False),
+    st.integers(-(10**6), 10**6),
+    st.booleans(),
+    st.text(max_size=3),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    step=st.one_of(st.integers(-5, 10**9), st.booleans(), st.floats(allow_nan=False), st.none()),
+    metrics=st.fixed_dictionaries(
+        {},
+        optional=dict.fromkeys(
+            ("loss", "evalLoss", "learningRate", "epoch", "samplesPerSecond"), _metric
+        ),
+    ),
+    job_id=st.one_of(st.text(max_size=5), st.integers()),
+)
+def test_the_log_fast_path_agrees_with_the_converter(step, metrics, job_id):
+    payload = {"type": "training.log", "jobId": job_id, **metrics}
+    if step is not None:
+        payload["step"] = step
+    try:
+        expected = converter.structure({**payload, "\x00eventId": "7"}, TrainingLog)
+    except Exception:
+        expected = None
+    try:
+        got = decode_event(payload, "7")
+    except MalformedPayload:
+        got = None
+    assert got == expected

@@ -1,0 +1,100 @@
+from __future__ import annotations
+
+import pytest
+import trio
+import trio.testing
+
+from arkor_trio._queue import YIELD_EVERY, EventQueue
+from arkor_trio._stream_stats import RecentIds
+
+
+async def test_items_come_out_in_order_then_the_end():
+    q: EventQueue[int] = EventQueue(10)
+    for i in range(5):
+        q.put(i)
+    q.close()
+    assert [await q.get() for _ in range(5)] == [0, 1, 2, 3, 4]
+    with pytest.raises(trio.EndOfChannel):
+        await q.get()
+
+
+async def test_the_close_error_comes_after_the_queued_items():
+    q: EventQueue[int] = EventQueue(10)
+    q.put(1)
+    q.close(ValueError("boom"))
+    assert await q.get() == 1
+    with pytest.raises(ValueError, match="boom"):
+        await q.get()
+
+
+async def test_the_producer_waits_while_full():
+    q: EventQueue[int] = EventQueue(2)
+    q.put(1)
+    q.put(2)
+    assert q.full
+    done = trio.Event()
+
+    async def producer():
+        await q.wait_not_full()
+        q.put(3)
+        done.set()
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(producer)
+        await trio.testing.wait_all_tasks_blocked()
+        assert not done.is_set()
+        assert await q.get() == 1
+        await done.wait()
+    assert len(q) == 2
+
+
+async def test_the_consumer_yields_every_so_often_and_stays_cancellable():
+    q: EventQueue[int] = EventQueue(1000)
+    for i in range(10 * YIELD_EVERY):
+        q.put(i)
+    ticks = 0
+
+    async def other():
+        nonlocal ticks
+        while True:
+            ticks += 1
+            await trio.sleep(0)
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(other)
+        await trio.sleep(0)
+        start = ticks
+        for _ in range(10 * YIELD_EVERY):
+            await q.get()
+        assert ticks - start >= 9  # the other task ran about once per YIELD_EVERY items
+        nursery.cancel_scope.cancel()
+    q.put(1)
+    with trio.CancelScope() as scope:
+        scope.cancel()
+        await q.get()  # queued item, but the pending cancellation is honoured
+    assert scope.cancelled_caught
+    assert len(q) == 1
+
+
+async def test_a_waiting_consumer_is_woken_by_put():
+    q: EventQueue[str] = EventQueue(4)
+    got = []
+
+    async def consumer():
+        got.append(await q.get())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consumer)
+        await trio.testing.wait_all_tasks_blocked()
+        q.put("x")
+    assert got == ["x"]
+
+
+def test_recent_ids_are_bounded_and_forget_the_oldest():
+    r = RecentIds(["a", "b"], size=3)
+    r.add("b")
+    r.add("c")
+    r.add("d")
+    assert "a" not in r
+    assert all(x in r for x in "bcd")
+    assert r.ids() == ["b", "c", "d"]
