@@ -157,16 +157,9 @@ class BackendProcess:
 
     def client(self, **kwargs: Any) -> ArkorClient:
         """An ``ArkorClient`` for the local scope of this backend."""
-        from arkor_trio import ArkorClient
+        from arkor_trio.server._serve import local_client
 
-        options: dict[str, Any] = {
-            "base_url": self.base_url,
-            "token": self.token,
-            "org_slug": "local",
-            "project_slug": "default",
-        }
-        options.update(kwargs)
-        return ArkorClient(**options)
+        return local_client(self.base_url, self.token, **kwargs)
 
     def headers(self) -> dict[str, str]:
         """Authorization and client headers for a hand-written client."""

@@ -38,6 +38,26 @@ GRACEFUL_TIMEOUT = 0.2
 LOCK_FILE = "lock"
 
 
+def local_client(base_url: str, token: str, **kwargs: Any) -> ArkorClient:
+    """An :class:`~arkor_trio.ArkorClient` for a local backend at ``base_url`` (its one scope).
+
+    Args:
+        base_url: The backend's URL.
+        token: Its bearer token.
+        **kwargs: Passed on to ``ArkorClient`` (e.g. ``http=``), overriding the defaults.
+    """
+    from .._client import ArkorClient
+
+    options: dict[str, Any] = {
+        "base_url": base_url,
+        "token": token,
+        "org_slug": "local",
+        "project_slug": "default",
+    }
+    options.update(kwargs)
+    return ArkorClient(**options)
+
+
 @attrs.define(eq=False)
 class LocalBackend:
     """A running local backend (from :func:`open_local_backend`).
@@ -61,16 +81,7 @@ class LocalBackend:
         Args:
             **kwargs: Passed on to ``ArkorClient`` (e.g. ``http=``), overriding the defaults.
         """
-        from .._client import ArkorClient
-
-        options: dict[str, Any] = {
-            "base_url": self.base_url,
-            "token": self.token,
-            "org_slug": "local",
-            "project_slug": "default",
-        }
-        options.update(kwargs)
-        return ArkorClient(**options)
+        return local_client(self.base_url, self.token, **kwargs)
 
     async def aclose(self) -> None:
         """Stop serving: end open streams, stop the server and the job threads. Idempotent.
