@@ -144,9 +144,6 @@ def raise_fd_limit() -> None:
 
 
 async def main(data_dir: Path, max_jobs: int, ping_interval: float) -> None:
-    # Each running job holds a worker thread, and trio lends at most 40 by default.
-    limiter = trio.to_thread.current_default_thread_limiter()
-    limiter.total_tokens = max(limiter.total_tokens, max_jobs + 8)
     async with open_local_backend(
         data_dir,
         engine=BenchEngine().engine(),

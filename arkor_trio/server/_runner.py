@@ -87,6 +87,8 @@ class JobRunner:
         self._engine = engine
         self._data_dir = data_dir
         self._slots = trio.Semaphore(max_concurrent)
+        # Its own thread limiter: trio's default one (40 threads) would silently cap the jobs.
+        self._threads = trio.CapacityLimiter(max_concurrent)
         self._join_timeout = join_timeout
         self._token = trio.lowlevel.current_trio_token()
         self._runs: dict[str, _Run] = {}
@@ -170,7 +172,9 @@ class JobRunner:
                 if run.cancel_requested or self._stopping:
                     return
                 run.started = True
-                await trio.to_thread.run_sync(self._thread_main, run, abandon_on_cancel=True)
+                await trio.to_thread.run_sync(
+                    self._thread_main, run, abandon_on_cancel=True, limiter=self._threads
+                )
         finally:
             if not run.started:
                 self._runs.pop(run.job_id, None)
