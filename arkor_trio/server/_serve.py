@@ -38,7 +38,7 @@ GRACEFUL_TIMEOUT = 0.2
 LOCK_FILE = "lock"
 
 
-def local_client(base_url: str, token: str, **kwargs: Any) -> ArkorClient:
+def local_client(base_url: str, token: str, /, **kwargs: Any) -> ArkorClient:
     """An :class:`~arkor_trio.ArkorClient` for a local backend at ``base_url`` (its one scope).
 
     Args:
