@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._errors import ConfigError
-from ._groups import lone_exception
+from ._groups import collapse_groups
 
 if TYPE_CHECKING:
     import argparse
@@ -47,13 +47,8 @@ _SERVER_EXTRA = "pip install 'arkor-trio[server]'"
 
 def _trio_run(fn: Callable[[], Awaitable[int]]) -> int:
     """``trio.run(fn)``, raising a nursery group's lone error as itself."""
-    try:
+    with collapse_groups():
         return trio.run(fn)
-    except BaseExceptionGroup as group:
-        lone = lone_exception(group)
-        if lone is None:
-            raise
-        raise lone from None
 
 
 async def _with_client(fn: Callable[..., Awaitable[int]], *args: Any, **kwargs: Any) -> int:

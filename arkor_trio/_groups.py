@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+from typing import TYPE_CHECKING
+
 import trio
 
-__all__ = ["lone_exception"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["collapse_groups", "lone_exception"]
 
 
 def lone_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | None:
@@ -27,3 +33,18 @@ def lone_exception(group: BaseExceptionGroup[BaseException]) -> BaseException | 
     if not real and leaves:
         return leaves[0]
     return None
+
+
+@contextmanager
+def collapse_groups() -> Iterator[None]:
+    """Re-raise a group escaping the block as its lone exception (see :func:`lone_exception`).
+
+    A group that stands for several exceptions propagates unchanged.
+    """
+    try:
+        yield
+    except BaseExceptionGroup as group:
+        lone = lone_exception(group)
+        if lone is None:
+            raise
+        raise lone from None

@@ -17,7 +17,7 @@ from hypercorn.config import Config
 from hypercorn.trio import serve as hypercorn_serve
 
 from .._errors import ConfigError
-from .._groups import lone_exception
+from .._groups import collapse_groups
 from ._app import AppState, build_app
 from ._auth import load_or_create_token
 from ._engine import Engine, default_engine
@@ -176,7 +176,7 @@ async def open_local_backend(
             recovered = recover_unfinished(store)
             if recovered:
                 log.warning("marked %d unfinished job(s) failed: %s", len(recovered), recovered)
-            try:
+            with collapse_groups():
                 async with trio.open_nursery() as nursery:
                     backend = await nursery.start(
                         _serve_all, store, hub, engine, root, token, host, port,
@@ -186,11 +186,6 @@ async def open_local_backend(
                         yield backend
                     finally:
                         await backend.aclose()
-            except BaseExceptionGroup as group:
-                lone = lone_exception(group)
-                if lone is None:
-                    raise
-                raise lone from None
         finally:
             store.close()
 

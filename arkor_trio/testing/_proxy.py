@@ -11,7 +11,7 @@ from typing import TypeAlias
 import trio
 
 from .._errors import ConfigError
-from .._groups import lone_exception
+from .._groups import collapse_groups
 from ._conn import serve_connection
 from ._plan import Fault, Plan, PlanCursor, coerce_plan
 from ._records import ConnectionRecord, ConnState
@@ -185,17 +185,13 @@ async def open_chaos_proxy(
     bound = listeners[0].socket.getsockname()[1]
     proxy = ChaosProxy(address, cursor_plan, port=bound, host=host, seed=seed, on_close=on_close)
     try:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(proxy._serve, listeners)
-            try:
-                yield proxy
-            finally:
-                nursery.cancel_scope.cancel()
-    except BaseExceptionGroup as group:
-        lone = lone_exception(group)
-        if lone is None:
-            raise
-        raise lone from None
+        with collapse_groups():
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(proxy._serve, listeners)
+                try:
+                    yield proxy
+                finally:
+                    nursery.cancel_scope.cancel()
     finally:
         for listener in listeners:  # also when the body ended before the accept loop started
             listener.socket.close()
