@@ -7,9 +7,6 @@ backend. See README.md and docs/ for the guarantees.
 
 from ._callbacks import Callbacks as Callbacks
 from ._client import ArkorClient as ArkorClient
-from ._cursor import CursorStore as CursorStore
-from ._cursor import FileCursorStore as FileCursorStore
-from ._cursor import MemoryCursorStore as MemoryCursorStore
 from ._errors import ApiError as ApiError
 from ._errors import ArkorError as ArkorError
 from ._errors import ConfigError as ConfigError
@@ -19,6 +16,7 @@ from ._errors import ReconnectsExhausted as ReconnectsExhausted
 from ._errors import StreamError as StreamError
 from ._errors import UpgradeRequired as UpgradeRequired
 from ._infer import Infer as Infer
+from ._job_stream import EventStream as EventStream
 from ._models import Adapter as Adapter
 from ._models import BlobDataset as BlobDataset
 from ._models import CancelledContext as CancelledContext
@@ -42,12 +40,14 @@ from ._models import TrainingLog as TrainingLog
 from ._models import TrainingResult as TrainingResult
 from ._models import TrainingStarted as TrainingStarted
 from ._models import UnknownEvent as UnknownEvent
-from ._reconnect import ReconnectPolicy as ReconnectPolicy
-from ._stream import EventStream as EventStream
-from ._stream import StreamStats as StreamStats
 from ._trainer import Trainer as Trainer
 from ._trainer import create_trainer as create_trainer
 from ._version import __version__ as __version__
+from .stream import CursorStore as CursorStore
+from .stream import FileCursorStore as FileCursorStore
+from .stream import MemoryCursorStore as MemoryCursorStore
+from .stream import ReconnectPolicy as ReconnectPolicy
+from .stream import StreamStats as StreamStats
 
 __all__ = [
     "Adapter",

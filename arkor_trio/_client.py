@@ -41,9 +41,9 @@ if TYPE_CHECKING:
     from typing import Unpack
 
     from ._infer import ChatOptions, Messages
+    from ._job_stream import EventStream
     from ._models import Adapter, ChatCompletion, JobConfig, TrainingJob
-    from ._reconnect import ReconnectPolicy
-    from ._stream import EventStream
+    from .stream import ReconnectPolicy
 
 __all__ = ["ArkorClient"]
 
@@ -321,7 +321,7 @@ class ArkorClient:
         self, job_id: str, *, after: str | None = None, policy: ReconnectPolicy | None = None
     ) -> EventStream:
         """The job's resumable event stream, starting after event id ``after``."""
-        from ._stream import EventStream  # the stream layer imports this module: import late
+        from ._job_stream import EventStream  # the stream layer imports this module: import late
 
         return EventStream(self, job_id, after=after, policy=policy)
 

@@ -18,13 +18,13 @@ import trio
 
 from ._callbacks import Callbacks, CallbacksLike, as_callbacks
 from ._client import ArkorClient
-from ._cursor import CursorStore, MemoryCursorStore, is_finished, mark_finished
 from ._dispatch import apply_event, dispatch, result_for, result_for_job
 from ._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
-from ._reconnect import Backoff, ReconnectPolicy
-from ._stream import TERMINAL_TYPES, EventStream
-from ._stream_stats import RecentIds
+from ._job_stream import TERMINAL_TYPES, EventStream
 from ._validate import build_job_config, check_name
+from .stream._cursor import CursorStore, MemoryCursorStore, is_finished, mark_finished
+from .stream._reconnect import Backoff, ReconnectPolicy
+from .stream._stats import RecentIds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

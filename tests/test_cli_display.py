@@ -19,10 +19,10 @@ from arkor_trio import (
     TrainingLog,
     UnknownEvent,
 )
-from arkor_trio._cli_chart import can_draw_unicode, loss_chart
-from arkor_trio._cli_jobs import describe_event, event_json
-from arkor_trio._cli_progress import ProgressDisplay, format_elapsed, wants_live
 from arkor_trio._errors import ApiError
+from arkor_trio.cli._chart import can_draw_unicode, loss_chart
+from arkor_trio.cli._jobs import describe_event, event_json
+from arkor_trio.cli._progress import ProgressDisplay, format_elapsed, wants_live
 
 JOB = TrainingJob(id="job_1", name="demo", status="running", config={"maxSteps": 30, "model": "m"})
 

@@ -563,7 +563,7 @@ def test_headers_merge_extra():
 
 
 def test_events_builds_the_stream_layer_lazily(monkeypatch):
-    import arkor_trio._stream
+    import arkor_trio._job_stream
 
     calls = []
 
@@ -571,7 +571,7 @@ def test_events_builds_the_stream_layer_lazily(monkeypatch):
         def __init__(self, client, job_id, **kw):
             calls.append((client, job_id, kw))
 
-    monkeypatch.setattr(arkor_trio._stream, "EventStream", FakeStream)
+    monkeypatch.setattr(arkor_trio._job_stream, "EventStream", FakeStream)
     client = ArkorClient(BASE, TOKEN)
     policy = object()
     stream = client.events("job-1", after="5", policy=policy)

@@ -65,7 +65,7 @@ def test_repr(tmp_path):
 
 
 def test_finished_marker_survives_a_new_instance(tmp_path):
-    from arkor_trio._cursor import is_finished, mark_finished
+    from arkor_trio.stream._cursor import is_finished, mark_finished
 
     path = tmp_path / "c.json"
     a = FileCursorStore(path)

@@ -7,7 +7,7 @@ import pytest
 import trio
 
 from arkor_trio import Callbacks, HuggingfaceDataset, ReconnectPolicy, create_trainer, notify
-from arkor_trio._queue import EventQueue
+from arkor_trio.stream._queue import EventQueue
 from tests._receiver import Receiver
 from tests.sse_script_server import COMPLETED, STARTED, Conn, Pause, frame, log_event
 

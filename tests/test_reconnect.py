@@ -5,7 +5,7 @@ import random
 import pytest
 
 from arkor_trio import ConfigError, ReconnectPolicy
-from arkor_trio._reconnect import Backoff, parse_retry_after
+from arkor_trio.stream._reconnect import Backoff, parse_retry_after
 
 
 def test_defaults_match_the_design():

@@ -5,6 +5,7 @@ cuts event streams at or inside frames, resets, stalls, refuses, answers 503/429
 or throttles, and records what it did and when (design.md section 8).
 """
 
+from ._cli import chaos_main as chaos_main
 from ._plan import CutAfterEvents as CutAfterEvents
 from ._plan import CutMode as CutMode
 from ._plan import DropInHeaders as DropInHeaders
@@ -36,5 +37,6 @@ __all__ = [
     "Stall",
     "Status",
     "Throttle",
+    "chaos_main",
     "open_chaos_proxy",
 ]

@@ -56,10 +56,10 @@ from arkor_trio import (
     TrainingResult,
     create_trainer,
 )
-from arkor_trio._cursor import is_finished, mark_finished
 from arkor_trio._version import USER_AGENT
 from arkor_trio.server import Engine, LocalBackend, open_local_backend
 from arkor_trio.sse import SSEDecoder
+from arkor_trio.stream._cursor import is_finished, mark_finished
 from arkor_trio.testing import ChaosProxy, ConnectionRecord, Plan, open_chaos_proxy
 
 from ._checks import (
@@ -75,7 +75,7 @@ from ._scripted import MODEL, ScriptedEngine
 if TYPE_CHECKING:
     from pathlib import Path
 
-    from arkor_trio._cursor import CursorStore
+    from arkor_trio.stream._cursor import CursorStore
 
 SCOPE = {"orgSlug": "local", "projectSlug": "default"}
 #: Longer than any row: no ping frame ever shifts the proxy's frame counts.

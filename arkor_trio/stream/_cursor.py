@@ -13,7 +13,7 @@ import threading
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 __all__ = [
     "CursorStore",

@@ -15,16 +15,16 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from ._callbacks import Callbacks
-from ._cli_chart import can_draw_unicode, loss_chart
-from ._cli_progress import ProgressDisplay, format_elapsed
-from ._codec import encode
-from ._errors import ConfigError
-from ._models import BlobDataset
-from ._trainer import Trainer, create_trainer
+from .._callbacks import Callbacks
+from .._codec import encode
+from .._errors import ConfigError
+from .._models import BlobDataset
+from .._trainer import Trainer, create_trainer
+from ._chart import can_draw_unicode, loss_chart
+from ._progress import ProgressDisplay, format_elapsed
 
 if TYPE_CHECKING:
-    from ._models import TrainingResult
+    from .._models import TrainingResult
 
 __all__ = [
     "DEMO_MODEL",
@@ -119,7 +119,7 @@ async def demo(
     Raises:
         KeyboardInterrupt: After the backend cancel was sent.
     """
-    from .server import open_local_backend  # needs the server extra (NumPy, hypercorn)
+    from ..server import open_local_backend  # needs the server extra (NumPy, hypercorn)
 
     display = ProgressDisplay(out, live=live, samples=[prompt])
     logging_steps, eval_steps, save_steps = demo_cadence(steps)

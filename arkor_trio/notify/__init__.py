@@ -41,22 +41,22 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from ._errors import ConfigError
+from .._errors import ConfigError
+from ._messages import EventKind as EventKind
+from ._messages import Sample as Sample
+from ._messages import discord_body, generic_body, slack_body, teams_body
 from ._notifier import DEFAULT_PROGRESS_EVERY as DEFAULT_PROGRESS_EVERY
 from ._notifier import SAMPLE_MAX_TOKENS as SAMPLE_MAX_TOKENS
 from ._notifier import SAMPLE_TIMEOUT as SAMPLE_TIMEOUT
 from ._notifier import PayloadBuilder as PayloadBuilder
 from ._notifier import make_callbacks
-from ._notify_messages import EventKind as EventKind
-from ._notify_messages import Sample as Sample
-from ._notify_messages import discord_body, generic_body, slack_body, teams_body
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
     import httpx
 
-    from ._callbacks import Callbacks
+    from .._callbacks import Callbacks
 
 __all__ = [
     "DEFAULT_PROGRESS_EVERY",

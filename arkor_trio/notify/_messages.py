@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from ._models import CheckpointContext, LogContext, TrainingJob
+from .._models import CheckpointContext, LogContext, TrainingJob
 
 __all__ = [
     "EventKind",

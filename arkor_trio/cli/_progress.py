@@ -16,14 +16,14 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 
 import attrs
 
-from ._callbacks import Callbacks
-from ._errors import ArkorError
+from .._callbacks import Callbacks
+from .._errors import ArkorError
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import TracebackType
 
-    from ._models import (
+    from .._models import (
         CancelledContext,
         CheckpointContext,
         CompletedContext,

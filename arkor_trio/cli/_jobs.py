@@ -14,15 +14,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
-from ._codec import EVENT_TYPES, encode
-from ._errors import ApiError
-from ._models import Adapter, UnknownEvent
+from .._codec import EVENT_TYPES, encode
+from .._errors import ApiError
+from .._models import Adapter, UnknownEvent
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from ._client import ArkorClient
-    from ._models import JobEvent, TrainingJob
+    from .._client import ArkorClient
+    from .._models import JobEvent, TrainingJob
 
 __all__ = [
     "FIRST_EVENT_WAIT",

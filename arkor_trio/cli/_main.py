@@ -17,7 +17,9 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ._cli_commands import (
+from .._errors import ArkorError, ConfigError
+from .._version import __version__
+from ._commands import (
     DEFAULT_DATA_DIR,
     EXIT_FAILED,
     EXIT_INTERRUPTED,
@@ -29,8 +31,6 @@ from ._cli_commands import (
     cmd_run,
     cmd_serve,
 )
-from ._errors import ArkorError, ConfigError
-from ._version import __version__
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -178,7 +178,3 @@ def main(argv: list[str] | None = None) -> int:
     except Exception:
         traceback.print_exc()
         return EXIT_FAILED
-
-
-if __name__ == "__main__":
-    sys.exit(main())

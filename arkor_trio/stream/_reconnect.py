@@ -20,7 +20,7 @@ import time
 
 import attrs
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 __all__ = ["PERMANENT_STATUSES", "Backoff", "ReconnectPolicy", "parse_retry_after"]
 

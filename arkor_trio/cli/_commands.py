@@ -17,8 +17,8 @@ from typing import TYPE_CHECKING, Any
 
 import trio
 
-from ._errors import ConfigError
-from ._groups import collapse_groups
+from .._errors import ConfigError
+from .._groups import collapse_groups
 
 if TYPE_CHECKING:
     import argparse
@@ -53,7 +53,7 @@ def _trio_run(fn: Callable[[], Awaitable[int]]) -> int:
 
 async def _with_client(fn: Callable[..., Awaitable[int]], *args: Any, **kwargs: Any) -> int:
     """``fn(client, stdout, *args, **kwargs)`` with a client configured from the environment."""
-    from ._client import ArkorClient
+    from .._client import ArkorClient
 
     async with ArkorClient() as client:
         return await fn(client, sys.stdout, *args, **kwargs)
@@ -75,7 +75,7 @@ def _need_server_extra(command: str) -> None:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     _need_server_extra("demo")
-    from ._cli_train import demo
+    from ._train import demo
 
     return _trio_run(partial(demo, sys.stdout, steps=args.steps, data_dir=args.data_dir))
 
@@ -91,7 +91,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
 async def _serve(host: str, port: int, data_dir: Path, ping_interval: float) -> int:
     """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM, shutting down cleanly on either."""
-    from .server import serve
+    from ..server import serve
 
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -103,7 +103,7 @@ async def _serve(host: str, port: int, data_dir: Path, ping_interval: float) -> 
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from ._cli_train import load_trainer, run_trainer
+    from ._train import load_trainer, run_trainer
 
     result_out = sys.stdout
     # With --json, stdout carries the result only: progress and whatever the trainer file
@@ -123,7 +123,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
-    from . import _cli_jobs as jobs
+    from . import _jobs as jobs
 
     if args.jobs_command == "list":
         call = partial(_with_client, jobs.jobs_list, as_json=args.json)
@@ -144,7 +144,7 @@ def cmd_jobs(args: argparse.Namespace) -> int:
 
 
 def cmd_infer(args: argparse.Namespace) -> int:
-    from ._cli_jobs import infer
+    from ._jobs import infer
 
     return _trio_run(
         partial(
@@ -162,7 +162,7 @@ def cmd_infer(args: argparse.Namespace) -> int:
 
 
 def cmd_chaos(args: argparse.Namespace) -> int:
-    from .testing._cli import chaos_main
+    from ..testing import chaos_main
 
     chaos_main(args.upstream, args.listen, args.plan)
     return EXIT_OK

@@ -3,7 +3,7 @@
 A reader task owns the HTTP connection: it decodes frames, drops duplicates and malformed frames,
 and queues events on a bounded channel; the consumer iterates the stream. Cuts, stalls, 5xx bursts
 and restarts are survived by reconnecting from the id of the last *complete* frame
-(:mod:`arkor_trio._reconnect` holds the delay rules). Iteration ends after a terminal event
+(:mod:`arkor_trio.stream._reconnect` holds the delay rules). Iteration ends after a terminal event
 (completed, failed, cancelled). An ``end`` frame without one makes the stream ask the backend for
 the job: a terminal job yields its terminal event, a running one is followed again.
 
@@ -35,10 +35,10 @@ from ._models import (
     TrainingJob,
     UnknownEvent,
 )
-from ._queue import EventQueue
-from ._reconnect import PERMANENT_STATUSES, Backoff, ReconnectPolicy, parse_retry_after
-from ._stream_stats import RecentIds, StreamStats, _Counters
 from .sse import SSEDecoder, SSEFrame
+from .stream._queue import EventQueue
+from .stream._reconnect import PERMANENT_STATUSES, Backoff, ReconnectPolicy, parse_retry_after
+from .stream._stats import RecentIds, StreamStats, _Counters
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Iterable

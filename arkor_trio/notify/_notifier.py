@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import httpx
 import trio
 
-from ._callbacks import Callbacks
-from ._errors import ConfigError
-from ._notify_messages import EventKind, Sample
+from .._callbacks import Callbacks
+from .._errors import ConfigError
+from ._messages import EventKind, Sample
 
 if TYPE_CHECKING:
     import ssl
 
-    from ._models import (
+    from .._models import (
         CancelledContext,
         CheckpointContext,
         CompletedContext,
