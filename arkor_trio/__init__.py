@@ -7,6 +7,12 @@ backend. See README.md and docs/ for the guarantees.
 
 from ._callbacks import Callbacks as Callbacks
 from ._client import ArkorClient as ArkorClient
+from ._contexts import CancelledContext as CancelledContext
+from ._contexts import CheckpointContext as CheckpointContext
+from ._contexts import CompletedContext as CompletedContext
+from ._contexts import FailedContext as FailedContext
+from ._contexts import LogContext as LogContext
+from ._contexts import StartedContext as StartedContext
 from ._errors import ApiError as ApiError
 from ._errors import ArkorError as ArkorError
 from ._errors import ConfigError as ConfigError
@@ -19,19 +25,13 @@ from ._infer import Infer as Infer
 from ._job_stream import EventStream as EventStream
 from ._models import Adapter as Adapter
 from ._models import BlobDataset as BlobDataset
-from ._models import CancelledContext as CancelledContext
 from ._models import ChatCompletion as ChatCompletion
-from ._models import CheckpointContext as CheckpointContext
 from ._models import CheckpointSaved as CheckpointSaved
-from ._models import CompletedContext as CompletedContext
 from ._models import DatasetSource as DatasetSource
-from ._models import FailedContext as FailedContext
 from ._models import HuggingfaceDataset as HuggingfaceDataset
 from ._models import JobConfig as JobConfig
 from ._models import JobEvent as JobEvent
-from ._models import LogContext as LogContext
 from ._models import Lora as Lora
-from ._models import StartedContext as StartedContext
 from ._models import TrainingCancelled as TrainingCancelled
 from ._models import TrainingCompleted as TrainingCompleted
 from ._models import TrainingFailed as TrainingFailed

@@ -8,8 +8,7 @@ from typing import Any, TypeAlias, cast
 
 import attrs
 
-from ._errors import ConfigError
-from ._models import (
+from ._contexts import (
     CancelledContext,
     CheckpointContext,
     CompletedContext,
@@ -17,6 +16,7 @@ from ._models import (
     LogContext,
     StartedContext,
 )
+from ._errors import ConfigError
 
 __all__ = ["CALLBACK_NAMES", "Callback", "Callbacks", "CallbacksLike", "as_callbacks"]
 

@@ -28,20 +28,20 @@ from urllib.parse import quote
 import httpx
 import trio
 
+from ._chat import CHAT_ROUTE, build_chat_body, iter_chat_deltas, parse_completion
 from ._codec import MalformedPayload, decode_job, encode
 from ._config import pick_project, resolve_config, scope_from_me
 from ._errors import ConfigError
-from ._http_errors import _error_from as _error_from
-from ._http_errors import deprecation_notice, malformed, read_error_body, unreachable
-from ._infer import CHAT_ROUTE, build_chat_body, iter_chat_deltas, parse_completion
+from ._http_errors import deprecation_notice, error_from, malformed, read_error_body, unreachable
+from ._job_stream import EventStream, JobStreamSource
 from ._version import USER_AGENT
 
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Unpack
 
-    from ._infer import ChatOptions, Messages
-    from ._job_stream import EventStream
+    from ._chat import ChatOptions, Messages
+    from ._errors import ApiError
     from ._models import Adapter, ChatCompletion, JobConfig, TrainingJob
     from .stream import ReconnectPolicy
 
@@ -125,7 +125,7 @@ class ArkorClient:
         else:
             await trio.lowlevel.checkpoint()
 
-    # --- helpers shared with the stream layer ------------------------------------------------
+    # --- request helpers ----------------------------------------------------------------------
 
     def _http(self) -> httpx.AsyncClient:
         if self._given_http is not None:
@@ -154,13 +154,16 @@ class ArkorClient:
         org, project = self._scope
         return {"orgSlug": org, "projectSlug": project}
 
-    async def _raise_for_status(
-        self, response: httpx.Response, *, route: str, job_route: bool = False
-    ) -> None:
+    def _note_deprecation(self, response: httpx.Response) -> None:
         notice = deprecation_notice(response.headers)
         if notice and not self._deprecation_logged:
             self._deprecation_logged = True
             logger.warning("%s", notice)
+
+    async def _raise_for_status(
+        self, response: httpx.Response, *, route: str, job_route: bool = False
+    ) -> None:
+        self._note_deprecation(response)
         if response.is_success:
             return
         try:
@@ -170,7 +173,7 @@ class ArkorClient:
         text = raw.decode(response.encoding or "utf-8", errors="replace")
         if self._config.token:
             text = text.replace(self._config.token, "<redacted>")
-        error = _error_from(response.status_code, text, job_route=job_route)
+        error = error_from(response.status_code, text, job_route=job_route)
         error.add_note(f"route: {route} on {self.base_url}")
         raise error
 
@@ -321,9 +324,36 @@ class ArkorClient:
         self, job_id: str, *, after: str | None = None, policy: ReconnectPolicy | None = None
     ) -> EventStream:
         """The job's resumable event stream, starting after event id ``after``."""
-        from ._job_stream import EventStream  # the stream layer imports this module: import late
+        return EventStream(self.stream_source(job_id), after=after, policy=policy)
 
-        return EventStream(self, job_id, after=after, policy=policy)
+    def stream_source(self, job_id: str) -> JobStreamSource:
+        """What following ``job_id``'s event stream needs from this client.
+
+        :class:`EventStream` is built on it; the channel it uses gets a URL, headers (read for
+        every connection, so a changed token applies at the next reconnect) and the scope
+        params, nothing else.
+        """
+        path = self._job_path(job_id, "/events/stream")
+        return JobStreamSource(
+            job_id=job_id,
+            url=self._url(path),
+            headers=self._stream_headers,
+            params=self._scope_params,
+            http=self._http(),
+            get_job=self.get_job,
+            make_error=self._stream_error,
+            on_response=self._note_deprecation,
+        )
+
+    def _stream_headers(self) -> dict[str, str]:
+        return self._headers(extra={"Accept": "text/event-stream", "Cache-Control": "no-cache"})
+
+    def _stream_error(self, status: int, text: str, route: str) -> ApiError:
+        if self._config.token:
+            text = text.replace(self._config.token, "<redacted>")
+        error = error_from(status, text, job_route=True)
+        error.add_note(f"route: {route} on {self.base_url}")
+        return error
 
     # --- chat --------------------------------------------------------------------------------
 

@@ -12,17 +12,19 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ._contexts import (
+    CancelledContext,
+    CheckpointContext,
+    CompletedContext,
+    FailedContext,
+    LogContext,
+    StartedContext,
+)
 from ._infer import Infer
 from ._models import (
     Adapter,
-    CancelledContext,
-    CheckpointContext,
     CheckpointSaved,
-    CompletedContext,
-    FailedContext,
     JobEvent,
-    LogContext,
-    StartedContext,
     TrainingCancelled,
     TrainingCompleted,
     TrainingFailed,

@@ -29,8 +29,8 @@ if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
 
 __all__ = [
-    "_error_from",
     "deprecation_notice",
+    "error_from",
     "malformed",
     "read_error_body",
     "unreachable",
@@ -61,7 +61,7 @@ def upgrade_message(body: Any) -> str:
     return f"{message}. {_UPGRADE}"
 
 
-def _error_from(status: int, body_text: str, *, job_route: bool) -> ApiError:
+def error_from(status: int, body_text: str, *, job_route: bool) -> ApiError:
     """Translate a non-2xx status and its body text into the matching :class:`ApiError`.
 
     Args:

@@ -23,8 +23,8 @@ from ._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, Str
 from ._job_stream import TERMINAL_TYPES, EventStream
 from ._validate import build_job_config, check_name
 from .stream._cursor import CursorStore, MemoryCursorStore, is_finished, mark_finished
+from .stream._dedupe import DuplicateFilter, RecentIds
 from .stream._reconnect import Backoff, ReconnectPolicy
-from .stream._stats import RecentIds
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -85,7 +85,8 @@ class Trainer:
         self._result: TrainingResult | None = None
         self._start_lock = trio.Lock()
         self._wait_lock = trio.Lock()
-        self._recent = RecentIds(())
+        self._recent = RecentIds()
+        self._anchors: list[str] = []
 
     def __repr__(self) -> str:
         return f"Trainer(name={self.name!r}, job_id={self._job_id!r})"
@@ -208,13 +209,14 @@ class Trainer:
 
     async def _follow(self, job_id: str) -> TrainingResult:
         assert self._job is not None
+        # Only dispatched ids count as seen: events read ahead but not dispatched come again.
+        duplicates = DuplicateFilter(self._recent.ids(), anchors=self._anchors)
         stream = EventStream(
-            self._client,
-            job_id,
+            self._client.stream_source(job_id),
             after=self._store.load(job_id),
             policy=self._policy,
             created_at=self._created_at,
-            seen=self._recent.ids(),
+            duplicates=duplicates,
         )
         async with stream:
             async for event in stream:
@@ -224,6 +226,7 @@ class Trainer:
                 if event.event_id is not None:
                     self._store.save(job_id, event.event_id)
                     self._recent.add(event.event_id)
+                self._anchors = duplicates.anchors()
                 if type(event) in TERMINAL_TYPES:
                     mark_finished(self._store, job_id)
                     self._result = result_for(job, event)

@@ -48,29 +48,37 @@ class SSEFrame:
         id: The block's own last valid ``id:`` value (``""`` for an empty ``id:``), or None
             when the block had no valid ``id:`` line. This is not the persistent last event ID.
         retry: The block's own last valid ``retry:`` value in milliseconds, or None.
+        last_event_id: The stream's persistent last event ID when the frame was dispatched (the
+            browser's ``MessageEvent.lastEventId``): the latest complete block's ``id:``, which
+            for a frame without one is an earlier block's. Frames compare equal on the four
+            fields above (the block's own content); this one is stream state, left out of ``==``.
     """
 
     event: str
     data: str
     id: str | None = None
     retry: int | None = None
+    last_event_id: str = attrs.field(default="", eq=False)
 
 
 # SSEFrame's attrs __init__ goes through object.__setattr__ for each field (it is frozen); the
 # hot loop fills the slots directly, which makes decoding ~10% faster end to end.
 # tests/test_sse.py checks that this stays equal to SSEFrame(...) and covers every field.
 _new_frame = object.__new__
-_set_event, _set_data, _set_id, _set_retry = (
-    SSEFrame.__dict__[name].__set__ for name in ("event", "data", "id", "retry")
+_set_event, _set_data, _set_id, _set_retry, _set_last_id = (
+    SSEFrame.__dict__[name].__set__ for name in ("event", "data", "id", "retry", "last_event_id")
 )
 
 
-def _frame(event: str, data: str, id_: str | None, retry: int | None) -> SSEFrame:
+def _frame(
+    event: str, data: str, id_: str | None, retry: int | None, last_event_id: str
+) -> SSEFrame:
     frame = _new_frame(SSEFrame)
     _set_event(frame, event)
     _set_data(frame, data)
     _set_id(frame, id_)
     _set_retry(frame, retry)
+    _set_last_id(frame, last_event_id)
     return frame
 
 
@@ -139,6 +147,10 @@ class SSEDecoder:
         blank line has been decoded, never for a block cut off by the end of the stream.
         """
         return self._last_event_id
+
+    def resume_from(self, last_event_id: str) -> None:
+        """Set the last event ID, e.g. back to a resume point while a replay is being skipped."""
+        self._last_event_id = last_event_id
 
     @property
     def retry(self) -> int | None:
@@ -241,12 +253,14 @@ class SSEDecoder:
                 if id_ is not None:
                     self._last_event_id = id_.decode("utf-8", "replace")
                 if data:
+                    last_id = self._last_event_id
                     frames.append(
                         _frame(
                             event.decode("utf-8", "replace") if event else "message",
                             b"\n".join(data).decode("utf-8", "replace"),
-                            None if id_ is None else self._last_event_id,
+                            None if id_ is None else last_id,
                             retry,
+                            last_id,
                         )
                     )
                     data = []

@@ -12,10 +12,12 @@ import pytest
 import trio
 import trio.testing
 
-from arkor_trio._client import ArkorClient, _error_from
+from arkor_trio._client import ArkorClient
 from arkor_trio._errors import ApiError, ConfigError, JobNotFound, UpgradeRequired
+from arkor_trio._http_errors import error_from
 from arkor_trio._models import Adapter, HuggingfaceDataset, JobConfig, TrainingJob
 from arkor_trio._version import USER_AGENT, __version__
+from arkor_trio.stream import ReconnectPolicy
 
 TOKEN = "tok-7f3a-secret"
 BASE = "http://arkor.test"
@@ -273,7 +275,7 @@ async def test_error_translation(status, body, message, decoded):
 
 
 def test_long_text_bodies_are_cut_to_500_characters():
-    error = _error_from(500, "x" * 10_000, job_route=False)
+    error = error_from(500, "x" * 10_000, job_route=False)
     assert len(error.message) == 500
     assert error.message.endswith("…")
 
@@ -562,21 +564,37 @@ def test_headers_merge_extra():
     }
 
 
-def test_events_builds_the_stream_layer_lazily(monkeypatch):
-    import arkor_trio._job_stream
-
-    calls = []
-
-    class FakeStream:
-        def __init__(self, client, job_id, **kw):
-            calls.append((client, job_id, kw))
-
-    monkeypatch.setattr(arkor_trio._job_stream, "EventStream", FakeStream)
-    client = ArkorClient(BASE, TOKEN)
-    policy = object()
+def test_events_hands_the_stream_a_url_headers_and_params():
+    client = ArkorClient(BASE, TOKEN, org_slug="o", project_slug="p")
+    source = client.stream_source("job/1")
+    assert source.job_id == "job/1"
+    assert source.url == f"{BASE}/v1/jobs/job%2F1/events/stream"
+    assert source.headers() == {
+        "Authorization": f"Bearer {TOKEN}",
+        "X-Arkor-Client": USER_AGENT,
+        "Accept": "text/event-stream",
+        "Cache-Control": "no-cache",
+    }
+    policy = ReconnectPolicy(initial_delay=1.0)
     stream = client.events("job-1", after="5", policy=policy)
-    assert isinstance(stream, FakeStream)
-    assert calls == [(client, "job-1", {"after": "5", "policy": policy})]
+    assert (stream.job_id, stream.cursor, stream.policy) == ("job-1", "5", policy)
+    assert stream.resume_id == "5"
+
+
+async def test_stream_source_params_resolve_the_scope():
+    client = ArkorClient(BASE, TOKEN, org_slug="o", project_slug="p")
+    assert await client.stream_source("j").params() == {"orgSlug": "o", "projectSlug": "p"}
+
+
+def test_stream_errors_are_the_clients_typed_errors_without_the_token():
+    client = ArkorClient(BASE, TOKEN, org_slug="o", project_slug="p")
+    make_error = client.stream_source("j").make_error
+    missing = make_error(404, '{"error": "no such job"}', "GET /v1/jobs/j/events/stream")
+    assert type(missing) is JobNotFound
+    assert missing.message == "no such job"
+    leaked = make_error(500, f"echo {TOKEN}", "GET /x")
+    assert TOKEN not in str(leaked)
+    assert "<redacted>" in leaked.message
 
 
 # --- streaming chat ----------------------------------------------------------------------------

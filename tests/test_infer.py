@@ -8,10 +8,11 @@ from typing import Any
 import httpx
 import pytest
 
+from arkor_trio._chat import build_chat_body, parse_completion
 from arkor_trio._client import ArkorClient
 from arkor_trio._codec import MalformedPayload
 from arkor_trio._errors import ApiError, ConfigError
-from arkor_trio._infer import Infer, build_chat_body, parse_completion
+from arkor_trio._infer import Infer
 from arkor_trio._models import Adapter, ChatCompletion
 
 USER = [{"role": "user", "content": "hi"}]

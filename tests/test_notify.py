@@ -12,17 +12,15 @@ import trio
 
 from arkor_trio import notify
 from arkor_trio._callbacks import CALLBACK_NAMES, Callbacks
-from arkor_trio._errors import ConfigError
-from arkor_trio._models import (
-    Adapter,
+from arkor_trio._contexts import (
     CancelledContext,
-    ChatCompletion,
     CheckpointContext,
     CompletedContext,
     FailedContext,
     LogContext,
-    TrainingJob,
 )
+from arkor_trio._errors import ConfigError
+from arkor_trio._models import Adapter, ChatCompletion, TrainingJob
 from tests._receiver import Receiver
 
 SECRET = "s3cr3t-t0ken"

@@ -4,8 +4,8 @@ import pytest
 import trio
 import trio.testing
 
+from arkor_trio.stream._dedupe import RecentIds
 from arkor_trio.stream._queue import YIELD_EVERY, EventQueue
-from arkor_trio.stream._stats import RecentIds
 
 
 async def test_items_come_out_in_order_then_the_end():

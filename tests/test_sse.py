@@ -38,15 +38,29 @@ def test_fast_frame_constructor_matches_attrs() -> None:
     # The decoder builds frames without SSEFrame.__init__; a new field or a validator must
     # show up here first.
     fields = attrs.fields(SSEFrame)
-    assert [f.name for f in fields] == ["event", "data", "id", "retry"]
+    assert [f.name for f in fields] == ["event", "data", "id", "retry", "last_event_id"]
     assert all(f.validator is None and f.converter is None for f in fields)
     assert not hasattr(SSEFrame, "__attrs_post_init__")
-    for args in [("e", "d", "i", 5), ("message", "", None, None)]:
+    for args in [("e", "d", "i", 5, "i"), ("message", "", None, None, "")]:
         fast = sse_module._frame(*args)
         assert type(fast) is SSEFrame
         assert fast == SSEFrame(*args)
+        assert fast.last_event_id == SSEFrame(*args).last_event_id
         assert hash(fast) == hash(SSEFrame(*args))
         assert repr(fast) == repr(SSEFrame(*args))
+
+
+def test_last_event_id_is_the_persistent_id_at_dispatch() -> None:
+    frames, _ = decode(b"id: 7\ndata: a\n\ndata: b\n\nid\ndata: c\n\nid: 9\n\ndata: d\n\n")
+    assert [(f.data, f.id, f.last_event_id) for f in frames] == [
+        ("a", "7", "7"),
+        ("b", None, "7"),
+        ("c", "", ""),
+        ("d", None, "9"),  # an id-only block moves it without a frame
+    ]
+    # positional construction keeps working, and equality is about the block's own fields
+    assert SSEFrame("message", "b") == frames[1]
+    assert SSEFrame("message", "b", None, None, "7").last_event_id == "7"
 
 
 # --- field parsing ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from arkor_trio import (
     FrameTooLarge,
     HuggingfaceDataset,
     ReconnectPolicy,
+    ReconnectsExhausted,
     StreamError,
     Trainer,
     TrainingLog,
@@ -193,15 +194,33 @@ async def test_a_frame_over_max_frame_bytes_is_a_failure_then_resumes(
     assert server.last_event_ids() == [None, "2"]
 
 
+async def test_the_same_frame_too_large_twice_is_permanent(
+    autojump_clock, client, server, recorder
+):
+    # The server sends the same oversized frame after the same resume id on every reconnect:
+    # retrying forever would loop, so the second time at one resume point raises.
+    huge = frame(3, {"type": "training.log", "step": 3, "pad": "x" * 5000})
+    server.conns.extend(
+        [Conn(body=[frames(1, 2)]), Conn(body=[huge]), Conn(body=[huge]), Conn(body=[huge])]
+    )
+    trainer = make(client, recorder, reconnect=ReconnectPolicy(max_frame_bytes=1000))
+    with pytest.raises(FrameTooLarge) as info:
+        await trainer.wait()
+    assert any("two connections in a row" in note for note in info.value.__notes__)
+    assert server.last_event_ids() == [None, "2", "2"]  # no fourth connection
+    assert [c[0] for c in recorder.calls] == ["started", "log"]
+
+
 async def test_frame_too_large_counts_toward_max_attempts(autojump_clock, client, server, recorder):
     huge = frame(1, {"type": "training.log", "step": 1, "pad": "x" * 5000})
-    server.conns.extend([Conn(body=[huge]), Conn(body=[huge])])
+    server.conns.extend([Conn(body=[huge]), Conn(body=[b": comment\n\n"])])
     trainer = make(
         client, recorder, reconnect=ReconnectPolicy(max_frame_bytes=1000, max_attempts=1)
     )
     with pytest.raises(StreamError) as info:
         await trainer.wait()
-    assert isinstance(info.value.__cause__, FrameTooLarge)
+    assert isinstance(info.value, ReconnectsExhausted)  # the oversized frame was failure 1
+    assert server.last_event_ids() == [None, None]
 
 
 async def test_a_non_sse_content_type_is_a_clear_error(autojump_clock, client, server, recorder):

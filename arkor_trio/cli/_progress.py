@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import TracebackType
 
-    from .._models import (
+    from .._contexts import (
         CancelledContext,
         CheckpointContext,
         CompletedContext,

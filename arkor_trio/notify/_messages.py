@@ -14,7 +14,8 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from .._models import CheckpointContext, LogContext, TrainingJob
+from .._contexts import CheckpointContext, LogContext
+from .._models import TrainingJob  # noqa: TC001  # attrs fields resolve it
 
 __all__ = [
     "EventKind",

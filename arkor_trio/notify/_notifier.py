@@ -24,7 +24,7 @@ from ._messages import EventKind, Sample
 if TYPE_CHECKING:
     import ssl
 
-    from .._models import (
+    from .._contexts import (
         CancelledContext,
         CheckpointContext,
         CompletedContext,

@@ -24,8 +24,9 @@ from .._errors import ConfigError
 
 __all__ = ["PERMANENT_STATUSES", "Backoff", "ReconnectPolicy", "parse_retry_after"]
 
-#: Statuses that end the stream at once with ``ApiError`` (404 has its own grace rule).
-PERMANENT_STATUSES: frozenset[int] = frozenset({400, 401, 403, 410, 422, 426})
+#: Statuses that end a channel at once with ``ApiError`` (``ReconnectPolicy.permanent_statuses``;
+#: the job stream retries a 404 for a while after creating the job: its not-found grace).
+PERMANENT_STATUSES: frozenset[int] = frozenset({400, 401, 403, 404, 410, 422, 426})
 
 
 # (name, zero allowed, infinity allowed)
@@ -66,6 +67,8 @@ class ReconnectPolicy:
         connect_timeout: Bound on opening a connection (TCP, TLS and response headers).
         max_frame_bytes: Largest SSE frame accepted; a larger one drops the connection.
         buffer_size: Capacity of the channel between the reader and the consumer.
+        permanent_statuses: HTTP statuses that stop the stream at once with ``ApiError``
+            instead of being retried (any other non-2xx status is a failure with backoff).
     """
 
     initial_delay: float = 0.1
@@ -76,8 +79,18 @@ class ReconnectPolicy:
     connect_timeout: float = 10.0
     max_frame_bytes: int = 1 << 20
     buffer_size: int = 1024
+    permanent_statuses: frozenset[int] = attrs.field(
+        default=PERMANENT_STATUSES, converter=frozenset
+    )
 
     def __attrs_post_init__(self) -> None:
+        for status in self.permanent_statuses:
+            if isinstance(status, bool) or not isinstance(status, int) or not 400 <= status <= 599:
+                raise ConfigError(
+                    "ReconnectPolicy.permanent_statuses must hold HTTP error statuses "
+                    f"(400-599), got {status!r}",
+                    field="permanent_statuses",
+                )
         for name, allow_zero, allow_inf in _NUMERIC_FIELDS:
             _check_number(name, getattr(self, name), allow_zero=allow_zero, allow_inf=allow_inf)
         limit = self.max_attempts

@@ -1,19 +1,10 @@
-"""Bookkeeping of an event stream: its counters (``StreamStats``) and the recent-id set."""
+"""Bookkeeping of a channel: its live counters and their frozen snapshot, ``StreamStats``."""
 
 from __future__ import annotations
 
-from collections import deque
-from typing import TYPE_CHECKING
-
 import attrs
 
-if TYPE_CHECKING:
-    from collections.abc import Iterable
-
-__all__ = ["RecentIds", "StreamStats"]
-
-#: How many recent event ids are remembered to drop replayed duplicates.
-RECENT_IDS = 4096
+__all__ = ["StreamCounters", "StreamStats"]
 
 
 @attrs.frozen(kw_only=True)
@@ -26,11 +17,14 @@ class StreamStats:
         failures: Connection attempts or connections that counted as failures.
         bytes: Body bytes received.
         frames: SSE frames decoded (pings and control frames included).
-        events: Events queued for the consumer.
-        duplicates: Frames dropped because their id was already queued.
-        skipped: Frames that were not JSON objects or did not fit their event type.
-        unknown: Events of a ``type`` this client does not know (queued as ``UnknownEvent``).
-        pings: ``ping`` frames.
+        events: Items queued for the consumer.
+        duplicates: Frames dropped because their id was already delivered (or a detected replay
+            of a server that ignored ``Last-Event-ID`` had not yet passed the resume point).
+        skipped: Frames the item decoder refused (e.g. not JSON objects, or not fitting their
+            event type); never for a plain :func:`open_sse`, which yields every frame.
+        unknown: Events of a ``type`` the item decoder does not know (job stream:
+            queued as ``UnknownEvent``).
+        pings: Keep-alive frames the item decoder dropped (job stream: ``ping`` frames).
         gaps: Seconds from each connection's end to the next successful open.
     """
 
@@ -48,7 +42,10 @@ class StreamStats:
 
 
 @attrs.define
-class _Counters:
+class StreamCounters:
+    """The live counters behind :class:`StreamStats`; a channel's item decoder may count into
+    ``pings``, ``skipped`` and ``unknown`` (see :class:`~arkor_trio.stream.SSEChannel`)."""
+
     connections: int = 0
     failures: int = 0
     bytes: int = 0
@@ -64,32 +61,3 @@ class _Counters:
         fields = attrs.asdict(self, recurse=False)
         fields["gaps"] = tuple(self.gaps)
         return StreamStats(reconnects=max(0, self.connections - 1), **fields)
-
-
-class RecentIds:
-    """A bounded set of the most recent event ids."""
-
-    def __init__(self, ids: Iterable[str], size: int = RECENT_IDS) -> None:
-        self._order: deque[str] = deque()
-        self._set: set[str] = set()
-        self._size = size
-        for i in ids:
-            self.add(i)
-
-    def __contains__(self, event_id: str) -> bool:
-        return event_id in self._set
-
-    def ids(self) -> list[str]:
-        """The ids remembered, oldest first."""
-        return list(self._order)
-
-    def add(self, event_id: str) -> None:
-        """Remember ``event_id``, forgetting the oldest one when full."""
-        known = self._set
-        if event_id in known:
-            return
-        order = self._order
-        if len(order) >= self._size:
-            known.discard(order.popleft())
-        order.append(event_id)
-        known.add(event_id)

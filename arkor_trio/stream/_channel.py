@@ -1,0 +1,393 @@
+"""``SSEChannel``: one Server-Sent Events endpoint followed as a resumable channel.
+
+A reader task owns the HTTP connection: it decodes frames, drops duplicates (and replays of a
+server that ignored ``Last-Event-ID``), turns frames into items with an optional decoder, and
+queues them on a bounded hand-over queue; the consumer iterates the channel. Cuts, stalls, 5xx
+bursts and restarts are survived by reconnecting from the id of the last *complete* frame
+(:mod:`._reconnect` holds the delay rules, :mod:`._connect` the rules for one connection).
+
+Errors that stop the channel (a permanent status, exhausted reconnects, a frame too large twice
+at the same resume point) are raised by the consumer's next ``__anext__``, as the library's own
+exception, never an ExceptionGroup.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+from contextlib import aclosing
+from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
+
+import attrs
+import httpx
+import trio
+
+from .._errors import ArkorError, FrameTooLarge, ReconnectsExhausted, StreamError
+from .._groups import lone_exception
+from ..sse import SSEDecoder, SSEFrame
+from ._connect import (
+    FINISHED,
+    Failure,
+    close_response,
+    open_connection,
+    resolve_headers,
+    status_error,
+)
+from ._dedupe import DuplicateFilter
+from ._queue import EventQueue
+from ._reconnect import Backoff, ReconnectPolicy
+from ._stats import StreamCounters, StreamStats
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncGenerator, Awaitable, Callable
+    from contextlib import AbstractAsyncContextManager
+    from types import TracebackType
+
+    from ._connect import Headers
+
+__all__ = ["SSEChannel"]
+
+log = logging.getLogger("arkor_trio.stream")
+
+T = TypeVar("T")
+
+_TIMEOUT = httpx.Timeout(30.0, read=None)
+
+
+@attrs.define
+class _Outcome:
+    """How one connection ended."""
+
+    progress: bool = False
+    finished: bool = False
+    error: BaseException | None = None
+    retry_after: float | None = None
+
+
+def _identity(frame: SSEFrame) -> Any:
+    return frame
+
+
+class SSEChannel(Generic[T]):
+    """An SSE endpoint followed across reconnects; ``async with`` it, then iterate.
+
+    :func:`~arkor_trio.stream.open_sse` builds one that yields :class:`~arkor_trio.sse.SSEFrame`
+    objects; layers above pass ``decode`` to yield their own items (the job stream yields job
+    events) and hooks for their own status rules.
+
+    Args:
+        url: The endpoint.
+        headers: A mapping, or a callable (sync or async) returning one, called for every
+            connection (a token refresh goes here). ``Accept``, ``Cache-Control`` and
+            ``Last-Event-ID`` are added.
+        params: Query parameters of every request: a mapping or, like ``headers``, a callable.
+        last_event_id: Resume after this id on the first connection.
+        policy: Reconnect rules (:class:`ReconnectPolicy`).
+        http: The httpx client to send with (kept open); default: one the channel creates
+            and closes.
+        decode: Turns a frame into the item to yield, or None to drop it (a keep-alive, a
+            malformed payload: not progress). It may count into :attr:`counters`.
+        is_final: Iteration ends after yielding an item for which it returns true.
+        settle: For a final item, an async hook returning the item to yield in its place, or
+            None when the stream is not over after all (the connection ends and the channel
+            reconnects by the usual rules). Exceptions it raises stop the channel.
+        is_permanent: Which statuses stop the channel (default: ``policy.permanent_statuses``).
+        on_response: Called with every response before it is handled (e.g. to log headers).
+        make_error: Builds the exception for a non-2xx answer from ``(status, body_text,
+            route)``; default an :class:`~arkor_trio.ApiError` with the body's ``error`` text.
+        duplicates: The duplicate filter to use (a trainer keeps one across streams).
+        rng: Randomness for the backoff jitter (tests pass a seeded one).
+    """
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        headers: Headers = None,
+        params: Headers = None,
+        last_event_id: str | None = None,
+        policy: ReconnectPolicy | None = None,
+        http: httpx.AsyncClient | None = None,
+        decode: Callable[[SSEFrame], T | None] | None = None,
+        is_final: Callable[[T], bool] | None = None,
+        settle: Callable[[T], Awaitable[T | None]] | None = None,
+        is_permanent: Callable[[int], bool] | None = None,
+        on_response: Callable[[httpx.Response], None] | None = None,
+        make_error: Callable[[int, str, str], Exception] | None = None,
+        duplicates: DuplicateFilter | None = None,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.url = url
+        self.policy = policy if policy is not None else ReconnectPolicy()
+        self.counters = StreamCounters()
+        self._headers = headers
+        self._params = params
+        self._http = http
+        self._decode: Callable[[SSEFrame], T | None] = decode if decode is not None else _identity
+        self._is_final = is_final
+        self._settle = settle
+        permanent = self.policy.permanent_statuses
+        self._is_permanent = is_permanent or permanent.__contains__
+        self._on_response = on_response
+        self._make_error = make_error if make_error is not None else status_error
+        self._filter = duplicates if duplicates is not None else DuplicateFilter()
+        self._rng = rng if rng is not None else random.Random()
+        self._decoder = SSEDecoder(self.policy.max_frame_bytes, last_event_id=last_event_id or "")
+        self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
+        self._nursery: trio.Nursery | None = None
+        self._queue: EventQueue[T] | None = None
+        self._done = False
+        self._ended_at: float | None = None
+        self._too_large_at: str | None = None
+
+    # --- public surface ------------------------------------------------------------------------
+
+    @property
+    def stats(self) -> StreamStats:
+        """A snapshot of the counters (see :class:`StreamStats`)."""
+        return self.counters.snapshot()
+
+    @property
+    def resume_id(self) -> str:
+        """The id a reconnect would send as ``Last-Event-ID`` (the last complete frame's)."""
+        if self._filter.skipping:
+            return self._filter.resume_id
+        return self._decoder.last_event_id
+
+    @property
+    def duplicates(self) -> DuplicateFilter:
+        """The duplicate filter (keep it to resume another channel without re-delivering)."""
+        return self._filter
+
+    async def __aenter__(self) -> Self:
+        if self._nursery_cm is not None:
+            raise RuntimeError("a channel can be entered only once")
+        self._queue = EventQueue(self.policy.buffer_size)
+        self._nursery_cm = trio.open_nursery()
+        self._nursery = await self._nursery_cm.__aenter__()
+        self._nursery.start_soon(self._reader, self._queue)
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._nursery is not None
+        assert self._nursery_cm is not None
+        assert self._queue is not None
+        self._nursery.cancel_scope.cancel()
+        self._queue.close()
+        try:
+            return bool(await self._nursery_cm.__aexit__(exc_type, exc, tb))
+        except BaseExceptionGroup as group:
+            lone = lone_exception(group)
+            if lone is None:
+                raise
+            if lone is exc:
+                return False  # the body's own exception propagates untouched
+            raise lone from None
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> T:
+        queue = self._queue
+        if queue is None:
+            raise RuntimeError("enter the channel with `async with` before iterating it")
+        if self._done:
+            await trio.lowlevel.checkpoint()
+            raise StopAsyncIteration
+        try:
+            item = await queue.get()
+        except trio.EndOfChannel:
+            self._done = True
+            raise StopAsyncIteration from None
+        except ArkorError:
+            self._done = True
+            raise
+        if self._is_final is not None and self._is_final(item):
+            self._done = True
+        return item
+
+    # --- the reader task -----------------------------------------------------------------------
+
+    async def _reader(self, queue: EventQueue[T]) -> None:
+        try:
+            if self._http is not None:
+                await self._follow(queue, self._http)
+            else:
+                async with httpx.AsyncClient(timeout=_TIMEOUT) as http:
+                    await self._follow(queue, http)
+        except ArkorError as exc:
+            queue.close(exc)
+        else:
+            queue.close()
+
+    async def _follow(self, queue: EventQueue[T], http: httpx.AsyncClient) -> None:
+        backoff = Backoff(self.policy, self._rng)
+        while True:
+            outcome = await self._connection(queue, http)
+            if outcome.finished:
+                return
+            if outcome.progress:
+                delay = backoff.after_progress(self._decoder.retry)
+            else:
+                self.counters.failures += 1
+                if backoff.exhausted():
+                    raise ReconnectsExhausted(
+                        f"{self.url} failed {backoff.attempt + 1} times in a row without "
+                        f"progress; giving up (ReconnectPolicy.max_attempts="
+                        f"{self.policy.max_attempts}); last error: {outcome.error}"
+                    ) from outcome.error
+                delay = backoff.after_failure(outcome.retry_after)
+            log.debug(
+                "%s: reconnecting in %.3f s (progress=%s, error=%r, resume=%r)",
+                self.url,
+                delay,
+                outcome.progress,
+                outcome.error,
+                self.resume_id,
+            )
+            if delay > 0:
+                await trio.sleep(delay)
+
+    async def _request_headers(self) -> dict[str, str]:
+        headers = await resolve_headers(self._headers)
+        headers.setdefault("Accept", "text/event-stream")
+        headers.setdefault("Cache-Control", "no-cache")
+        resume = self.resume_id
+        if resume:
+            headers["Last-Event-ID"] = resume
+        return headers
+
+    async def _connection(self, queue: EventQueue[T], http: httpx.AsyncClient) -> _Outcome:
+        opened = await open_connection(
+            http,
+            self.url,
+            params=await resolve_headers(self._params) or None,
+            headers=await self._request_headers(),
+            policy=self.policy,
+            is_permanent=self._is_permanent,
+            on_response=self._on_response,
+            make_error=self._make_error,
+        )
+        if isinstance(opened, Failure):
+            return _Outcome(error=opened.error, retry_after=opened.retry_after)
+        if opened is FINISHED:
+            return _Outcome(finished=True)
+        assert isinstance(opened, httpx.Response)
+        response = opened
+        counters = self.counters
+        counters.connections += 1
+        if self._ended_at is not None:
+            counters.gaps.append(trio.current_time() - self._ended_at)
+        self._decoder.resume_from(self.resume_id)
+        self._filter.connection(self.resume_id)
+        outcome = _Outcome()
+        try:
+            await self._read(response, queue, outcome)
+        finally:
+            if self._filter.skipping:
+                self._decoder.resume_from(self._filter.resume_id)
+            self._decoder.close()
+            self._ended_at = trio.current_time()
+            await close_response(response)
+        return outcome
+
+    async def _read(
+        self, response: httpx.Response, queue: EventQueue[T], outcome: _Outcome
+    ) -> None:
+        counters = self.counters
+        idle = self.policy.idle_timeout
+        decoder = self._decoder
+        seen = self._filter.seen
+        remember = self._filter.add
+        decode = self._decode
+        is_final = self._is_final
+        try:
+            with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
+                raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+                async with aclosing(raw) as chunks:
+                    async for chunk in chunks:
+                        watchdog.deadline = trio.current_time() + idle
+                        counters.bytes += len(chunk)
+                        frames = decoder.feed(chunk)
+                        counters.frames += len(frames)
+                        for frame in frames:
+                            frame_id = frame.id
+                            if seen(frame_id):
+                                counters.duplicates += 1
+                                continue
+                            item = decode(frame)
+                            if item is None:
+                                continue
+                            if is_final is not None and is_final(item):
+                                await self._final(item, frame_id, queue, outcome, watchdog)
+                                return
+                            if frame_id:
+                                remember(frame_id)
+                            counters.events += 1
+                            outcome.progress = True
+                            if queue.full:
+                                await self._put(queue, item, watchdog)
+                            else:
+                                queue.put(item)
+            if watchdog.cancelled_caught:
+                outcome.error = StreamError(f"no data for {idle} s (idle_timeout)")
+            else:
+                outcome.error = StreamError("the server closed the event stream")
+        except (httpx.TransportError, httpx.StreamError) as exc:
+            outcome.error = exc
+        except FrameTooLarge as exc:
+            self._frame_too_large(exc)
+            outcome.error = exc
+
+    def _frame_too_large(self, exc: FrameTooLarge) -> None:
+        """The same frame too large twice at one resume point is permanent: raise it."""
+        at = self.resume_id
+        if self._too_large_at == at:
+            exc.add_note(
+                f"the frame after id {at!r} exceeded max_frame_bytes "
+                f"({self.policy.max_frame_bytes}) on two connections in a row: the server sends "
+                "it again on every reconnect, so the channel stops; raise "
+                "ReconnectPolicy.max_frame_bytes to read it"
+            )
+            raise exc
+        self._too_large_at = at
+
+    async def _final(
+        self,
+        item: T,
+        frame_id: str | None,
+        queue: EventQueue[T],
+        outcome: _Outcome,
+        watchdog: trio.CancelScope,
+    ) -> None:
+        """A final item: settle it, queue it and end the channel (or go on reconnecting).
+
+        The connection has nothing more to say, so the idle watchdog no longer applies.
+        """
+        watchdog.deadline = math.inf
+        if self._settle is not None:
+            settled = await self._settle(item)
+            if settled is None:
+                outcome.error = StreamError("the stream ended, but it is not over; reconnecting")
+                return
+            item = settled
+        if frame_id:
+            self._filter.add(frame_id)
+        self.counters.events += 1
+        outcome.progress = outcome.finished = True
+        if queue.full:
+            await queue.wait_not_full()
+        queue.put(item)
+
+    async def _put(self, queue: EventQueue[T], item: T, watchdog: trio.CancelScope) -> None:
+        """Queue ``item``; while the consumer is behind, the idle watchdog is paused."""
+        watchdog.deadline = math.inf
+        await queue.wait_not_full()
+        watchdog.deadline = trio.current_time() + self.policy.idle_timeout
+        queue.put(item)
