@@ -5,6 +5,7 @@ Decoding tolerates unknown keys (the backend may add fields); encoding omits Non
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
@@ -30,6 +31,13 @@ from ._models import (
     TrainingStarted,
     UnknownEvent,
 )
+
+_fast_loads: Callable[[str], Any]
+try:  # a C parser, ~4x faster than json.loads on event payloads; the decoded values are the same
+    from orjson import loads as _fast_loads
+except ImportError:  # pragma: no cover - orjson is a dependency; keep working without it
+    _fast_loads = json.loads
+
 
 __all__ = [
     "EVENT_TYPES",
@@ -144,6 +152,23 @@ def _structure(data: Any, cls: type[T], what: str) -> T:
         raise MalformedPayload(f"{what}: {detail}") from exc
 
 
+def load_json(text: str) -> Any:
+    """``json.loads(text)``, fast: orjson first, the standard library where orjson refuses.
+
+    orjson accepts a subset of what ``json.loads`` does (no ``NaN``/``Infinity``, no integers
+    beyond 64 bits, no lone surrogates, nesting up to 1024 deep); those inputs take the
+    standard parser, so the result is always what ``json.loads`` gives.
+
+    Raises:
+        ValueError: Not JSON (``json.JSONDecodeError``).
+        RecursionError: Nested deeper than the standard parser can go.
+    """
+    try:
+        return _fast_loads(text)
+    except ValueError:
+        return json.loads(text)
+
+
 def decode_job(data: Any) -> TrainingJob:
     """Decode a ``TrainingJob`` JSON object (unknown keys ignored)."""
     return _structure(data, TrainingJob, "job")
@@ -186,6 +211,8 @@ def decode_event(data: Any, event_id: str | None = None) -> JobEvent:
 
 
 _LOG_METRICS = ("loss", "evalLoss", "learningRate", "epoch", "samplesPerSecond")
+#: The metric types the fast path passes through as they are.
+_EXACT = frozenset({float, type(None)})
 
 
 def _ints_to_floats(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -208,11 +235,18 @@ def _fast_log(data: Mapping[str, Any], event_id: str | None) -> TrainingLog | No
     get = data.get
     loss, eval_loss, learning_rate = get("loss"), get("evalLoss"), get("learningRate")
     epoch, samples_per_second = get("epoch"), get("samplesPerSecond")
-    for value in (loss, eval_loss, learning_rate, epoch, samples_per_second):
-        if value is not None and type(value) is not float:
-            if type(value) is not int:
+    exact = _EXACT
+    if not (
+        type(loss) in exact
+        and type(eval_loss) in exact
+        and type(learning_rate) in exact
+        and type(epoch) in exact
+        and type(samples_per_second) in exact
+    ):
+        for value in (loss, eval_loss, learning_rate, epoch, samples_per_second):
+            if value is not None and type(value) is not float and type(value) is not int:
                 return None
-            return _fast_log({**data, **_ints_to_floats(data)}, event_id)
+        return _fast_log({**data, **_ints_to_floats(data)}, event_id)
     return TrainingLog(
         job_id=job_id,
         timestamp=timestamp,

@@ -8,6 +8,7 @@ callback, the event id and the job.
 from __future__ import annotations
 
 import inspect
+from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -139,7 +140,7 @@ async def dispatch(
     ctx = _context(event, job, client)
     try:
         result = fn(ctx)
-        if result is not None and inspect.isawaitable(result):
+        if result is not None and (type(result) is CoroutineType or inspect.isawaitable(result)):
             await result
     except Exception as exc:
         exc.add_note(

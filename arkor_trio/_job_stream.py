@@ -13,8 +13,8 @@ calls it needs, nothing else; this module does not import the client.
 
 from __future__ import annotations
 
-import json
 import logging
+import operator
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -22,7 +22,7 @@ import attrs
 import httpx
 import trio
 
-from ._codec import MalformedPayload, decode_event
+from ._codec import MalformedPayload, decode_event, load_json
 from ._errors import ApiError
 from ._models import (
     JobEvent,
@@ -38,7 +38,7 @@ from .stream._reconnect import ReconnectPolicy
 
 if TYPE_CHECKING:
     import random
-    from collections.abc import Iterable
+    from collections.abc import AsyncIterator, Iterable
     from types import TracebackType
 
     from .sse import SSEFrame
@@ -107,7 +107,6 @@ class EventStream:
 
     Attributes:
         job_id: The job followed.
-        cursor: The id of the last event yielded (starts at ``after``).
         policy: The reconnect policy in force.
     """
 
@@ -123,7 +122,6 @@ class EventStream:
         rng: random.Random | None = None,
     ) -> None:
         self.job_id = source.job_id
-        self.cursor = after
         self.policy = policy if policy is not None else ReconnectPolicy()
         self._source = source
         self._created_at = created_at
@@ -141,6 +139,7 @@ class EventStream:
             on_response=source.on_response,
             make_error=source.make_error,
             duplicates=duplicates if duplicates is not None else DuplicateFilter(seen),
+            item_id=_event_id,
             rng=rng,
         )
         self._counters = self._channel.counters
@@ -169,19 +168,18 @@ class EventStream:
     ) -> bool:
         return await self._channel.__aexit__(exc_type, exc, tb)
 
-    def __aiter__(self) -> Self:
-        return self
+    @property
+    def cursor(self) -> str | None:
+        """The id of the last event yielded (starts at ``after``)."""
+        return self._channel.cursor
+
+    def __aiter__(self) -> AsyncIterator[JobEvent]:
+        # Iterating the channel itself saves a layer per event; it yields what __anext__ does.
+        return self._channel  # type: ignore[return-value]  # an _End never reaches the consumer
 
     async def __anext__(self) -> JobEvent:
-        try:
-            item = await self._channel.__anext__()
-        except RuntimeError:
-            raise RuntimeError(
-                "use `async with client.events(...) as stream:` before iterating"
-            ) from None
+        item = await self._channel.__anext__()
         assert not isinstance(item, _End)  # settled into a terminal event by the reader
-        if item.event_id is not None:
-            self.cursor = item.event_id
         return item
 
     # --- the channel's hooks (run in its reader task) --------------------------------------------
@@ -195,8 +193,8 @@ class EventStream:
         if name == _END:
             return _End(frame.id or None)
         try:
-            event = decode_event(json.loads(frame.data), frame.id or None)
-        except (ValueError, RecursionError, MalformedPayload):
+            event = decode_event(load_json(frame.data), frame.id or None)
+        except (ValueError, RecursionError, OverflowError, MalformedPayload):
             self._counters.skipped += 1
             return None
         if type(event) is UnknownEvent:
@@ -228,6 +226,9 @@ class EventStream:
         if self._created_at is None:
             return False
         return trio.current_time() - self._created_at < self.policy.not_found_grace
+
+
+_event_id = operator.attrgetter("event_id")
 
 
 def _is_final(item: JobEvent | _End) -> bool:

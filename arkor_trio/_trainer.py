@@ -219,18 +219,20 @@ class Trainer:
             duplicates=duplicates,
         )
         async with stream:
-            async for event in stream:
-                job = apply_event(self._job, event)
-                self._job = job
-                await dispatch(event, job, self.callbacks, self._client)
-                if event.event_id is not None:
-                    self._store.save(job_id, event.event_id)
-                    self._recent.add(event.event_id)
+            try:
+                async for event in stream:
+                    job = apply_event(self._job, event)
+                    self._job = job
+                    await dispatch(event, job, self.callbacks, self._client)
+                    if event.event_id is not None:
+                        self._store.save(job_id, event.event_id)
+                        self._recent.add(event.event_id)
+                    if type(event) in TERMINAL_TYPES:
+                        mark_finished(self._store, job_id)
+                        self._result = result_for(job, event)
+                        return self._result
+            finally:
                 self._anchors = duplicates.anchors()
-                if type(event) in TERMINAL_TYPES:
-                    mark_finished(self._store, job_id)
-                    self._result = result_for(job, event)
-                    return self._result
         raise StreamError(f"the event stream of job {job_id} ended without a terminal event")
 
     @asynccontextmanager

@@ -33,13 +33,18 @@ async def test_webhook_failures_never_reach_wait(
     autojump_clock, nursery, client, server, mode, monkeypatch
 ):
     queued_at: list[float] = []
-    original_put = EventQueue.put
+    original_put, original_extend = EventQueue.put, EventQueue.extend
 
     def recording_put(self, item):
         queued_at.append(trio.current_time())
         original_put(self, item)
 
+    def recording_extend(self, items):
+        queued_at.extend(trio.current_time() for _ in items)
+        original_extend(self, items)
+
     monkeypatch.setattr(EventQueue, "put", recording_put)
+    monkeypatch.setattr(EventQueue, "extend", recording_extend)
     receiver = await Receiver(mode).start(nursery)
     server.conns.append(paced_stream())
     seen: list[str] = []

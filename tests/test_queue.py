@@ -91,10 +91,20 @@ async def test_a_waiting_consumer_is_woken_by_put():
 
 
 def test_recent_ids_are_bounded_and_forget_the_oldest():
+    # Two generations of `size` ids: the last `size` ids are always remembered, at most
+    # 2 * size are held, and the oldest generation goes when the current one fills up.
     r = RecentIds(["a", "b"], size=3)
-    r.add("b")
+    r.add("b")  # already known: nothing moves
+    assert r.ids() == ["a", "b"]
     r.add("c")
     r.add("d")
+    assert all(x in r for x in "abcd")
+    assert r.ids() == ["a", "b", "c", "d"]
+    for x in "efg":
+        r.add(x)
     assert "a" not in r
-    assert all(x in r for x in "bcd")
-    assert r.ids() == ["b", "c", "d"]
+    assert "c" not in r
+    assert r.ids() == ["d", "e", "f", "g"]
+    many = RecentIds((str(i) for i in range(10_000)), size=100)
+    assert len(many) <= 200
+    assert all(str(i) in many for i in range(9_900, 10_000))

@@ -15,9 +15,10 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import random
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, Self, TypeVar, cast
 
 import attrs
 import httpx
@@ -45,6 +46,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._connect import Headers
+    from ._cursor import CursorStore
 
 __all__ = ["SSEChannel"]
 
@@ -65,8 +67,7 @@ class _Outcome:
     retry_after: float | None = None
 
 
-def _identity(frame: SSEFrame) -> Any:
-    return frame
+_frame_id = operator.attrgetter("last_event_id")
 
 
 class SSEChannel(Generic[T]):
@@ -97,7 +98,17 @@ class SSEChannel(Generic[T]):
         make_error: Builds the exception for a non-2xx answer from ``(status, body_text,
             route)``; default an :class:`~arkor_trio.ApiError` with the body's ``error`` text.
         duplicates: The duplicate filter to use (a trainer keeps one across streams).
+        item_id: The id an item stands for (default: the frame's ``last_event_id``); it moves
+            :attr:`cursor` when the item is yielded.
+        cursor_store: Where the cursor is committed: an item's id is saved under
+            ``cursor_key`` when the consumer asks for the next item or leaves the block without
+            an exception, never when the block's body raised. Without ``last_event_id`` the
+            channel resumes from the stored cursor.
+        cursor_key: The key in ``cursor_store`` (default: ``url``).
         rng: Randomness for the backoff jitter (tests pass a seeded one).
+
+    Attributes:
+        cursor: The id of the last item yielded (starts at the resume id, or None).
     """
 
     def __init__(
@@ -116,15 +127,25 @@ class SSEChannel(Generic[T]):
         on_response: Callable[[httpx.Response], None] | None = None,
         make_error: Callable[[int, str, str], Exception] | None = None,
         duplicates: DuplicateFilter | None = None,
+        item_id: Callable[[T], str | None] | None = None,
+        cursor_store: CursorStore | None = None,
+        cursor_key: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.url = url
+        self._store = cursor_store
+        self._key = cursor_key if cursor_key is not None else url
+        if last_event_id is None and cursor_store is not None:
+            last_event_id = cursor_store.load(self._key)
+        self.cursor: str | None = last_event_id
+        self._pending: str | None = None
+        self._item_id: Callable[[T], str | None] = item_id if item_id is not None else _frame_id
         self.policy = policy if policy is not None else ReconnectPolicy()
         self.counters = StreamCounters()
         self._headers = headers
         self._params = params
         self._http = http
-        self._decode: Callable[[SSEFrame], T | None] = decode if decode is not None else _identity
+        self._decode = decode
         self._is_final = is_final
         self._settle = settle
         permanent = self.policy.permanent_statuses
@@ -178,6 +199,8 @@ class SSEChannel(Generic[T]):
         assert self._nursery is not None
         assert self._nursery_cm is not None
         assert self._queue is not None
+        if exc is None and self._pending is not None:
+            self._commit()
         self._nursery.cancel_scope.cancel()
         self._queue.close()
         try:
@@ -194,23 +217,39 @@ class SSEChannel(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
+        if self._pending is not None:
+            self._commit()
         queue = self._queue
         if queue is None:
             raise RuntimeError("enter the channel with `async with` before iterating it")
         if self._done:
             await trio.lowlevel.checkpoint()
             raise StopAsyncIteration
-        try:
-            item = await queue.get()
-        except trio.EndOfChannel:
-            self._done = True
-            raise StopAsyncIteration from None
-        except ArkorError:
-            self._done = True
-            raise
+        item = queue.take()  # no scheduler pass while items are queued (see EventQueue.take)
+        if item is None:
+            try:
+                item = await queue.get()
+            except trio.EndOfChannel:
+                self._done = True
+                raise StopAsyncIteration from None
+            except ArkorError:
+                self._done = True
+                raise
+        item_id = self._item_id(item)
+        if item_id:
+            self.cursor = item_id
+            if self._store is not None:
+                self._pending = item_id
         if self._is_final is not None and self._is_final(item):
             self._done = True
         return item
+
+    def _commit(self) -> None:
+        """Save the last item's id: the consumer is done with it."""
+        pending, self._pending = self._pending, None
+        assert self._store is not None
+        assert pending is not None
+        self._store.save(self._key, pending)
 
     # --- the reader task -----------------------------------------------------------------------
 
@@ -316,25 +355,28 @@ class SSEChannel(Generic[T]):
                         counters.bytes += len(chunk)
                         frames = decoder.feed(chunk)
                         counters.frames += len(frames)
+                        batch: list[T] = []
                         for frame in frames:
                             frame_id = frame.id
                             if seen(frame_id):
                                 counters.duplicates += 1
                                 continue
-                            item = decode(frame)
-                            if item is None:
-                                continue
+                            if decode is None:
+                                item = cast("T", frame)
+                            else:
+                                decoded = decode(frame)
+                                if decoded is None:
+                                    continue
+                                item = decoded
                             if is_final is not None and is_final(item):
+                                await self._queue_all(queue, batch, outcome, watchdog)
                                 await self._final(item, frame_id, queue, outcome, watchdog)
                                 return
                             if frame_id:
                                 remember(frame_id)
-                            counters.events += 1
-                            outcome.progress = True
-                            if queue.full:
-                                await self._put(queue, item, watchdog)
-                            else:
-                                queue.put(item)
+                            batch.append(item)
+                        if batch:
+                            await self._queue_all(queue, batch, outcome, watchdog)
             if watchdog.cancelled_caught:
                 outcome.error = StreamError(f"no data for {idle} s (idle_timeout)")
             else:
@@ -385,9 +427,20 @@ class SSEChannel(Generic[T]):
             await queue.wait_not_full()
         queue.put(item)
 
-    async def _put(self, queue: EventQueue[T], item: T, watchdog: trio.CancelScope) -> None:
-        """Queue ``item``; while the consumer is behind, the idle watchdog is paused."""
-        watchdog.deadline = math.inf
-        await queue.wait_not_full()
-        watchdog.deadline = trio.current_time() + self.policy.idle_timeout
-        queue.put(item)
+    async def _queue_all(
+        self, queue: EventQueue[T], batch: list[T], outcome: _Outcome, watchdog: trio.CancelScope
+    ) -> None:
+        """Queue the items of one chunk; while the consumer is behind, the watchdog is paused."""
+        if not batch:
+            return
+        self.counters.events += len(batch)
+        outcome.progress = True
+        if queue.room >= len(batch):
+            queue.extend(batch)
+            return
+        for item in batch:
+            if queue.full:
+                watchdog.deadline = math.inf
+                await queue.wait_not_full()
+                watchdog.deadline = trio.current_time() + self.policy.idle_timeout
+            queue.put(item)

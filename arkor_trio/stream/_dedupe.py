@@ -33,35 +33,43 @@ ANCHORS = 32
 
 
 class RecentIds:
-    """A bounded set of the most recent event ids."""
+    """A bounded set of the most recent event ids: the last ``size`` to ``2 * size`` of them.
+
+    Two generations of a set: ids go into the current one; when it holds ``size`` ids it becomes
+    the previous one (the one before is forgotten). One set insertion per id, no ordering
+    bookkeeping: the window costs O(1) per id and at most ``2 * size`` ids of memory.
+    """
+
+    __slots__ = ("current", "previous", "size")
 
     def __init__(self, ids: Iterable[str] = (), size: int = RECENT_IDS) -> None:
-        self._order: deque[str] = deque()
-        self._set: set[str] = set()
-        self._size = size
+        #: The newer generation (ids in insertion order).
+        self.current: dict[str, None] = {}
+        #: The older generation.
+        self.previous: dict[str, None] = {}
+        self.size = size
         for i in ids:
             self.add(i)
 
     def __contains__(self, event_id: str) -> bool:
-        return event_id in self._set
+        return event_id in self.current or event_id in self.previous
 
     def __len__(self) -> int:
-        return len(self._order)
+        return len(self.current) + len(self.previous)
 
     def ids(self) -> list[str]:
         """The ids remembered, oldest first."""
-        return list(self._order)
+        return [*self.previous, *self.current]
 
     def add(self, event_id: str) -> None:
-        """Remember ``event_id``, forgetting the oldest one when full."""
-        known = self._set
-        if event_id in known:
+        """Remember ``event_id``; the oldest generation goes when the current one is full."""
+        current = self.current
+        if event_id in current:
             return
-        order = self._order
-        if len(order) >= self._size:
-            known.discard(order.popleft())
-        order.append(event_id)
-        known.add(event_id)
+        current[event_id] = None
+        if len(current) >= self.size:
+            self.previous = current
+            self.current = {}
 
 
 class DuplicateFilter:
@@ -115,6 +123,11 @@ class DuplicateFilter:
 
     def seen(self, frame_id: str | None) -> bool:
         """True when the frame with this own ``id:`` must be dropped as already delivered."""
+        if not (self._first or self._skipping):  # the hot path
+            recent = self._recent
+            return frame_id is not None and (
+                frame_id in recent.current or frame_id in recent.previous
+            )
         if self._skipping:
             return self._skip(frame_id)
         if not frame_id:
@@ -146,4 +159,9 @@ class DuplicateFilter:
 
     def add(self, frame_id: str) -> None:
         """Remember a delivered frame's id."""
-        self._recent.add(frame_id)
+        recent = self._recent
+        current = recent.current
+        current[frame_id] = None
+        if len(current) >= recent.size:
+            recent.previous = current
+            recent.current = {}

@@ -8,17 +8,16 @@ once the consumer is done with it, so that a restart resumes after the last fram
 from __future__ import annotations
 
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
+from ..sse import SSEFrame
 from ._channel import SSEChannel
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
-    from types import TracebackType
 
     import httpx
 
-    from ..sse import SSEFrame
     from ._connect import Headers
     from ._cursor import CursorStore
     from ._reconnect import ReconnectPolicy
@@ -26,68 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["SSEStream", "open_sse"]
 
 
-class SSEStream(SSEChannel["SSEFrame"]):
-    """The channel :func:`open_sse` yields: frames, with the cursor commit rule.
-
-    With a ``cursor_store``, the id in effect for a frame (:attr:`SSEFrame.last_event_id`) is
-    saved under ``cursor_key`` when the consumer asks for the next frame, or leaves the block
-    without an exception; never when the block's body raised. :attr:`cursor` is the last
-    committed id.
-    """
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        headers: Headers = None,
-        params: Mapping[str, str] | None = None,
-        last_event_id: str | None = None,
-        cursor_store: CursorStore | None = None,
-        cursor_key: str | None = None,
-        policy: ReconnectPolicy | None = None,
-        http: httpx.AsyncClient | None = None,
-        is_final: Callable[[SSEFrame], bool] | None = None,
-    ) -> None:
-        key = cursor_key if cursor_key is not None else url
-        if last_event_id is None and cursor_store is not None:
-            last_event_id = cursor_store.load(key)
-        super().__init__(
-            url,
-            headers=headers,
-            params=params,
-            last_event_id=last_event_id,
-            policy=policy,
-            http=http,
-            is_final=is_final,
-        )
-        self.cursor: str | None = last_event_id
-        self._store = cursor_store
-        self._key = key
-        self._pending: str | None = None
-
-    def _commit(self) -> None:
-        pending, self._pending = self._pending, None
-        if pending is None:
-            return
-        if self._store is not None and pending != self.cursor:
-            self._store.save(self._key, pending)
-        self.cursor = pending
-
-    async def __anext__(self) -> SSEFrame:
-        self._commit()
-        frame = await super().__anext__()
-        self._pending = frame.last_event_id
-        return frame
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
-        if exc is None:
-            self._commit()
-        return await super().__aexit__(exc_type, exc, tb)
+#: The channel :func:`open_sse` yields: frames, with the cursor commit rule.
+SSEStream: TypeAlias = SSEChannel[SSEFrame]
 
 
 @asynccontextmanager
@@ -111,7 +50,9 @@ async def open_sse(
             connection (token refresh).
         params: Query parameters.
         last_event_id: Resume after this id (default: the cursor store's, if any).
-        cursor_store: Where frame ids are committed (see :class:`SSEStream`).
+        cursor_store: Where frame ids are committed: a frame's ``last_event_id`` is saved when
+            the consumer asks for the next frame or leaves the block without an exception,
+            never when the body raised; a restart resumes after the last committed frame.
         cursor_key: The key in ``cursor_store`` (default: ``url``).
         policy: Reconnect rules; :attr:`ReconnectPolicy.permanent_statuses` says which statuses
             stop the stream.
@@ -124,7 +65,7 @@ async def open_sse(
         ReconnectsExhausted: ``policy.max_attempts`` failures in a row.
         FrameTooLarge: The same frame exceeded ``max_frame_bytes`` twice at one resume point.
     """
-    stream = SSEStream(
+    stream: SSEStream = SSEChannel(
         url,
         cursor_store=cursor_store,
         cursor_key=cursor_key,
