@@ -31,6 +31,7 @@ from ._http import (
     require_org,
     require_project_scope,
 )
+from ._limits import job_name_problem
 from ._runner import JobRunner
 from ._store import TERMINAL_STATUSES, Store, job_to_wire
 
@@ -97,8 +98,8 @@ def _routes(state: AppState) -> list[Route]:
             fail(400, f"unknown field(s) in the job request: {', '.join(unknown)}",
                  field=unknown[0])  # fmt: skip
         name, config = body.get("name"), body.get("config")
-        if not isinstance(name, str) or not name.strip():
-            fail(400, "name must be a non-empty string", field="name")
+        if (problem := job_name_problem(name)) is not None or not isinstance(name, str):
+            fail(400, problem or "name must be a string", field="name")
         if not isinstance(config, dict):
             fail(400, "config must be an object", field="config")
         try:

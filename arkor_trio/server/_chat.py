@@ -24,6 +24,7 @@ import trio
 
 from ._events import SSEStream
 from ._http import fail, json_response, read_json_object, require_project_scope
+from ._limits import MAX_SEED
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -186,6 +187,8 @@ def chat_route(
         seed = body.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             fail(400, "seed must be an integer", field="seed")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            fail(400, f"seed must be between 0 and {MAX_SEED}, got {seed}", field="seed")
         stream = body.get("stream", True)
         if not isinstance(stream, bool):
             fail(400, "stream must be a boolean", field="stream")
