@@ -33,7 +33,7 @@ from ._http import (
 )
 from ._limits import job_name_problem
 from ._runner import JobRunner
-from ._store import TERMINAL_STATUSES, Store, job_to_wire
+from ._store import TERMINAL_STATUSES, Store, StoreError, job_to_wire
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -110,7 +110,8 @@ def _routes(state: AppState) -> list[Route]:
         if not state.runner.accepting:
             fail(503, "the local backend is shutting down; retry after it restarts")
         job_id = f"job_{secrets.token_hex(8)}"
-        store.create_job(
+        await store.in_thread(
+            store.create_job,
             job_id=job_id,
             org_id=LOCAL_ORG["id"],
             project_id=LOCAL_PROJECT["id"],
@@ -133,7 +134,7 @@ def _routes(state: AppState) -> list[Route]:
         require_project_scope(request)
         job_id = request.path_params["job_id"]
         status = _job_or_404(state, job_id)["status"]
-        if status in TERMINAL_STATUSES or not state.runner.cancel(job_id):
+        if status in TERMINAL_STATUSES or not await state.runner.cancel(job_id):
             # (the second test catches a job that ended between the read and the cancel)
             fail(409, f"job {job_id} is already {store.job_status(job_id) or status}")
         return json_response({"ok": True})
@@ -180,6 +181,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return json_response({"error": message or str(exc.detail)}, exc.status_code, headers=headers)
 
 
+async def _store_refused(request: Request, exc: Exception) -> Response:
+    return json_response({"error": f"the local backend cannot write: {exc}"}, 503)
+
+
 async def _internal(request: Request, exc: Exception) -> Response:
     return json_response({"error": "internal error"}, 500)
 
@@ -209,6 +214,7 @@ def build_app(state: AppState, token: str) -> ASGIApp:
         exception_handlers={
             ApiProblem: _problem,
             HTTPException: _http_error,
+            StoreError: _store_refused,
             Exception: _internal,
         },
     )

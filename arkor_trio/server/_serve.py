@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -105,7 +106,8 @@ def _exclusive(root: Path) -> Iterator[None]:
         return
     import fcntl
 
-    with (root / LOCK_FILE).open("a") as fh:
+    fd = os.open(root / LOCK_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -118,8 +120,13 @@ def _exclusive(root: Path) -> Iterator[None]:
 
 
 def _prepare_dir(path: Path) -> Path:
+    """Create the data dir if missing and make it private (0700): it holds the token."""
     root = path.expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        root.chmod(0o700)
+    except OSError as exc:  # not ours: still usable, but say why it is not private
+        log.warning("cannot make the data dir %s private (0700): %s", root, exc)
     return root
 
 
@@ -137,6 +144,7 @@ async def open_local_backend(
     engine: Engine | None = None,
     max_concurrent_jobs: int = 1,
     join_timeout: float = 10.0,
+    busy_timeout: float = 5.0,
 ) -> AsyncIterator[LocalBackend]:
     """Run the local backend in this trio run for the duration of the block.
 
@@ -149,6 +157,8 @@ async def open_local_backend(
         engine: The training/inference engine (tests pass a fake); None is the NumPy one.
         max_concurrent_jobs: How many jobs train at once; later ones wait ``queued``.
         join_timeout: How long exit waits for training threads to stop.
+        busy_timeout: How long a database write waits for another process holding SQLite's
+            write lock before it fails with "database locked" (a 503, or the job failing).
 
     Yields:
         The running :class:`LocalBackend`.
@@ -171,7 +181,7 @@ async def open_local_backend(
         resources.enter_context(_exclusive(root))
         token = load_or_create_token(root)
         hub = EventHub()
-        store = Store.in_dir(root, on_append=hub.notify)
+        store = Store.in_dir(root, on_append=hub.notify, busy_timeout=busy_timeout)
         try:
             recovered = recover_unfinished(store)
             if recovered:
