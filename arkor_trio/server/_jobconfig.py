@@ -39,7 +39,7 @@ MAX_POSITIONS = 131072
 MAX_STEPS = 1_000_000
 """Upper bound of ``maxSteps``, ``warmupSteps``, ``loggingSteps``, ``saveSteps``, ``evalSteps``."""
 MAX_EPOCHS = 1000.0
-MAX_LEARNING_RATE = 10.0
+MAX_LEARNING_RATE = 1000.0
 MAX_WEIGHT_DECAY = 100.0
 MAX_URL_CHARS = 4096
 MAX_TOKEN_CHARS = 4096

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._store import TERMINAL_STATUSES, StoreClosed, StoreError
+from ._store import RECOVERY_ID_GAP, TERMINAL_STATUSES, StoreClosed, StoreError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -62,12 +62,16 @@ class _Run:
 def recover_unfinished(store: Store) -> list[str]:
     """Fail every job a previous process left ``queued``/``running`` ("backend restarted").
 
+    The failure event skips ``RECOVERY_ID_GAP`` ids: after a power loss the log may have lost
+    its last events, which streams may already have sent; their ids are never given again.
+
     Returns:
         The ids of the jobs it failed; each got a terminal ``training.failed`` event.
     """
     failed = store.unfinished_jobs()
     for job_id in failed:
-        store.append(job_id, {"type": "training.failed", "error": "backend restarted"})
+        failed_event = {"type": "training.failed", "error": "backend restarted"}
+        store.append(job_id, failed_event, skip=RECOVERY_ID_GAP)
     return failed
 
 

@@ -266,3 +266,29 @@ def test_modes_are_private(tmp_path: Path) -> None:
     os.chmod(data / DB_NAME, 0o644)
     trio.run(main)
     assert (data / DB_NAME).stat().st_mode & 0o777 == 0o600
+
+
+async def test_recovery_never_reuses_an_id_a_stream_may_have_sent(tmp_path: Path) -> None:
+    from arkor_trio.server._store import RECOVERY_ID_GAP
+
+    data = tmp_path / "data"
+    data.mkdir()
+    store = Store.in_dir(data)
+    store.create_job(job_id="job_lost", org_id="o", project_id="p", name="n", config={})
+    store.append_many("job_lost", [{"type": "training.started"}, {"type": "training.log"}])
+    store.close()
+    # As after a power loss: the client saw ids up to 5, the log kept only 1 and 2.
+    async with (
+        open_local_backend(data) as backend,
+        httpx.AsyncClient(
+            base_url=backend.base_url, headers=headers_for(backend), verify=False
+        ) as http,
+    ):
+        url = "/v1/jobs/job_lost/events/stream"
+        headers = {"Last-Event-ID": "5"}
+        async with http.stream("GET", url, params=SCOPE, headers=headers) as response:
+            frames = await FrameReader(response).until("end")
+    assert [(f.get("id"), f["event"]) for f in frames] == [
+        (str(3 + RECOVERY_ID_GAP), "training.failed"),
+        (None, "end"),
+    ]
