@@ -130,6 +130,15 @@ def _prepare_dir(path: Path) -> Path:
     return root
 
 
+def _remove_stale_temp_files(root: Path) -> None:
+    """Delete checkpoint temp files a killed process left (we hold the dir's lock: none is live)."""
+    for tmp in (root / "models").glob("*/.*.npz.*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError as exc:
+            log.warning("cannot remove the stale temporary file %s: %s", tmp, exc)
+
+
 def _bind(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
@@ -179,6 +188,7 @@ async def open_local_backend(
             )
         root = _prepare_dir(Path(data_dir))
         resources.enter_context(_exclusive(root))
+        _remove_stale_temp_files(root)
         token = load_or_create_token(root)
         hub = EventHub()
         store = Store.in_dir(root, on_append=hub.notify, busy_timeout=busy_timeout)

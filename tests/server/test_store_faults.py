@@ -47,6 +47,18 @@ class FaultyStore(Store):
         return super()._write(refuse)
 
 
+class SignallingStore(Store):
+    """A real store that sets ``writing`` when a write starts, once ``armed`` is set."""
+
+    armed = threading.Event()
+    writing = threading.Event()
+
+    def _write(self, fn: Any) -> Any:
+        if SignallingStore.armed.is_set():
+            SignallingStore.writing.set()
+        return super()._write(fn)
+
+
 @contextlib.asynccontextmanager
 async def running(
     data_dir: Path, fake: FakeEngine, **kwargs: Any
@@ -90,11 +102,6 @@ async def follow_until(http: httpx.AsyncClient, job_id: str, event: str) -> list
     url = f"/v1/jobs/{job_id}/events/stream"
     async with http.stream("GET", url, params=SCOPE) as response:
         return await FrameReader(response).until(event)
-
-
-async def wait_status(http: httpx.AsyncClient, job_id: str, status: str) -> None:
-    while (await http.get(f"/v1/jobs/{job_id}", params=SCOPE)).json()["job"]["status"] != status:
-        await trio.sleep(0.05)
 
 
 def test_store_error_names_the_reason(tmp_path: Path) -> None:
@@ -142,8 +149,11 @@ async def test_fault_injected_store_fails_the_job_with_the_reason_and_stays_up(
 
 
 async def test_write_lock_held_elsewhere_never_blocks_the_loop(
-    tmp_path: Path, fake: FakeEngine
+    tmp_path: Path, fake: FakeEngine, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(_serve, "Store", SignallingStore)
+    SignallingStore.armed.clear()
+    SignallingStore.writing.clear()
     data = tmp_path / "data"
     async with running(data, fake, busy_timeout=1.0) as http:
         job = await create_job(http, gate="g")
@@ -151,7 +161,9 @@ async def test_write_lock_held_elsewhere_never_blocks_the_loop(
         other = sqlite3.connect(data / DB_NAME, isolation_level=None)
         other.execute("BEGIN IMMEDIATE")  # another process holding SQLite's write lock
         try:
+            SignallingStore.armed.set()
             fake.gates["g"].set()  # the job's next append waits for the lock, then fails
+            assert await trio.to_thread.run_sync(SignallingStore.writing.wait, 10)
             async with trio.open_nursery() as nursery:
                 refused: list[httpx.Response] = []
 
@@ -160,7 +172,6 @@ async def test_write_lock_held_elsewhere_never_blocks_the_loop(
                     refused.append(await http.post("/v1/jobs", params=SCOPE, json=body))
 
                 nursery.start_soon(post)
-                await trio.sleep(0.1)  # let the POST reach its (blocked) write
                 for path in ("/v1/me", "/v1/jobs", f"/v1/jobs/{job['id']}"):
                     started = time.monotonic()
                     assert (await http.get(path, params=SCOPE)).status_code == 200
@@ -292,3 +303,15 @@ async def test_recovery_never_reuses_an_id_a_stream_may_have_sent(tmp_path: Path
         (str(3 + RECOVERY_ID_GAP), "training.failed"),
         (None, "end"),
     ]
+
+
+async def test_start_removes_checkpoint_temp_files_a_killed_process_left(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    stale = data / "models" / "job_x" / ".checkpoint-3.npz.4242.tmp"
+    stale.parent.mkdir(parents=True)
+    stale.write_bytes(b"partial")
+    kept = stale.with_name("checkpoint-2.npz")
+    kept.write_bytes(b"weights")
+    async with open_local_backend(data):
+        assert not stale.exists()
+        assert kept.exists()
