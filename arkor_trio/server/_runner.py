@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from ._store import Store
 
-__all__ = ["JobRunner", "recover_unfinished"]
+__all__ = ["RESTARTED", "JobRunner", "recover_unfinished"]
 
 log = logging.getLogger("arkor_trio.server")
 
@@ -59,20 +59,31 @@ class _Run:
     finished: trio.Event = attrs.field(factory=trio.Event)
 
 
-def recover_unfinished(store: Store) -> list[str]:
+#: The event recovery appends to a job a previous process left unfinished.
+RESTARTED = {"type": "training.failed", "error": "backend restarted"}
+
+
+def recover_unfinished(store: Store) -> tuple[list[str], list[str]]:
     """Fail every job a previous process left ``queued``/``running`` ("backend restarted").
 
     The failure event skips ``RECOVERY_ID_GAP`` ids: after a power loss the log may have lost
     its last events, which streams may already have sent; their ids are never given again.
 
     Returns:
-        The ids of the jobs it failed; each got a terminal ``training.failed`` event.
+        The ids of the jobs it failed (each got a terminal ``training.failed`` event), and of
+        those whose event the store refused (disk full, locked): pass them to
+        :meth:`JobRunner.record_later` once the runner runs, the backend starts anyway.
     """
-    failed = store.unfinished_jobs()
-    for job_id in failed:
-        failed_event = {"type": "training.failed", "error": "backend restarted"}
-        store.append(job_id, failed_event, skip=RECOVERY_ID_GAP)
-    return failed
+    recorded, refused = [], []
+    for job_id in store.unfinished_jobs():
+        try:
+            store.append(job_id, RESTARTED, skip=RECOVERY_ID_GAP)
+        except StoreError as exc:
+            log.error("cannot mark job %s failed (backend restarted) yet: %s", job_id, exc)
+            refused.append(job_id)
+        else:
+            recorded.append(job_id)
+    return recorded, refused
 
 
 class JobRunner:
@@ -263,26 +274,34 @@ class JobRunner:
             log.error("job %s failed (%s); recording it failed too (%s): retrying", job_id,
                       error, exc)  # fmt: skip
             with suppress(trio.RunFinishedError):
-                self._token.run_sync_soon(self._record_later, job_id, payload)
+                self._token.run_sync_soon(self.record_later, job_id, payload)
 
-    def _record_later(self, job_id: str, payload: dict[str, Any]) -> None:
+    def record_later(self, job_id: str, payload: Mapping[str, Any], *, skip: int = 0) -> None:
+        """Append a terminal event the store refused, retrying in the background (event loop).
+
+        Retries every ``RECORD_RETRY`` seconds, doubling up to ``RECORD_RETRY_MAX``, until the
+        store accepts it or the runner stops (then the next start marks the job failed).
+        """
         if self._nursery is None:
             log.error("job %s: failure not recorded before shutdown: %s", job_id, payload["error"])
             return
-        self._nursery.start_soon(self._retry_record, job_id, payload, name=f"record {job_id}")
+        self._nursery.start_soon(self._retry_record, job_id, payload, skip, name=f"record {job_id}")
 
-    async def _retry_record(self, job_id: str, payload: dict[str, Any]) -> None:
-        """Append a failure the store refused, retrying with backoff until it is written."""
+    async def _retry_record(self, job_id: str, payload: Mapping[str, Any], skip: int) -> None:
         delay = RECORD_RETRY
-        while True:
-            await trio.sleep(delay)
-            try:
-                await self._store.in_thread(self._store.append, job_id, payload)
-            except StoreClosed:
+        try:
+            while True:
+                await trio.sleep(delay)
+                try:
+                    await self._store.in_thread(self._store.append, job_id, payload, skip=skip)
+                except StoreClosed:
+                    return
+                except StoreError as exc:
+                    log.warning("job %s: still cannot record its failure: %s", job_id, exc)
+                    delay = min(delay * 2, RECORD_RETRY_MAX)
+                    continue
+                log.warning("job %s: recorded its failure: %s", job_id, payload["error"])
                 return
-            except StoreError as exc:
-                log.warning("job %s: still cannot record its failure: %s", job_id, exc)
-                delay = min(delay * 2, RECORD_RETRY_MAX)
-                continue
-            log.warning("job %s: recorded its failure: %s", job_id, payload["error"])
-            return
+        except trio.Cancelled:
+            log.error("job %s: failure not recorded before shutdown: %s", job_id, payload["error"])
+            raise

@@ -23,8 +23,8 @@ from ._app import AppState, build_app
 from ._auth import load_or_create_token
 from ._engine import Engine, default_engine
 from ._events import EventHub
-from ._runner import JobRunner, recover_unfinished
-from ._store import Store
+from ._runner import RESTARTED, JobRunner, recover_unfinished
+from ._store import RECOVERY_ID_GAP, Store
 
 if TYPE_CHECKING:
     from .._client import ArkorClient
@@ -193,14 +193,14 @@ async def open_local_backend(
         hub = EventHub()
         store = Store.in_dir(root, on_append=hub.notify, busy_timeout=busy_timeout)
         try:
-            recovered = recover_unfinished(store)
+            recovered, refused = recover_unfinished(store)
             if recovered:
                 log.warning("marked %d unfinished job(s) failed: %s", len(recovered), recovered)
             with collapse_groups():
                 async with trio.open_nursery() as nursery:
                     backend = await nursery.start(
                         _serve_all, store, hub, engine, root, token, host, port,
-                        ping_interval, max_concurrent_jobs, join_timeout,
+                        ping_interval, max_concurrent_jobs, join_timeout, refused,
                     )  # fmt: skip
                     try:
                         yield backend
@@ -221,6 +221,7 @@ async def _serve_all(
     ping_interval: float,
     max_concurrent: int,
     join_timeout: float,
+    unrecorded: list[str],
     *,
     task_status: trio.TaskStatus[LocalBackend],
 ) -> None:
@@ -255,6 +256,8 @@ async def _serve_all(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(runner.run)
+            for job_id in unrecorded:  # recovery could not write: the runner retries
+                runner.record_later(job_id, RESTARTED, skip=RECOVERY_ID_GAP)
             binds = await nursery.start(
                 partial(
                     hypercorn_serve,

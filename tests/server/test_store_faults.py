@@ -315,3 +315,31 @@ async def test_start_removes_checkpoint_temp_files_a_killed_process_left(tmp_pat
     async with open_local_backend(data):
         assert not stale.exists()
         assert kept.exists()
+
+
+async def test_start_with_the_database_locked_serves_and_records_recovery_later(
+    tmp_path: Path,
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    store = Store.in_dir(data)
+    store.create_job(job_id="job_left", org_id="o", project_id="p", name="n", config={})
+    store.append("job_left", {"type": "training.started"})
+    store.close()
+    other = sqlite3.connect(data / DB_NAME, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        async with (
+            open_local_backend(data, busy_timeout=0.2) as backend,
+            httpx.AsyncClient(
+                base_url=backend.base_url, headers=headers_for(backend), verify=False
+            ) as http,
+        ):
+            got = (await http.get("/v1/jobs/job_left", params=SCOPE)).json()["job"]
+            assert got["status"] == "running"  # recovery could not write yet
+            other.execute("ROLLBACK")
+            with trio.fail_after(10):
+                frames = await follow_until(http, "job_left", "training.failed")
+            assert data_of(frames[-1])["error"] == "backend restarted"
+    finally:
+        other.close()
