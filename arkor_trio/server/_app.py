@@ -31,8 +31,9 @@ from ._http import (
     require_org,
     require_project_scope,
 )
+from ._limits import job_name_problem
 from ._runner import JobRunner
-from ._store import TERMINAL_STATUSES, Store, job_to_wire
+from ._store import TERMINAL_STATUSES, Store, StoreError, job_to_wire
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -97,8 +98,8 @@ def _routes(state: AppState) -> list[Route]:
             fail(400, f"unknown field(s) in the job request: {', '.join(unknown)}",
                  field=unknown[0])  # fmt: skip
         name, config = body.get("name"), body.get("config")
-        if not isinstance(name, str) or not name.strip():
-            fail(400, "name must be a non-empty string", field="name")
+        if (problem := job_name_problem(name)) is not None or not isinstance(name, str):
+            fail(400, problem or "name must be a string", field="name")
         if not isinstance(config, dict):
             fail(400, "config must be an object", field="config")
         try:
@@ -109,7 +110,8 @@ def _routes(state: AppState) -> list[Route]:
         if not state.runner.accepting:
             fail(503, "the local backend is shutting down; retry after it restarts")
         job_id = f"job_{secrets.token_hex(8)}"
-        store.create_job(
+        await store.in_thread(
+            store.create_job,
             job_id=job_id,
             org_id=LOCAL_ORG["id"],
             project_id=LOCAL_PROJECT["id"],
@@ -132,7 +134,7 @@ def _routes(state: AppState) -> list[Route]:
         require_project_scope(request)
         job_id = request.path_params["job_id"]
         status = _job_or_404(state, job_id)["status"]
-        if status in TERMINAL_STATUSES or not state.runner.cancel(job_id):
+        if status in TERMINAL_STATUSES or not await state.runner.cancel(job_id):
             # (the second test catches a job that ended between the read and the cancel)
             fail(409, f"job {job_id} is already {store.job_status(job_id) or status}")
         return json_response({"ok": True})
@@ -179,6 +181,10 @@ async def _http_error(request: Request, exc: Exception) -> Response:
     return json_response({"error": message or str(exc.detail)}, exc.status_code, headers=headers)
 
 
+async def _store_refused(request: Request, exc: Exception) -> Response:
+    return json_response({"error": f"the local backend cannot write: {exc}"}, 503)
+
+
 async def _internal(request: Request, exc: Exception) -> Response:
     return json_response({"error": "internal error"}, 500)
 
@@ -208,6 +214,7 @@ def build_app(state: AppState, token: str) -> ASGIApp:
         exception_handlers={
             ApiProblem: _problem,
             HTTPException: _http_error,
+            StoreError: _store_refused,
             Exception: _internal,
         },
     )

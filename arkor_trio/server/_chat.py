@@ -4,8 +4,10 @@ Exactly one of ``adapter`` (a job's final weights or a checkpoint's) and ``baseM
 model. ``stream`` (default true, as the SDK sends) answers with OpenAI ``chat.completion.chunk``
 frames ending with ``data: [DONE]``; false with one ``chat.completion`` JSON. Everything is
 validated, the weights loaded and the first piece generated before the status line is sent, so
-errors get a real status: 400 for a bad body or an unsupported option (named), 404 for an
-unknown job or missing weights, 409 for a final adapter of a job that has not completed.
+errors get a real status: 400 for a bad body, an unsupported option or a value over a limit
+(named; see ``_limits``), 404 for an unknown job or missing weights, 409 for a final adapter of
+a job that has not completed, 429 when ``MAX_CONCURRENT_INFERENCE`` requests are already running
+(a streamed answer holds its slot until the stream ends).
 
 The engine is character level (one token is one character, streamed a few at a time):
 ``usage`` counts characters, and ``finish_reason`` is ``"length"`` when the reply reached
@@ -21,16 +23,25 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import trio
+from starlette.responses import Response
 
 from ._events import SSEStream
-from ._http import fail, json_response, read_json_object, require_project_scope
+from ._http import ApiProblem, fail, json_response, read_json_object, require_project_scope
+from ._limits import (
+    MAX_CHOICE_CHARS,
+    MAX_CHOICES,
+    MAX_CONCURRENT_INFERENCE,
+    MAX_MESSAGES,
+    MAX_PROMPT_CHARS,
+    MAX_SEED,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Mapping
     from pathlib import Path
 
     from starlette.requests import Request
-    from starlette.responses import Response
+    from starlette.types import Receive, Scope, Send
 
     from ._engine import Engine
     from ._store import Store
@@ -74,6 +85,9 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
     raw = body.get("messages")
     if not isinstance(raw, list) or not raw:
         fail(400, "messages must be a non-empty list of {role, content}", field="messages")
+    if len(raw) > MAX_MESSAGES:
+        fail(400, f"messages holds {len(raw)} messages; the limit is {MAX_MESSAGES}",
+             field="messages")  # fmt: skip
     out = []
     for i, msg in enumerate(raw):
         where = f"messages[{i}]"
@@ -89,6 +103,10 @@ def _messages(body: Mapping[str, Any]) -> list[dict[str, str]]:
         if not isinstance(content, str):
             fail(400, f"{where}.content must be a string", field=f"{where}.content")
         out.append({"role": role, "content": content})
+    total = sum(len(m["content"]) for m in out)
+    if total > MAX_PROMPT_CHARS:
+        fail(400, f"the messages' content is {total} characters; the limit is "
+             f"{MAX_PROMPT_CHARS}", field="messages")  # fmt: skip
     return out
 
 
@@ -124,6 +142,13 @@ def _unsupported(body: Mapping[str, Any]) -> tuple[list[str], list[str] | None]:
     if not isinstance(choices, list) or not choices or not all(isinstance(c, str) for c in choices):
         fail(400, "structuredOutputs.choice must be a non-empty list of strings",
              field="structuredOutputs.choice")  # fmt: skip
+    if len(choices) > MAX_CHOICES:
+        fail(400, f"structuredOutputs.choice holds {len(choices)} choices; the limit is "
+             f"{MAX_CHOICES}", field="structuredOutputs.choice")  # fmt: skip
+    longest = max(len(c) for c in choices)
+    if longest > MAX_CHOICE_CHARS:
+        fail(400, f"a structuredOutputs.choice entry is {longest} characters; the limit is "
+             f"{MAX_CHOICE_CHARS}", field="structuredOutputs.choice")  # fmt: skip
     return found, choices
 
 
@@ -166,8 +191,26 @@ def chat_route(
             fail(404, f"job {job_id} has no {what}")
         return model, f"adapter:{job_id}" + ("" if step is None else f"@{step}")
 
+    slots = _Slots(MAX_CONCURRENT_INFERENCE)
+
     async def endpoint(request: Request) -> Response:
         require_project_scope(request)
+        if slots.free == 0:
+            raise ApiProblem(429, f"too many concurrent inference requests (the limit is "
+                             f"{slots.limit}); retry when one finishes",
+                             limit="maxConcurrentInference")  # fmt: skip
+        slots.free -= 1
+        handed_off = False
+        try:
+            response = await answer(request)
+            if isinstance(response, SSEStream):
+                response, handed_off = _Releasing(response, slots.release), True
+            return response
+        finally:
+            if not handed_off:
+                slots.release()
+
+    async def answer(request: Request) -> Response:
         body = await read_json_object(request)
         unknown = sorted(set(body) - _KEYS)
         if unknown:
@@ -186,6 +229,8 @@ def chat_route(
         seed = body.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             fail(400, "seed must be an integer", field="seed")
+        if seed is not None and not 0 <= seed <= MAX_SEED:
+            fail(400, f"seed must be between 0 and {MAX_SEED}, got {seed}", field="seed")
         stream = body.get("stream", True)
         if not isinstance(stream, bool):
             fail(400, "stream must be a boolean", field="stream")
@@ -226,6 +271,33 @@ def chat_route(
         return SSEStream(partial(_stream, meta, first, pieces, limit), closing=closing)
 
     return endpoint
+
+
+class _Slots:
+    """How many more inference requests may run (event-loop only, so a plain counter)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.free = limit
+
+    def release(self) -> None:
+        self.free += 1
+
+
+class _Releasing(Response):
+    """Runs a streamed answer, then gives its inference slot back (however the stream ends)."""
+
+    def __init__(self, inner: Response, release: Callable[[], None]) -> None:
+        self.status_code = inner.status_code
+        self.inner = inner
+        self.release = release
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Run the wrapped response; release the slot when it returns or fails."""
+        try:
+            await self.inner(scope, receive, send)
+        finally:
+            self.release()
 
 
 def _finish(count: int, limit: int | None) -> str:

@@ -15,13 +15,12 @@ from __future__ import annotations
 import json
 import string
 import urllib.parse
-import urllib.request
 from collections import Counter
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import attrs
-import httpx
+
+from ._dataset_read import ReadError, fetch_http, file_path, read_file
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -60,7 +59,6 @@ BASE_CHARS = SPECIALS + "\n\t" + "".join(c for c in string.printable if c.isprin
 """Always in the vocabulary, so an untrained model can read any ASCII prompt."""
 MAX_EXTRA_CHARS = 1000
 MAX_DATASET_BYTES = 64 * 1024 * 1024
-_HTTP_TIMEOUT = httpx.Timeout(5.0, connect=2.0)
 
 
 class DatasetError(Exception):
@@ -186,47 +184,20 @@ def read_source(url: str, token: str | None, should_stop: Callable[[], bool]) ->
         The decoded text, or None if ``should_stop()`` turned true while reading.
 
     Raises:
-        DatasetError: The file is missing or unreadable, the server answered an error or did
-            not answer in time, the body is not UTF-8, or it is larger than 64 MiB.
+        DatasetError: The file is missing, unreadable or not a regular file, the server
+            answered an error or did not finish in time, the body is not UTF-8, or it is larger
+            than 64 MiB (see ``_dataset_read`` for the bounds).
     """
-    parsed = urllib.parse.urlsplit(url)
-    if parsed.scheme == "file":
-        path = Path(urllib.request.url2pathname(parsed.path))
-        try:
-            if path.stat().st_size > MAX_DATASET_BYTES:
-                raise DatasetError(f"{path} is larger than {MAX_DATASET_BYTES} bytes")
-            data = path.read_bytes()
-        except OSError as exc:
-            raise DatasetError(f"cannot read {path}: {exc.strerror or exc}") from None
-    else:
-        chunks = _fetch(url, token, should_stop)
-        if chunks is None:
-            return None
-        data = b"".join(chunks)
+    try:
+        if urllib.parse.urlsplit(url).scheme == "file":
+            data = read_file(file_path(url), should_stop, MAX_DATASET_BYTES)
+        else:
+            data = fetch_http(url, token, should_stop, MAX_DATASET_BYTES)
+    except ReadError as exc:
+        raise DatasetError(str(exc)) from None
+    if data is None:
+        return None
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError as exc:
         raise DatasetError(f"the dataset is not UTF-8 (byte {exc.start})") from None
-
-
-def _fetch(url: str, token: str | None, should_stop: Callable[[], bool]) -> list[bytes] | None:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
-    chunks: list[bytes] = []
-    size = 0
-    try:
-        with (
-            httpx.Client(timeout=_HTTP_TIMEOUT, follow_redirects=False) as client,
-            client.stream("GET", url, headers=headers) as response,
-        ):
-            if response.status_code != 200:
-                raise DatasetError(f"GET {url} answered HTTP {response.status_code}")
-            for chunk in response.iter_bytes(64 * 1024):
-                if should_stop():
-                    return None
-                size += len(chunk)
-                if size > MAX_DATASET_BYTES:
-                    raise DatasetError(f"{url} is larger than {MAX_DATASET_BYTES} bytes")
-                chunks.append(chunk)
-    except httpx.HTTPError as exc:
-        raise DatasetError(f"GET {url} failed: {type(exc).__name__}: {exc}") from None
-    return chunks

@@ -197,16 +197,14 @@ def score_choices(
             "structuredOutputs.choice",
             "structuredOutputs.choice must be a non-empty list of strings",
         )
-    seqs, weights = [], []
-    for choice in choices:
-        clean = "".join(c for c in choice if c not in SPECIALS)
-        tokens, start = _prompt(model, messages, clean)
-        weight = np.zeros(len(tokens), np.bool_)
-        weight[start:] = True
-        seqs.append(tokens)
-        weights.append(weight)
-    batch = model.batch(seqs, weights)
+    # One choice at a time: memory is bounded by one (prompt + choice), whatever the count.
+    scores = []
     with single_threaded_blas():
-        logprobs = model.token_logprobs(batch)
-    scores = np.bincount(batch.rows, weights=logprobs, minlength=len(choices))
+        for choice in choices:
+            clean = "".join(c for c in choice if c not in SPECIALS)
+            tokens, start = _prompt(model, messages, clean)
+            weight = np.zeros(len(tokens), np.bool_)
+            weight[start:] = True
+            batch = model.batch([tokens], [weight])
+            scores.append(float(model.token_logprobs(batch).sum()))
     return choices[int(np.argmax(scores))]

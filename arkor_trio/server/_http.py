@@ -8,6 +8,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 from starlette.responses import Response
 
+from ._limits import MAX_JSON_DEPTH, LimitError, check_json_value
+
 if TYPE_CHECKING:
     from starlette.requests import Request
 
@@ -60,7 +62,11 @@ def json_response(body: Any, status: int = 200, headers: dict[str, str] | None =
 
 
 async def read_json_object(request: Request) -> dict[str, Any]:
-    """The request body as a JSON object; 400 naming what is wrong with it, 413 when too large."""
+    """The request body as a JSON object; 400 naming what is wrong with it, 413 when too large.
+
+    The size bound holds while reading; nesting depth and lone surrogates are checked after
+    parsing (see ``_limits``), so no route ever sees them.
+    """
     too_large = f"the request body is larger than {MAX_BODY} bytes"
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > MAX_BODY:
@@ -78,10 +84,16 @@ async def read_json_object(request: Request) -> dict[str, Any]:
         fail(400, "the request body must be a JSON object, got an empty body")
     try:
         body = json.loads(raw)
+    except RecursionError:
+        fail(400, f"the request body is nested deeper than {MAX_JSON_DEPTH} levels")
     except (ValueError, UnicodeDecodeError) as exc:
         fail(400, f"the request body is not valid JSON: {exc}")
     if not isinstance(body, dict):
         fail(400, f"the request body must be a JSON object, got {type(body).__name__}")
+    try:
+        check_json_value(body)
+    except LimitError as exc:
+        fail(400, exc.message, field=exc.field)
     return body
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import attrs
 
+from ._dataset_read import ReadError, file_path, not_regular_problem
+
 __all__ = [
     "OPTIMIZERS",
     "SCHEDULES",
@@ -34,6 +36,13 @@ HF_MESSAGE = (
 )
 MAX_POSITIONS = 131072
 """Upper bound of ``batchSize * maxLength`` (characters per step), which bounds memory use."""
+MAX_STEPS = 1_000_000
+"""Upper bound of ``maxSteps``, ``warmupSteps``, ``loggingSteps``, ``saveSteps``, ``evalSteps``."""
+MAX_EPOCHS = 1000.0
+MAX_LEARNING_RATE = 1000.0
+MAX_WEIGHT_DECAY = 100.0
+MAX_URL_CHARS = 4096
+MAX_TOKEN_CHARS = 4096
 _LOOPBACK_NAMES = frozenset({"localhost", "localhost."})
 
 
@@ -83,20 +92,26 @@ def _is_number(v: Any) -> bool:
     return (_is_int(v) or isinstance(v, float)) and math.isfinite(v)
 
 
-def _positive_int(v: Any) -> str | None:
-    return None if _is_int(v) and v > 0 else "must be a positive integer"
+def _int_in(lo: int, hi: int) -> Callable[[Any], str | None]:
+    def check(v: Any) -> str | None:
+        kind = {0: "a non-negative integer", 1: "a positive integer"}.get(lo, f"an integer >= {lo}")
+        return None if _is_int(v) and lo <= v <= hi else f"must be {kind} (at most {hi})"
+
+    return check
 
 
-def _nonneg_int(v: Any) -> str | None:
-    return None if _is_int(v) and 0 <= v < 2**63 else "must be a non-negative integer"
+def _number_in(hi: float, *, zero: bool) -> Callable[[Any], str | None]:
+    kind = "a non-negative number" if zero else "a positive number"
+
+    def check(v: Any) -> str | None:
+        ok = _is_number(v) and (v >= 0 if zero else v > 0) and v <= hi
+        return None if ok else f"must be {kind} (at most {hi:g})"
+
+    return check
 
 
-def _positive_number(v: Any) -> str | None:
-    return None if _is_number(v) and v > 0 else "must be a positive number"
-
-
-def _nonneg_number(v: Any) -> str | None:
-    return None if _is_number(v) and v >= 0 else "must be a non-negative number"
+_positive_int = _int_in(1, MAX_STEPS)
+_nonneg_int = _int_in(0, MAX_STEPS)
 
 
 def _bool(v: Any) -> str | None:
@@ -126,17 +141,17 @@ def _split(v: Any) -> str | None:
 
 
 _CHECKS: dict[str, Callable[[Any], str | None]] = {
-    "loraR": _positive_int,
-    "loraAlpha": _positive_int,
-    "maxLength": _positive_int,
+    "loraR": _int_in(1, 65536),
+    "loraAlpha": _int_in(1, 65536),
+    "maxLength": _int_in(1, MAX_POSITIONS),
     "loadIn4bit": _bool,
     "maxSteps": _positive_int,
-    "numTrainEpochs": _positive_number,
-    "learningRate": _positive_number,
-    "batchSize": _positive_int,
+    "numTrainEpochs": _number_in(MAX_EPOCHS, zero=False),
+    "learningRate": _number_in(MAX_LEARNING_RATE, zero=False),
+    "batchSize": _int_in(1, MAX_POSITIONS),
     "optim": _optim,
     "lrSchedulerType": _schedule,
-    "weightDecay": _nonneg_number,
+    "weightDecay": _number_in(MAX_WEIGHT_DECAY, zero=True),
     "warmupSteps": _nonneg_int,
     "loggingSteps": _positive_int,
     "saveSteps": _positive_int,
@@ -145,7 +160,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "datasetFormat": _format,
     "datasetSplit": _split,
     "dryRun": _bool,
-    "seed": _nonneg_int,
+    "seed": _int_in(0, 2**63 - 1),
 }
 _IGNORED = ("loraR", "loraAlpha", "loadIn4bit")
 
@@ -167,11 +182,22 @@ def _dataset(source: Any) -> tuple[str, str | None]:
     url, token = source.get("url"), source.get("token")
     if token is not None and not isinstance(token, str):
         raise ConfigRejected(f"{path}.token", f"{path}.token must be a string")
+    if token is not None and len(token) > MAX_TOKEN_CHARS:
+        raise ConfigRejected(f"{path}.token", f"{path}.token is longer than {MAX_TOKEN_CHARS}")
+    if isinstance(url, str) and len(url) > MAX_URL_CHARS:
+        raise ConfigRejected(f"{path}.url", f"{path}.url is longer than {MAX_URL_CHARS}")
     if not isinstance(url, str) or not _local_url(url):
         raise ConfigRejected(
             f"{path}.url",
             f"{path}.url must be a file:// URL or an http(s) URL on 127.0.0.1, localhost or ::1",
         )
+    if url.lower().startswith("file:"):
+        try:
+            problem = not_regular_problem(file_path(url))
+        except ReadError as exc:
+            problem = str(exc)
+        if problem is not None:
+            raise ConfigRejected(f"{path}.url", f"{path}.url: {problem}")
     return url, token
 
 

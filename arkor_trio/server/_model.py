@@ -217,16 +217,27 @@ class CharModel:
     # --- persistence -------------------------------------------------------------------------
 
     def save(self, path: Path, meta: dict[str, Any] | None = None) -> int:
-        """Write an ``.npz`` (vocab, hyperparameters, weights) atomically; return its size."""
+        """Write an ``.npz`` (vocab, hyperparameters, weights) atomically; return its size.
+
+        The file is private (0600, in directories created 0700); a failed write (disk full)
+        removes its temporary file and raises the ``OSError``.
+        """
         header = {"vocab": self.vocab, "hyper": attrs.asdict(self.hyper), "meta": meta or {}}
         buf = io.BytesIO()
         arrays: dict[str, Any] = {"header": np.array(json.dumps(header)), **self.params}
         np.savez(buf, **arrays)
-        path.parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buf.getvalue())
-        tmp.replace(path)
-        return len(buf.getvalue())
+        data = buf.getbuffer()
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+            tmp.replace(path)
+        except BaseException:
+            tmp.unlink(missing_ok=True)  # never leave a partial file behind (e.g. disk full)
+            raise
+        return len(data)
 
     @classmethod
     def load(cls, path: Path) -> CharModel:

@@ -7,6 +7,12 @@ runner appends what the engine does not: ``training.cancelled`` when a cancel st
 exception (``"internal error: ..."``), so every job reaches a terminal event unless the backend
 itself stops.
 
+A write the store refuses (:class:`~arkor_trio.server._store.StoreError`: disk full, database
+locked) never escapes a thread: the job fails with that reason (``"disk full: ..."``). When the
+failure itself cannot be written yet, the runner keeps it and retries on the event loop (every
+``RECORD_RETRY`` seconds, doubling up to ``RECORD_RETRY_MAX``) until it is recorded or the backend
+stops; the backend stays up meanwhile.
+
 Shutdown (:meth:`JobRunner.run` being cancelled, or :meth:`JobRunner.stop`) sets every job's stop
 flag and joins the threads for at most ``join_timeout`` seconds (the engine returns within about
 one step). A job interrupted by shutdown gets no event: the next start marks it failed
@@ -25,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from ._store import TERMINAL_STATUSES, StoreClosed
+from ._store import RECOVERY_ID_GAP, TERMINAL_STATUSES, StoreClosed, StoreError
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -33,9 +39,13 @@ if TYPE_CHECKING:
     from ._engine import Engine
     from ._store import Store
 
-__all__ = ["JobRunner", "recover_unfinished"]
+__all__ = ["RESTARTED", "JobRunner", "recover_unfinished"]
 
 log = logging.getLogger("arkor_trio.server")
+
+#: First delay before retrying to record a failure the store refused, then doubled up to the max.
+RECORD_RETRY = 0.5
+RECORD_RETRY_MAX = 8.0
 
 
 @attrs.define(eq=False)
@@ -49,16 +59,31 @@ class _Run:
     finished: trio.Event = attrs.field(factory=trio.Event)
 
 
-def recover_unfinished(store: Store) -> list[str]:
+#: The event recovery appends to a job a previous process left unfinished.
+RESTARTED = {"type": "training.failed", "error": "backend restarted"}
+
+
+def recover_unfinished(store: Store) -> tuple[list[str], list[str]]:
     """Fail every job a previous process left ``queued``/``running`` ("backend restarted").
 
+    The failure event skips ``RECOVERY_ID_GAP`` ids: after a power loss the log may have lost
+    its last events, which streams may already have sent; their ids are never given again.
+
     Returns:
-        The ids of the jobs it failed; each got a terminal ``training.failed`` event.
+        The ids of the jobs it failed (each got a terminal ``training.failed`` event), and of
+        those whose event the store refused (disk full, locked): pass them to
+        :meth:`JobRunner.record_later` once the runner runs, the backend starts anyway.
     """
-    failed = store.unfinished_jobs()
-    for job_id in failed:
-        store.append(job_id, {"type": "training.failed", "error": "backend restarted"})
-    return failed
+    recorded, refused = [], []
+    for job_id in store.unfinished_jobs():
+        try:
+            store.append(job_id, RESTARTED, skip=RECOVERY_ID_GAP)
+        except StoreError as exc:
+            log.error("cannot mark job %s failed (backend restarted) yet: %s", job_id, exc)
+            refused.append(job_id)
+        else:
+            recorded.append(job_id)
+    return recorded, refused
 
 
 class JobRunner:
@@ -148,7 +173,7 @@ class JobRunner:
         run = self._runs[job_id] = _Run(job_id, config)
         self._nursery.start_soon(self._run_job, run, name=f"job {job_id}")
 
-    def cancel(self, job_id: str) -> bool:
+    async def cancel(self, job_id: str) -> bool:
         """Stop a queued or running job; its terminal ``training.cancelled`` follows.
 
         A job still waiting for a slot is cancelled at once; a running one when its thread
@@ -156,6 +181,9 @@ class JobRunner:
 
         Returns:
             False when the job had already reached a terminal event (nothing was done).
+
+        Raises:
+            StoreError: The store refused the ``training.cancelled`` of a queued job.
         """
         run = self._runs.get(job_id)
         if run is not None and run.started:
@@ -164,7 +192,10 @@ class JobRunner:
             return True
         if run is not None:
             run.cancel_requested = True
-        return self._store.append(job_id, {"type": "training.cancelled"}) is not None
+        appended = await self._store.in_thread(
+            self._store.append, job_id, {"type": "training.cancelled"}
+        )
+        return appended is not None
 
     async def _run_job(self, run: _Run) -> None:
         try:
@@ -172,9 +203,12 @@ class JobRunner:
                 if run.cancel_requested or self._stopping:
                     return
                 run.started = True
-                await trio.to_thread.run_sync(
-                    self._thread_main, run, abandon_on_cancel=True, limiter=self._threads
-                )
+                try:
+                    await trio.to_thread.run_sync(
+                        self._thread_main, run, abandon_on_cancel=True, limiter=self._threads
+                    )
+                except Exception:  # _thread_main catches everything; never take the server down
+                    log.exception("training thread of job %s crashed", run.job_id)
         finally:
             if not run.started:
                 self._runs.pop(run.job_id, None)
@@ -215,6 +249,9 @@ class JobRunner:
                 )
         except StoreClosed:
             log.warning("job %s wrote after the backend shut down; dropped", job_id)
+        except StoreError as exc:
+            log.error("job %s: the store refused a write: %s", job_id, exc)
+            self._fail(job_id, str(exc), None)
         except engine.training_failure as exc:
             self._fail(job_id, str(exc), getattr(exc, "step", None))
         except Exception as exc:
@@ -225,6 +262,7 @@ class JobRunner:
                 self._token.run_sync_soon(self._finished, run)
 
     def _fail(self, job_id: str, error: str, step: Any) -> None:
+        """Record ``training.failed`` (worker thread); hand it to the loop if the store refuses."""
         payload: dict[str, Any] = {"type": "training.failed", "error": error}
         if isinstance(step, int):
             payload["step"] = step
@@ -232,3 +270,38 @@ class JobRunner:
             self._store.append(job_id, payload)
         except StoreClosed:
             log.warning("job %s failed after the backend shut down: %s", job_id, error)
+        except StoreError as exc:
+            log.error("job %s failed (%s); recording it failed too (%s): retrying", job_id,
+                      error, exc)  # fmt: skip
+            with suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self.record_later, job_id, payload)
+
+    def record_later(self, job_id: str, payload: Mapping[str, Any], *, skip: int = 0) -> None:
+        """Append a terminal event the store refused, retrying in the background (event loop).
+
+        Retries every ``RECORD_RETRY`` seconds, doubling up to ``RECORD_RETRY_MAX``, until the
+        store accepts it or the runner stops (then the next start marks the job failed).
+        """
+        if self._nursery is None:
+            log.error("job %s: failure not recorded before shutdown: %s", job_id, payload["error"])
+            return
+        self._nursery.start_soon(self._retry_record, job_id, payload, skip, name=f"record {job_id}")
+
+    async def _retry_record(self, job_id: str, payload: Mapping[str, Any], skip: int) -> None:
+        delay = RECORD_RETRY
+        try:
+            while True:
+                await trio.sleep(delay)
+                try:
+                    await self._store.in_thread(self._store.append, job_id, payload, skip=skip)
+                except StoreClosed:
+                    return
+                except StoreError as exc:
+                    log.warning("job %s: still cannot record its failure: %s", job_id, exc)
+                    delay = min(delay * 2, RECORD_RETRY_MAX)
+                    continue
+                log.warning("job %s: recorded its failure: %s", job_id, payload["error"])
+                return
+        except trio.Cancelled:
+            log.error("job %s: failure not recorded before shutdown: %s", job_id, payload["error"])
+            raise

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -22,8 +23,8 @@ from ._app import AppState, build_app
 from ._auth import load_or_create_token
 from ._engine import Engine, default_engine
 from ._events import EventHub
-from ._runner import JobRunner, recover_unfinished
-from ._store import Store
+from ._runner import RESTARTED, JobRunner, recover_unfinished
+from ._store import RECOVERY_ID_GAP, Store
 
 if TYPE_CHECKING:
     from .._client import ArkorClient
@@ -105,7 +106,8 @@ def _exclusive(root: Path) -> Iterator[None]:
         return
     import fcntl
 
-    with (root / LOCK_FILE).open("a") as fh:
+    fd = os.open(root / LOCK_FILE, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+    with os.fdopen(fd, "a") as fh:
         try:
             fcntl.flock(fh.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -118,9 +120,23 @@ def _exclusive(root: Path) -> Iterator[None]:
 
 
 def _prepare_dir(path: Path) -> Path:
+    """Create the data dir if missing and make it private (0700): it holds the token."""
     root = path.expanduser().resolve()
-    root.mkdir(parents=True, exist_ok=True)
+    root.mkdir(mode=0o700, parents=True, exist_ok=True)
+    try:
+        root.chmod(0o700)
+    except OSError as exc:  # not ours: still usable, but say why it is not private
+        log.warning("cannot make the data dir %s private (0700): %s", root, exc)
     return root
+
+
+def _remove_stale_temp_files(root: Path) -> None:
+    """Delete checkpoint temp files a killed process left (we hold the dir's lock: none is live)."""
+    for tmp in (root / "models").glob("*/.*.npz.*.tmp"):
+        try:
+            tmp.unlink()
+        except OSError as exc:
+            log.warning("cannot remove the stale temporary file %s: %s", tmp, exc)
 
 
 def _bind(host: str, port: int) -> str:
@@ -137,6 +153,7 @@ async def open_local_backend(
     engine: Engine | None = None,
     max_concurrent_jobs: int = 1,
     join_timeout: float = 10.0,
+    busy_timeout: float = 5.0,
 ) -> AsyncIterator[LocalBackend]:
     """Run the local backend in this trio run for the duration of the block.
 
@@ -149,6 +166,8 @@ async def open_local_backend(
         engine: The training/inference engine (tests pass a fake); None is the NumPy one.
         max_concurrent_jobs: How many jobs train at once; later ones wait ``queued``.
         join_timeout: How long exit waits for training threads to stop.
+        busy_timeout: How long a database write waits for another process holding SQLite's
+            write lock before it fails with "database locked" (a 503, or the job failing).
 
     Yields:
         The running :class:`LocalBackend`.
@@ -169,18 +188,19 @@ async def open_local_backend(
             )
         root = _prepare_dir(Path(data_dir))
         resources.enter_context(_exclusive(root))
+        _remove_stale_temp_files(root)
         token = load_or_create_token(root)
         hub = EventHub()
-        store = Store.in_dir(root, on_append=hub.notify)
+        store = Store.in_dir(root, on_append=hub.notify, busy_timeout=busy_timeout)
         try:
-            recovered = recover_unfinished(store)
+            recovered, refused = recover_unfinished(store)
             if recovered:
                 log.warning("marked %d unfinished job(s) failed: %s", len(recovered), recovered)
             with collapse_groups():
                 async with trio.open_nursery() as nursery:
                     backend = await nursery.start(
                         _serve_all, store, hub, engine, root, token, host, port,
-                        ping_interval, max_concurrent_jobs, join_timeout,
+                        ping_interval, max_concurrent_jobs, join_timeout, refused,
                     )  # fmt: skip
                     try:
                         yield backend
@@ -201,6 +221,7 @@ async def _serve_all(
     ping_interval: float,
     max_concurrent: int,
     join_timeout: float,
+    unrecorded: list[str],
     *,
     task_status: trio.TaskStatus[LocalBackend],
 ) -> None:
@@ -235,6 +256,8 @@ async def _serve_all(
     try:
         async with trio.open_nursery() as nursery:
             await nursery.start(runner.run)
+            for job_id in unrecorded:  # recovery could not write: the runner retries
+                runner.record_later(job_id, RESTARTED, skip=RECOVERY_ID_GAP)
             binds = await nursery.start(
                 partial(
                     hypercorn_serve,

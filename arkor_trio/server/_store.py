@@ -7,38 +7,68 @@ one transaction, so a reader that sees a terminal status always finds the termin
 Nothing is appended after a job's terminal event.
 
 Threading: all writes go through one connection guarded by a lock (training threads and the
-event loop both append; SQLite serialises writers anyway). Reads made on the event-loop thread use
-a second connection that never takes the lock, so they never wait for a writer (WAL readers see
-the last committed state). Measured on the dev box: an append is ~65 us and a 1000-row page read
-~1.5 ms, short enough to run on the trio loop directly instead of paying a thread hop for each.
+event loop both append; SQLite serialises writers anyway). A write can wait (another process
+holds SQLite's write lock, up to ``busy_timeout`` seconds) so the event loop never calls one
+directly: it goes through :meth:`Store.in_thread`. Reads made on the event-loop thread use a
+second connection that never takes the lock, so they never wait for a writer (WAL readers see the
+last committed state); a 1000-row page read is ~1.5 ms, cheaper on the loop than a thread hop.
+
+Failures: a write that SQLite refuses (disk full, the database locked for longer than
+``busy_timeout``, an I/O error) rolls back and raises :class:`StoreError`, whose message starts
+with the reason in plain words (``"disk full: ..."``, ``"database locked: ..."``).
+
+Durability: ``synchronous=NORMAL`` in WAL mode: a commit is atomic and survives a process
+crash, but the last commits before a power loss (events a stream may already have sent) can be
+lost. Event ids are still never reused: the event that recovery appends after a restart
+(:func:`~arkor_trio.server._runner.recover_unfinished`) skips :data:`RECOVERY_ID_GAP` ids, more
+than one job can ever have appended. (``synchronous=FULL`` would make every commit durable but
+costs an fsync each: ~3.5 ms instead of ~70 us per append on the dev box, capping concurrent jobs
+at ~300 events/s in all.)
+
+Files are private to the user: the database (and the ``-wal``/``-shm`` files SQLite gives the
+same mode) is created 0600.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Mapping
+from contextlib import suppress
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import trio
+
+from ._redact import redact_config
 
 if TYPE_CHECKING:
     from pathlib import Path
 
+_T = TypeVar("_T")
+
 __all__ = [
+    "RECOVERY_ID_GAP",
     "TERMINAL_EVENT_STATUS",
     "TERMINAL_STATUSES",
     "JobRow",
     "Store",
     "StoreClosed",
+    "StoreError",
     "dump_json",
     "job_to_wire",
     "utc_now",
 ]
 
 DB_NAME = "arkor-local.sqlite3"
+#: Ids an event appended by recovery skips: more than any one job appends (the engine's step
+#: bound times its events per step), so no id a stream sent before a crash is ever reused.
+RECOVERY_ID_GAP = 2**32
 TERMINAL_STATUSES = frozenset({"completed", "failed", "cancelled"})
 #: Terminal event type -> the job status it sets.
 TERMINAL_EVENT_STATUS = {
@@ -86,6 +116,54 @@ class StoreClosed(RuntimeError):
     """The store was closed (the backend shut down) while a thread still wrote to it."""
 
 
+class StoreError(RuntimeError):
+    """SQLite refused a write (disk full, database locked, I/O error); nothing was written.
+
+    ``reason`` is the short cause (``"disk full"``, ``"database locked"``, ...), which also
+    starts the message.
+    """
+
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+#: SQLite result code names -> the reason a StoreError reports.
+_REASONS = {
+    "SQLITE_FULL": "disk full",
+    "SQLITE_BUSY": "database locked",
+    "SQLITE_LOCKED": "database locked",
+    "SQLITE_IOERR": "disk I/O error",
+    "SQLITE_READONLY": "database read-only",
+    "SQLITE_CANTOPEN": "database cannot be opened",
+    "SQLITE_CORRUPT": "database corrupt",
+}
+_MESSAGE_REASONS = (
+    ("disk is full", "disk full"),
+    ("locked", "database locked"),
+    ("disk i/o", "disk I/O error"),
+    ("readonly", "database read-only"),
+)
+
+
+def _store_error(exc: sqlite3.Error, path: Path, busy_timeout: float) -> StoreError:
+    name = str(getattr(exc, "sqlite_errorname", "") or "")
+    # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT) map as their primary code.
+    reason = _REASONS.get("_".join(name.split("_")[:2]), "")
+    if not reason:
+        text = str(exc).lower()
+        reason = next((r for word, r in _MESSAGE_REASONS if word in text), "database error")
+    detail = str(exc)
+    if reason == "database locked":
+        detail = (
+            f"another connection held the write lock of {path} for more than "
+            f"{busy_timeout:g} s ({exc})"
+        )
+    elif reason == "disk full":
+        detail = f"no space left for {path} ({exc})"
+    return StoreError(reason, f"{reason}: {detail}")
+
+
 def utc_now() -> str:
     """The current time as ISO 8601 UTC with milliseconds, e.g. ``2025-01-02T03:04:05.678Z``."""
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
@@ -119,20 +197,33 @@ class Store:
             thread and outside the lock (the event hub uses it to wake stream followers).
     """
 
-    def __init__(self, path: Path, *, on_append: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        path: Path,
+        *,
+        on_append: Callable[[str], None] | None = None,
+        busy_timeout: float = 5.0,
+    ) -> None:
         self.path = path
         self.on_append = on_append
+        self.busy_timeout = busy_timeout
         self._lock = threading.Lock()
         self._closed = False
-        self._writer = self._connect()
+        # Loop-side writes wait for a thread here (cancellable) rather than for the lock.
+        self._limiter = trio.CapacityLimiter(2)
+        _private_file(path)
+        self._writer = self._connect(busy_timeout)
         self._writer.executescript(_SCHEMA)
-        self._reader = self._connect()
+        # Reads never wait for a writer in WAL mode; a short timeout bounds the rare cases
+        # (WAL recovery) where they must, since they run on the event loop.
+        self._reader = self._connect(min(busy_timeout, 0.2))
 
-    def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+    def _connect(self, busy_timeout: float) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False, timeout=busy_timeout
+        )
         conn.execute("PRAGMA journal_mode=WAL")
         conn.execute("PRAGMA synchronous=NORMAL")
-        conn.execute("PRAGMA busy_timeout=5000")
         return conn
 
     @classmethod
@@ -156,20 +247,40 @@ class Store:
             if self._closed:
                 raise StoreClosed("the local backend's store is closed")
             conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
             try:
-                result = fn(conn)
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+                conn.execute("BEGIN IMMEDIATE")
+                try:
+                    result = fn(conn)
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if conn.in_transaction:
+                        with suppress(sqlite3.Error):
+                            conn.execute("ROLLBACK")
+                    raise
+            except sqlite3.Error as exc:
+                raise _store_error(exc, self.path, self.busy_timeout) from exc
             return result
+
+    async def in_thread(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
+        """Run a write (``store.append``, ...) in a worker thread: the event loop's way to write.
+
+        Raises whatever ``fn`` raises (:class:`StoreError`, :class:`StoreClosed`).
+        """
+        return await trio.to_thread.run_sync(partial(fn, *args, **kwargs), limiter=self._limiter)
 
     def create_job(
         self, *, job_id: str, org_id: str, project_id: str, name: str, config: Mapping[str, Any]
     ) -> None:
-        """Insert a new ``queued`` job."""
-        row = (job_id, org_id, project_id, name, "queued", dump_json(config), utc_now())
+        """Insert a new ``queued`` job (secrets in its config are not stored: see ``_redact``)."""
+        row = (
+            job_id,
+            org_id,
+            project_id,
+            name,
+            "queued",
+            dump_json(redact_config(config)),
+            utc_now(),
+        )
         self._write(
             lambda c: c.execute(
                 "INSERT INTO jobs (id, org_id, project_id, name, status, config, created_at) "
@@ -178,12 +289,13 @@ class Store:
             )
         )
 
-    def append(self, job_id: str, payload: Mapping[str, Any]) -> int | None:
+    def append(self, job_id: str, payload: Mapping[str, Any], *, skip: int = 0) -> int | None:
         """Append one event (adding ``jobId`` and ``timestamp``) and update the job row.
 
         Args:
             job_id: The job.
             payload: The event without ``jobId``/``timestamp``; must have a string ``type``.
+            skip: Leave this many ids unused before it (recovery: see :data:`RECOVERY_ID_GAP`).
 
         Returns:
             The event's sequence number, or None when the job is unknown or already terminal
@@ -193,13 +305,15 @@ class Store:
             ValueError: ``payload`` has no string ``type``.
             StoreClosed: The store was closed.
         """
-        return self.append_many(job_id, [payload])
+        return self.append_many(job_id, [payload], skip=skip)
 
-    def append_many(self, job_id: str, payloads: Iterable[Mapping[str, Any]]) -> int | None:
+    def append_many(
+        self, job_id: str, payloads: Iterable[Mapping[str, Any]], *, skip: int = 0
+    ) -> int | None:
         """Append several events in one transaction (as :meth:`append` each, but one commit).
 
-        Events after a terminal one are dropped. Returns the last sequence number written, or
-        None when nothing was.
+        Events after a terminal one are dropped; ``skip`` ids are left unused before the first.
+        Returns the last sequence number written, or None when nothing was.
         """
         timestamp = utc_now()
         rows = []
@@ -218,6 +332,7 @@ class Store:
             (seq,) = conn.execute(
                 "SELECT COALESCE(MAX(seq), 0) FROM events WHERE job_id = ?", (job_id,)
             ).fetchone()
+            seq += skip
             last = None
             for event_type, data, text in rows:
                 if status in TERMINAL_STATUSES:
@@ -277,8 +392,12 @@ class Store:
         with self._lock:
             if self._closed:
                 raise StoreClosed("the local backend's store is closed")
-            row = self._writer.execute("SELECT status FROM jobs WHERE id = ?", (job_id,))
-            found = row.fetchone()
+            try:
+                found = self._writer.execute(
+                    "SELECT status FROM jobs WHERE id = ?", (job_id,)
+                ).fetchone()
+            except sqlite3.Error as exc:
+                raise _store_error(exc, self.path, self.busy_timeout) from exc
         return None if found is None else str(found[0])
 
     def unfinished_jobs(self) -> list[str]:
@@ -316,6 +435,14 @@ class Store:
         ).fetchall()
 
 
+def _private_file(path: Path) -> None:
+    """Create ``path`` empty with mode 0600 if missing, else set that mode (owner only)."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    os.close(fd)
+    with suppress(OSError):  # not ours (e.g. shared read-only): SQLite reports what matters
+        os.chmod(path, 0o600)
+
+
 def job_to_wire(row: JobRow) -> dict[str, Any]:
     """A job row as the wire's ``TrainingJob`` (camelCase; ``artifacts`` once completed)."""
     (job_id, org_id, project_id, name, status, config, error, created, started, done, arts) = row
@@ -325,7 +452,7 @@ def job_to_wire(row: JobRow) -> dict[str, Any]:
         "projectId": project_id,
         "name": name,
         "status": status,
-        "config": json.loads(config),
+        "config": redact_config(json.loads(config)),
         "error": error,
         "createdAt": created,
         "startedAt": started,

@@ -15,6 +15,7 @@ conversations). ``loraR``, ``loraAlpha`` and ``loadIn4bit`` are accepted and hav
 
 from __future__ import annotations
 
+import errno
 import math
 import re
 import time
@@ -379,5 +380,8 @@ class _Run:
             size = self.c.model.save(path, meta)
         except OSError as exc:
             what = "final weights" if step is None else f"checkpoint {step}"
-            raise TrainingFailure(f"cannot save {what}: {exc}", step=step or self.total) from None
+            reason = "disk full: " if exc.errno in (errno.ENOSPC, errno.EDQUOT) else ""
+            raise TrainingFailure(
+                f"{reason}cannot save {what}: {exc}", step=step or self.total
+            ) from None
         return {"pathname": path.relative_to(self.data_dir).as_posix(), "bytes": size}

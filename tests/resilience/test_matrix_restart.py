@@ -10,6 +10,7 @@ import pytest
 import trio
 
 from arkor_trio import FileCursorStore, HuggingfaceDataset, Trainer, create_trainer
+from arkor_trio.server._store import RECOVERY_ID_GAP
 from arkor_trio.testing import CutAfterEvents, CutKind, PassThrough, Plan, open_chaos_proxy
 
 from ._checks import (
@@ -86,12 +87,13 @@ async def test_backend_killed_and_restarted_on_the_same_data_dir(tmp_path):
     assert [r.status for r in records[:1]] == [201]
     assert_exactly_once(recorder.calls, store.saved, log)
     assert len(log) == held + 1
-    assert log[-1] == (str(held + 1), ("failed", "backend restarted"))
+    # Recovery's event skips RECOVERY_ID_GAP ids (ids lost in a power loss are never reused).
+    assert log[-1] == (str(held + 1 + RECOVERY_ID_GAP), ("failed", "backend restarted"))
     (result,) = results
     assert result.job.status == "failed"
     assert trainer.job is not None
     assert (trainer.job.status, trainer.job.error) == ("failed", "backend restarted")
-    assert trainer.cursor == str(held + 1)
+    assert trainer.cursor == str(held + 1 + RECOVERY_ID_GAP)
     streams = stream_records(records[1:])
     assert len(streams) == len(records) - 1
     seen = assert_resume_chain(streams, total=len(log))
