@@ -9,6 +9,7 @@ exception ends ``wait()`` as itself; leaving a cancel scope stops the local wait
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import random
 from contextlib import asynccontextmanager
@@ -218,6 +219,7 @@ class Trainer:
             created_at=self._created_at,
             duplicates=duplicates,
         )
+        last: str | None = None  # the last id dispatched by this wait()
         async with stream:
             try:
                 async for event in stream:
@@ -225,15 +227,25 @@ class Trainer:
                     self._job = job
                     await dispatch(event, job, self.callbacks, self._client)
                     if event.event_id is not None:
-                        self._store.save(job_id, event.event_id)
-                        self._recent.add(event.event_id)
+                        last = event.event_id
+                        self._store.save(job_id, last)
                     if type(event) in TERMINAL_TYPES:
                         mark_finished(self._store, job_id)
                         self._result = result_for(job, event)
                         return self._result
             finally:
-                self._anchors = duplicates.anchors()
+                self._remember(duplicates, last)
         raise StreamError(f"the event stream of job {job_id} ended without a terminal event")
+
+    def _remember(self, duplicates: DuplicateFilter, last: str | None) -> None:
+        """Keep the ids this wait() dispatched (not those only read ahead) for the next one."""
+        self._anchors = duplicates.anchors()
+        if last is None:
+            return
+        ids = duplicates.ids()  # delivered order: dispatched ids, then any read ahead
+        with contextlib.suppress(ValueError):
+            del ids[ids.index(last) + 1 :]
+        self._recent = RecentIds(ids)
 
     @asynccontextmanager
     async def _using_client(self) -> AsyncIterator[None]:

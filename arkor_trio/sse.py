@@ -26,6 +26,8 @@ folds an ASCII byte into an invalid sequence, so a line's bytes decode alone as 
 
 from __future__ import annotations
 
+import re
+
 import attrs
 
 from ._errors import ConfigError, FrameTooLarge
@@ -33,6 +35,10 @@ from ._errors import ConfigError, FrameTooLarge
 __all__ = ["SSEDecoder", "SSEFrame"]
 
 _BOM = b"\xef\xbb\xbf"
+# The common block, decoded whole in C: an optional ``id:``, an optional ``event:``, one
+# ``data:`` line, a blank line (one leading space of each value dropped, as for any field).
+# An id holding U+0000 does not match (such an id is ignored, which the line path does).
+_FAST_BLOCK = re.compile(rb"(?:id: ?([^\n\x00]*)\n)?(?:event: ?([^\n]*)\n)?data: ?([^\n]*)\n\n")
 # int() refuses longer digit strings (sys.int_info.default_max_str_digits); a retry: value
 # with more significant digits than this is ignored (an absurd delay in any case).
 _MAX_RETRY_DIGITS = 4300
@@ -80,6 +86,13 @@ def _frame(
     _set_retry(frame, retry)
     _set_last_id(frame, last_event_id)
     return frame
+
+
+def _after_blank(data: bytes, pos: int) -> int:
+    """The index just after the first blank line ending a line that starts at or after ``pos``
+    (the end of the block in progress), or -1."""
+    found = data.find(b"\n\n", pos)
+    return -1 if found < 0 else found + 2
 
 
 class SSEDecoder:
@@ -197,10 +210,75 @@ class SSEDecoder:
                 data = data[1:]
                 if not data:
                     return []
-        check = self._data_len + self._line_len + len(data) > self._max
         if b"\r" in data:
             self._cr = data[-1] == 13
             data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        start_id = self._last_event_id
+        try:
+            return self._decode(data)
+        except FrameTooLarge:
+            # The frames of this call never reach the caller: the resume position must not
+            # move past them either.
+            self._failed = True
+            self._last_event_id = start_id
+            raise
+
+    def _decode(self, data: bytes) -> list[SSEFrame]:
+        """Decode LF-only ``data``: whole common blocks by the fast path, the rest line by line."""
+        frames: list[SSEFrame] = []
+        pos = 0
+        end = len(data)
+        if not self._at_block_start():
+            # Finish the block in progress line by line, up to the blank line that ends it.
+            stop = 1 if not self._parts and data[:1] == b"\n" else _after_blank(data, 0)
+            if stop < 0:
+                self._slow(data, frames)
+                return frames
+            self._slow(data[:stop], frames)
+            pos = stop
+        fast = _FAST_BLOCK.match
+        limit = self._max
+        append = frames.append
+        while pos < end:
+            match = fast(data, pos)
+            if match is not None and match.end() - pos <= limit:
+                # The fast path, inlined: the hot loop of a stream of common blocks.
+                id_, event, value = match.groups()
+                if id_ is not None:
+                    self._last_event_id = id_ = id_.decode("utf-8", "replace")
+                append(
+                    _frame(
+                        event.decode("utf-8", "replace") if event else "message",
+                        value.decode("utf-8", "replace"),
+                        id_,
+                        None,
+                        self._last_event_id,
+                    )
+                )
+                pos = match.end()
+                continue
+            # One block the fast path does not cover (a comment, retry:, several data lines,
+            # other field order, a huge line): the line-by-line path, then the fast path again.
+            stop = pos + 1 if data[pos] == 10 else _after_blank(data, pos)
+            if stop < 0:
+                self._slow(data[pos:], frames)
+                return frames
+            self._slow(data[pos:stop], frames)
+            pos = stop
+        return frames
+
+    def _at_block_start(self) -> bool:
+        return not (
+            self._parts
+            or self._data
+            or self._event is not None
+            or self._id is not None
+            or self._retry_block is not None
+        )
+
+    def _slow(self, data: bytes, frames: list[SSEFrame]) -> None:
+        """Decode ``data`` line by line (the general path), keeping an unfinished line."""
+        check = self._data_len + self._line_len + len(data) > self._max
         lines = data.split(b"\n")
         tail = lines.pop()
         if lines and self._parts:
@@ -208,21 +286,13 @@ class SSEDecoder:
             lines[0] = b"".join(self._parts)
             self._parts = []
             self._line_len = 0
-        start_id = self._last_event_id
-        try:
-            frames = self._lines(lines, check) if lines else []
-            if tail:
-                self._parts.append(tail)
-                self._line_len += len(tail)
-                if check and self._data_len + self._line_len > self._max:
-                    raise FrameTooLarge(self._max)
-        except FrameTooLarge:
-            # The frames of this call never reach the caller: the resume position must not
-            # move past them either.
-            self._failed = True
-            self._last_event_id = start_id
-            raise
-        return frames
+        if lines:
+            frames.extend(self._lines(lines, check))
+        if tail:
+            self._parts.append(tail)
+            self._line_len += len(tail)
+            if check and self._data_len + self._line_len > self._max:
+                raise FrameTooLarge(self._max)
 
     def close(self) -> list[SSEFrame]:
         """End the stream: discard the unfinished block and line.

@@ -47,7 +47,13 @@ class Reference:
                     self.last_event_id = block_id
                 if data:
                     self.frames.append(
-                        SSEFrame(event or "message", data[:-1], id=block_id, retry=block_retry)
+                        SSEFrame(
+                            event or "message",
+                            data[:-1],
+                            id=block_id,
+                            retry=block_retry,
+                            last_event_id=self.last_event_id,
+                        )
                     )
                 data, data_bytes, event, block_id, block_retry = "", 0, "", None, None
                 continue
@@ -211,3 +217,50 @@ def test_frame_limit_is_chunking_independent(data: st.DataObject, limit: int) ->
     else:
         assert frames == reference.frames
         assert decoder.last_event_id == reference.last_event_id
+
+
+# --- the decoder's fast path (whole common blocks) agrees with the reference -----------------
+
+_common_block = st.builds(
+    lambda i, e, d: (
+        (f"id:{i}\n" if i is not None else "")
+        + (f"event: {e}\n" if e is not None else "")
+        + f"data: {d}\n\n"
+    ),
+    st.none() | st.text(alphabet="ab 1\x00é", max_size=4),
+    st.none() | st.text(alphabet="xy ", max_size=3),
+    st.text(alphabet="pq {}:é", max_size=6),
+)
+_odd_block = st.sampled_from(
+    [
+        ": comment\n\n",
+        "retry: 7\ndata: r\n\n",
+        "data: a\ndata: b\n\n",
+        "data: c\nid: 9\n\n",
+        "id: only\n\n",
+        "\n",
+        "event: e\n\n",
+        "datum: x\n\n",
+        "data\n\n",
+    ]
+)
+
+
+@SETTINGS
+@given(
+    blocks=st.lists(_common_block | _odd_block, max_size=12),
+    cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),
+    newline=st.sampled_from(["\n", "\r\n", "\r"]),
+)
+def test_common_blocks_decode_as_the_reference_does(blocks, cuts, newline):
+    body = "".join(blocks).replace("\n", newline).encode()
+    expected = Reference(body)
+    decoder = SSEDecoder()
+    got: list[SSEFrame] = []
+    previous = 0
+    for cut in [*sorted(c % (len(body) + 1) for c in cuts), len(body)]:
+        got += decoder.feed(body[previous:cut])
+        previous = cut
+    assert got == expected.frames
+    assert [f.last_event_id for f in got] == [f.last_event_id for f in expected.frames]
+    assert decoder.last_event_id == expected.last_event_id

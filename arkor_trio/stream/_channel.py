@@ -240,8 +240,7 @@ class SSEChannel(Generic[T]):
             self.cursor = item_id
             if self._store is not None:
                 self._pending = item_id
-        if self._is_final is not None and self._is_final(item):
-            self._done = True
+        # After a final item the reader closes the queue: the next call ends the iteration.
         return item
 
     def _commit(self) -> None:
