@@ -34,6 +34,7 @@ from ._config import pick_project, resolve_config, scope_from_me
 from ._errors import ConfigError
 from ._http_errors import deprecation_notice, error_from, malformed, read_error_body, unreachable
 from ._job_stream import EventStream, JobStreamSource
+from ._pools import StreamPools
 from ._version import USER_AGENT
 
 if TYPE_CHECKING:
@@ -83,6 +84,7 @@ class ArkorClient:
         self._config = resolve_config(base_url, token, org_slug=org_slug, project_slug=project_slug)
         self._given_http = http
         self._owned_http: httpx.AsyncClient | None = None
+        self._stream_pools = StreamPools()
         self._scope: tuple[str, str] | None = None
         if self._config.org_slug and self._config.project_slug:
             self._scope = (self._config.org_slug, self._config.project_slug)
@@ -115,15 +117,14 @@ class ArkorClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the httpx client this object created; a caller's ``http`` stays open.
+        """Close the httpx clients this object created; a caller's ``http`` stays open.
 
         The client stays usable: a later request creates a new httpx client.
         """
         http, self._owned_http = self._owned_http, None
         if http is not None:
             await http.aclose()
-        else:
-            await trio.lowlevel.checkpoint()
+        await self._stream_pools.aclose()
 
     # --- request helpers ----------------------------------------------------------------------
 
@@ -339,7 +340,7 @@ class ArkorClient:
             url=self._url(path),
             headers=self._stream_headers,
             params=self._scope_params,
-            http=self._http(),
+            http=self._given_http or self._stream_pools.pick(),
             get_job=self.get_job,
             make_error=self._stream_error,
             on_response=self._note_deprecation,
