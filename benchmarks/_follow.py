@@ -27,7 +27,10 @@ from peers import httpx_sse_loop, ts_policy
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from arkor_trio.sse import SSEFrame
+
 from arkor_trio import ArkorClient, ReconnectPolicy, UnknownEvent
+from arkor_trio.stream import open_sse
 from arkor_trio.testing import (
     ConnectionRecord,
     CutAfterEvents,
@@ -117,6 +120,29 @@ async def run_arkor(url: str, args: argparse.Namespace, received: Received) -> s
     return "terminal event"
 
 
+_TERMINAL_NAMES = frozenset({"training.completed", "training.failed", "training.cancelled"})
+
+
+async def run_open_sse(url: str, args: argparse.Namespace, received: Received) -> str:
+    """The general channel on the stream's URL, as a trio app would follow any SSE endpoint."""
+    policy = ReconnectPolicy(idle_timeout=args.idle_timeout or 45.0)
+
+    def is_final(frame: SSEFrame) -> bool:
+        return frame.event in _TERMINAL_NAMES
+
+    async with open_sse(
+        f"{url}/v1/jobs/{args.job}/events/stream",
+        headers=_headers(args),
+        params=SCOPE,
+        policy=policy,
+        is_final=is_final,
+    ) as stream:
+        async for frame in stream:
+            if frame.event != "ping":
+                received.append((frame.id, frame.data))
+    return "terminal event"
+
+
 def _on_event(received: Received) -> Callable[[str | None, str, str], None]:
     def on_event(event_id: str | None, name: str, data: str) -> None:
         received.append((event_id, data))
@@ -184,6 +210,7 @@ def _headers(args: argparse.Namespace) -> dict[str, str]:
 
 CLIENTS = {
     "arkor": run_arkor,
+    "open-sse": run_open_sse,
     "httpx-sse": run_httpx_sse,
     "ts-policy": run_ts_policy,
     "eventsource": run_eventsource,

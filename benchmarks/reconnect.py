@@ -43,27 +43,28 @@ from _follow import PLANS
 HERE = Path(__file__).resolve().parent
 CLIENT_NAMES = {
     "arkor": "arkor-trio EventStream",
+    "open-sse": "arkor-trio open_sse (plain SSE)",
     "httpx-sse": "(a) httpx-sse + simple loop",
     "ts-policy": "(b) TS SDK policy",
     "eventsource": "(c) eventsource (Node)",
 }
 #: client -> (stop after this many cuts, 0 = read the whole backlog; time budget in s)
 Limits = dict[str, tuple[int, float]]
-FAST: Limits = {"arkor": (0, 90), "httpx-sse": (0, 90)}
+FAST: Limits = {"arkor": (0, 90), "open-sse": (0, 90), "httpx-sse": (0, 90)}
 SLOW: Limits = {"ts-policy": (6, 15), "eventsource": (3, 15)}
 SLOWER: Limits = {"ts-policy": (5, 20), "eventsource": (3, 20)}
 ROWS: list[tuple[str, Limits, Limits]] = [
     (
         "none",
-        {"arkor": (0, 60), "httpx-sse": (0, 60)},
+        {"arkor": (0, 60), "open-sse": (0, 60), "httpx-sse": (0, 60)},
         {"ts-policy": (0, 60), "eventsource": (0, 60)},
     ),
     ("clean", FAST, SLOW),
     ("mid-frame", FAST, SLOW),
     ("reset", FAST, SLOW),
     ("after-id", FAST, SLOW),
-    ("503", {"arkor": (16, 30), "httpx-sse": (0, 60)}, SLOWER),
-    ("stall", {"arkor": (30, 30), "httpx-sse": (8, 20)}, SLOWER),
+    ("503", {"arkor": (16, 30), "open-sse": (16, 30), "httpx-sse": (0, 60)}, SLOWER),
+    ("stall", {"arkor": (30, 30), "open-sse": (30, 30), "httpx-sse": (8, 20)}, SLOWER),
     ("refuse", FAST, SLOW),
     ("mix", FAST, SLOW),
 ]
@@ -76,7 +77,8 @@ NOTES = """\
   that runs the proxy and the client.
 - wall s: time to follow the backlog; x no-fault compares the time per event delivered with the
   same client's no-fault row, so the clients stopped early are comparable.
-- arkor-trio uses the default `ReconnectPolicy` (idle_timeout 0.25 s in the stall and mix rows).
+- arkor-trio (both rows) uses the default `ReconnectPolicy` (idle_timeout 0.25 s in the stall
+  and mix rows); open_sse follows the same stream URL as a plain SSE endpoint (no Arkor client).
   (b) treats a cut body (no final chunk) as a body read error: backoff 1 s +-25 %; a clean end
   waits exactly 1 s. (c) waits its fixed 3 s reconnection time and stops for good on a non-200
   answer. (a) reconnects at once, whatever happened."""
