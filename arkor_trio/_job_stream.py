@@ -13,7 +13,6 @@ consumer's next ``__anext__``, as the library's own exception, never an Exceptio
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import random
@@ -24,7 +23,7 @@ import attrs
 import httpx
 import trio
 
-from ._codec import MalformedPayload, decode_event
+from ._codec import MalformedPayload, decode_event_json
 from ._errors import ApiError, ArkorError, FrameTooLarge, ReconnectsExhausted, StreamError
 from ._groups import lone_exception
 from ._models import (
@@ -344,8 +343,8 @@ class EventStream:
             counters.duplicates += 1
             return None
         try:
-            event = decode_event(json.loads(frame.data), frame_id or None)
-        except (ValueError, MalformedPayload):
+            event = decode_event_json(frame.data, frame_id or None)
+        except MalformedPayload:
             counters.skipped += 1
             return None
         if frame_id:
