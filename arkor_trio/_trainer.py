@@ -22,7 +22,13 @@ from ._dispatch import apply_event, dispatch, result_for, result_for_job
 from ._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
 from ._job_stream import TERMINAL_TYPES, EventStream
 from ._validate import build_job_config, check_name
-from .stream._cursor import CursorStore, MemoryCursorStore, is_finished, mark_finished
+from .stream._cursor import (
+    CursorStore,
+    MemoryCursorStore,
+    commit_cursor_async,
+    hold_follower,
+    is_finished,
+)
 from .stream._reconnect import Backoff, ReconnectPolicy
 from .stream._stats import RecentIds
 
@@ -178,13 +184,15 @@ class Trainer:
                 await trio.lowlevel.checkpoint()
                 return self._result
             job_id = await self.start()
-            if self._job is None or is_finished(self._store, job_id):
-                self._job = await self._fetch_job(job_id)
-            if is_finished(self._store, job_id):
-                # Another process already ran the terminal callback: report, don't repeat it.
-                self._result = result_for_job(self._job)
-                return self._result
-            return await self._follow(job_id)
+            # One follower per job per store: wait while another (process) follows this job.
+            async with hold_follower(self._store, job_id):
+                if self._job is None or is_finished(self._store, job_id):
+                    self._job = await self._fetch_job(job_id)
+                if is_finished(self._store, job_id):
+                    # Another follower already ran the terminal callback: report, don't repeat.
+                    self._result = result_for_job(self._job)
+                    return self._result
+                return await self._follow(job_id)
 
     async def _fetch_job(self, job_id: str) -> TrainingJob:
         """``GET /v1/jobs/:id``, retried like a stream connection on transient failures."""
@@ -221,11 +229,15 @@ class Trainer:
                 job = apply_event(self._job, event)
                 self._job = job
                 await dispatch(event, job, self.callbacks, self._client)
+                terminal = type(event) in TERMINAL_TYPES
+                if event.event_id is not None or terminal:
+                    # Cursor and finished mark in one atomic commit: a crash never splits them.
+                    await commit_cursor_async(
+                        self._store, job_id, event.event_id, finished=terminal
+                    )
                 if event.event_id is not None:
-                    self._store.save(job_id, event.event_id)
                     self._recent.add(event.event_id)
-                if type(event) in TERMINAL_TYPES:
-                    mark_finished(self._store, job_id)
+                if terminal:
                     self._result = result_for(job, event)
                     return self._result
         raise StreamError(f"the event stream of job {job_id} ended without a terminal event")

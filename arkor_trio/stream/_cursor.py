@@ -1,57 +1,151 @@
-"""Cursor stores: where a trainer remembers the last event id it dispatched, per job.
+"""Cursor stores: where a follower remembers the last event id it handled, per key (a job, a URL).
 
-``MemoryCursorStore`` lives as long as the process; ``FileCursorStore`` survives restarts, so
-``Trainer.attach`` resumes after the last dispatched event without dispatching anything twice.
+``MemoryCursorStore`` lives as long as the process; ``FileCursorStore`` survives restarts and is
+shared safely by any number of processes, so ``Trainer.attach`` resumes after the last handled
+event without handling anything twice.
+
+The protocol a follower uses (all through the module functions below, which give old stores
+that only have ``load``/``save`` a default):
+
+* :func:`commit_cursor` moves the cursor and, for the last event, the finished mark, in one
+  atomic step (``store.commit``); without ``commit`` it falls back to ``save`` then
+  ``mark_finished``: two steps, so a crash between them repeats the terminal callback;
+* :func:`is_finished` tells whether the terminal event was already handled (``store.finished``);
+* :func:`hold_follower` makes the follower the only one of its key in this store
+  (``store.try_claim``), waiting while another live follower holds it.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import os
-import tempfile
-import threading
+import socket
+from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
+
+import trio
 
 from .._errors import ConfigError
+from ._filelock import FileLock, read_note, try_lock_file
+
+if TYPE_CHECKING:
+    from collections.abc import AsyncIterator, Callable
 
 __all__ = [
     "CursorStore",
     "FileCursorStore",
     "MemoryCursorStore",
+    "commit_cursor",
+    "commit_cursor_async",
+    "hold_follower",
     "is_finished",
     "mark_finished",
 ]
 
+log = logging.getLogger("arkor_trio.stream")
+
+#: How often a waiting follower retries the claim: from the first value, doubling to the second.
+CLAIM_POLL = (0.02, 0.5)
+
 
 @runtime_checkable
 class CursorStore(Protocol):
-    """Where committed cursors are kept. Implementations must be cheap: ``save`` runs per event."""
+    """Where committed cursors are kept. Implementations must be cheap: a cursor commits per event.
+
+    Only ``load`` and ``save`` are required. For exactly-once across crashes and processes a
+    store also implements (the built-in stores do):
+
+    * ``commit(key, cursor, *, finished=False)``: record ``cursor`` (None: keep the current one)
+      and, when ``finished``, the finished mark, in ONE atomic write that is visible to every
+      later ``load``/``finished`` of any process once it returns;
+    * ``finished(key) -> bool``: whether a commit with ``finished=True`` happened;
+    * ``try_claim(key) -> release | None``: make the caller the key's only follower, or None
+      while another live follower has it; the claim must die with its holder's process;
+    * ``blocking = True`` if a commit may take more than a few hundred microseconds (a disk
+      sync): followers then commit from a worker thread instead of the event loop.
+    """
 
     def load(self, job_id: str) -> str | None:
-        """The committed cursor of ``job_id``, or None when nothing was dispatched yet."""
+        """The committed cursor of ``job_id``, or None when nothing was handled yet."""
         ...
 
     def save(self, job_id: str, cursor: str) -> None:
-        """Commit ``cursor`` as the last dispatched event id of ``job_id``."""
+        """Commit ``cursor`` as the last handled event id of ``job_id``."""
         ...
 
 
-def is_finished(store: CursorStore, job_id: str) -> bool:
-    """True when ``store`` records that ``job_id``'s terminal callback already ran.
-
-    Stores may implement ``finished(job_id) -> bool`` and ``mark_finished(job_id)``; both built-in
-    stores do. Without them a store only knows cursors.
-    """
+def is_finished(store: CursorStore, key: str) -> bool:
+    """True when ``store`` records that ``key``'s terminal event was handled (``finished``)."""
     finished = getattr(store, "finished", None)
-    return bool(finished(job_id)) if callable(finished) else False
+    return bool(finished(key)) if callable(finished) else False
 
 
-def mark_finished(store: CursorStore, job_id: str) -> None:
-    """Record that ``job_id``'s terminal callback ran, if ``store`` can."""
+def mark_finished(store: CursorStore, key: str) -> None:
+    """Record that ``key``'s terminal event was handled, if ``store`` can."""
+    commit_cursor(store, key, None, finished=True)
+
+
+def commit_cursor(store: CursorStore, key: str, cursor: str | None, *, finished: bool) -> None:
+    """Record ``cursor`` (None: unchanged) and, if ``finished``, the finished mark.
+
+    One atomic ``store.commit`` when the store has it; else ``save`` then ``mark_finished`` (the
+    default for stores written before ``commit`` existed: not atomic).
+    """
+    commit = getattr(store, "commit", None)
+    if callable(commit):
+        commit(key, cursor, finished=finished)
+        return
+    if cursor is not None:
+        store.save(key, cursor)
     mark = getattr(store, "mark_finished", None)
-    if callable(mark):
-        mark(job_id)
+    if finished and callable(mark):
+        mark(key)
+
+
+async def commit_cursor_async(
+    store: CursorStore, key: str, cursor: str | None, *, finished: bool
+) -> None:
+    """:func:`commit_cursor` from trio, for a follower's hot path.
+
+    A ``blocking`` store commits from a worker thread, shielded: once called, the handled event
+    is recorded even if the caller is being cancelled. Other stores commit inline (a few tens of
+    microseconds), without a checkpoint, since the follower checkpoints for its next event.
+    """
+    if not getattr(store, "blocking", False):
+        commit_cursor(store, key, cursor, finished=finished)
+        return
+    with trio.CancelScope(shield=True):
+        await trio.to_thread.run_sync(lambda: commit_cursor(store, key, cursor, finished=finished))
+
+
+@asynccontextmanager
+async def hold_follower(store: CursorStore, key: str) -> AsyncIterator[None]:
+    """Be ``key``'s only follower in ``store`` for the block, waiting while another has it.
+
+    The wait polls the claim (every 20 ms at first, at most every 0.5 s), so the caller's trio
+    scope cancels it at once. A store without ``try_claim`` excludes nobody.
+    """
+    try_claim: Callable[[str], Callable[[], None] | None] | None = getattr(store, "try_claim", None)
+    if not callable(try_claim):
+        await trio.lowlevel.checkpoint()
+        yield
+        return
+    delay, ceiling = CLAIM_POLL
+    release = try_claim(key)
+    if release is None:
+        holder = getattr(store, "claim_holder", lambda _: "")(key)
+        log.info("%r: %s is followed by another follower (%s); waiting", store, key, holder)
+    while release is None:
+        await trio.sleep(delay)
+        delay = min(delay * 2, ceiling)
+        release = try_claim(key)
+    try:
+        yield
+    finally:
+        release()
 
 
 class MemoryCursorStore:
@@ -60,6 +154,7 @@ class MemoryCursorStore:
     def __init__(self) -> None:
         self._cursors: dict[str, str] = {}
         self._finished: set[str] = set()
+        self._claimed: set[str] = set()
 
     def load(self, job_id: str) -> str | None:
         """See :meth:`CursorStore.load`."""
@@ -69,52 +164,101 @@ class MemoryCursorStore:
         """See :meth:`CursorStore.save`."""
         self._cursors[job_id] = cursor
 
+    def commit(self, key: str, cursor: str | None, *, finished: bool = False) -> None:
+        """Record ``cursor`` (None: unchanged) and, if ``finished``, the finished mark."""
+        if cursor is not None:
+            self._cursors[key] = cursor
+        if finished:
+            self._finished.add(key)
+
     def finished(self, job_id: str) -> bool:
-        """True once :meth:`mark_finished` was called for ``job_id``."""
+        """True once a commit marked ``job_id`` finished."""
         return job_id in self._finished
 
     def mark_finished(self, job_id: str) -> None:
-        """Record that the job's terminal callback ran."""
+        """Record that the job's terminal event was handled."""
         self._finished.add(job_id)
+
+    def try_claim(self, key: str) -> Callable[[], None] | None:
+        """Claim ``key`` for one follower; None while another follower of this store has it."""
+        if key in self._claimed:
+            return None
+        self._claimed.add(key)
+        return lambda: self._claimed.discard(key)
 
     def __repr__(self) -> str:
         return f"MemoryCursorStore({len(self._cursors)} jobs)"
 
 
-class FileCursorStore:
-    """Cursors in a JSON file, replaced atomically (write a temp file, then rename) on every save.
+_SHAPE = "{'cursors': {key: event id}, 'finished': [key, ...]}"
 
-    A crash leaves either the old or the new file, never a torn one. With ``fsync=True`` each save
-    is also flushed to disk (survives power loss; costs about a disk sync per event).
+
+class FileCursorStore:
+    """Cursors in a JSON file shared by any number of processes and store objects.
+
+    Every commit is a read-modify-write under an exclusive ``flock`` on ``<path>.lock``: the
+    file is re-read under the lock, changed, written to ``<path>.tmp`` and renamed over
+    ``<path>``, so no process erases another's cursors and ``load``/``finished`` (under a shared
+    lock) see every commit that returned, whichever process made it. The file before the commit
+    is kept as ``<path>.prev`` (a hard link): a file left empty or cut short by a crash is
+    recovered from it instead of refusing to open. One follower per key at a time:
+    ``try_claim`` locks ``<path>.followers/<hash of the key>``, a lock the kernel drops when its
+    process dies.
+
+    What each mode survives:
+
+    * ``fsync=False`` (default): any process crash at any instant (``kill -9``, ``os._exit``):
+      every commit that returned is in the file. A power loss or OS crash may lose the commits
+      of the last seconds (the kernel's write-back delay): those events are handled again after
+      the restart; a damaged file is recovered from ``.prev``; if both copies are damaged,
+      opening raises ``ConfigError`` naming them.
+    * ``fsync=True``: also a power loss: a commit returns only after the new file and the
+      directory entry are on stable storage (file ``fsync``, then directory ``fsync``). Costs
+      a disk sync per commit, which runs in a worker thread (``blocking`` is true).
 
     Args:
         path: The JSON file; its directory is created if missing.
-        fsync: Flush each save to stable storage before the rename.
+        fsync: Flush each commit to stable storage before returning.
 
     Raises:
-        ConfigError: The file exists but is not a cursor file, or cannot be read.
+        ConfigError: The file exists but is not a cursor file (and no good ``.prev`` is kept),
+            or cannot be read.
     """
 
     def __init__(self, path: str | os.PathLike[str], *, fsync: bool = False) -> None:
         self.path = Path(path)
+        self.blocking = fsync
         self._fsync = fsync
-        self._lock = threading.Lock()
-        self._cursors, self._finished = self._read()
-
-    def _read(self) -> tuple[dict[str, str], set[str]]:
+        self._prev = self.path.with_name(self.path.name + ".prev")
+        self._tmp = self.path.with_name(self.path.name + ".tmp")
+        self._followers = self.path.with_name(self.path.name + ".followers")
+        self._warned = False
         try:
-            text = self.path.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            return {}, set()
+            self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise ConfigError(f"cannot read cursor file {self.path}: {exc}", field="path") from exc
+            raise ConfigError(
+                f"cannot create the directory of {self.path}: {exc}", field="path"
+            ) from exc
+        self._lock = FileLock(self.path.with_name(self.path.name + ".lock"))
+        with self._lock.hold(exclusive=False):
+            self._read()  # a foreign or unreadable file is an error now, not at the first event
+
+    # --- reading -----------------------------------------------------------------------------
+
+    def _parse(self, path: Path) -> tuple[tuple[dict[str, str], set[str]] | None, str | None]:
+        """(state, None), (None, None) when missing, or (None, what is wrong)."""
+        try:
+            text = path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None, None
+        except (OSError, UnicodeDecodeError) as exc:
+            return None, f"cannot be read ({exc})"
+        if not text.strip():
+            return None, "is empty"
         try:
             data = json.loads(text)
-        except ValueError as exc:
-            raise ConfigError(
-                f"cursor file {self.path} is not valid JSON ({exc}); delete it to start over",
-                field="path",
-            ) from exc
+        except (ValueError, RecursionError) as exc:
+            return None, f"is not valid JSON ({exc})"
         cursors = data.get("cursors") if isinstance(data, dict) else None
         finished = data.get("finished", []) if isinstance(data, dict) else None
         if (
@@ -123,49 +267,125 @@ class FileCursorStore:
             or not isinstance(finished, list)
             or not all(isinstance(j, str) for j in finished)
         ):
-            raise ConfigError(
-                f"cursor file {self.path} does not hold {{'cursors': {{job id: event id}}, "
-                "'finished': [job id, ...]}",
-                field="path",
-            )
-        return dict(cursors), set(finished)
+            return None, f"does not hold {_SHAPE}"
+        return (dict(cursors), set(finished)), None
+
+    def _read(self) -> tuple[dict[str, str], set[str], bool]:
+        """The state (caller holds the lock) and whether ``path`` itself holds it."""
+        state, problem = self._parse(self.path)
+        if state is not None:
+            return *state, True
+        if problem is None:  # no file yet (or deleted to start over)
+            return {}, set(), False
+        kept, kept_problem = self._parse(self._prev)
+        if kept is not None:
+            if not self._warned:
+                self._warned = True
+                log.warning(
+                    "cursor file %s %s (a crash during a write?); using its previous version %s",
+                    self.path,
+                    problem,
+                    self._prev,
+                )
+            return *kept, False
+        if problem == "is empty" and kept_problem is None:  # the first write was lost
+            return {}, set(), False
+        raise ConfigError(
+            f"cursor file {self.path} {problem}"
+            + (f", and its previous version {self._prev} {kept_problem}" if kept_problem else "")
+            + f"; a cursor file holds {_SHAPE}. Delete both files to start over (every job "
+            "is then followed from its first event)",
+            field="path",
+        )
 
     def load(self, job_id: str) -> str | None:
-        """See :meth:`CursorStore.load`."""
-        return self._cursors.get(job_id)
-
-    def save(self, job_id: str, cursor: str) -> None:
-        """See :meth:`CursorStore.save`; the file is replaced atomically."""
-        with self._lock:
-            self._cursors[job_id] = cursor
-            self._write()
+        """See :meth:`CursorStore.load` (sees every other process's commits)."""
+        with self._lock.hold(exclusive=False):
+            return self._read()[0].get(job_id)
 
     def finished(self, job_id: str) -> bool:
-        """True once :meth:`mark_finished` was called for ``job_id`` (by any process)."""
-        return job_id in self._finished
+        """True once a commit marked ``job_id`` finished, in any process."""
+        with self._lock.hold(exclusive=False):
+            return job_id in self._read()[1]
+
+    # --- writing -----------------------------------------------------------------------------
+
+    def save(self, job_id: str, cursor: str) -> None:
+        """See :meth:`CursorStore.save`: ``commit(job_id, cursor)``."""
+        self.commit(job_id, cursor)
 
     def mark_finished(self, job_id: str) -> None:
-        """Record, durably, that the job's terminal callback ran."""
-        with self._lock:
-            self._finished.add(job_id)
-            self._write()
+        """``commit(job_id, None, finished=True)``."""
+        self.commit(job_id, None, finished=True)
 
-    def _write(self) -> None:
-        """Replace the file atomically (caller holds the lock)."""
-        state = {"version": 1, "cursors": self._cursors, "finished": sorted(self._finished)}
-        payload = json.dumps(state, sort_keys=True)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", dir=self.path.parent)
+    def commit(self, key: str, cursor: str | None, *, finished: bool = False) -> None:
+        """Record ``cursor`` (None: unchanged) and, if ``finished``, the finished mark, in one
+        atomic replacement of the file, under the exclusive lock."""
+        with self._lock.hold(exclusive=True):
+            cursors, done, intact = self._read()
+            if cursor is not None:
+                cursors[key] = cursor
+            if finished:
+                done.add(key)
+            state = {"version": 1, "cursors": cursors, "finished": sorted(done)}
+            self._write(json.dumps(state, sort_keys=True), keep=intact)
+
+    def _write(self, payload: str, *, keep: bool) -> None:
+        """Replace the file (caller holds the exclusive lock); ``keep``: link it as ``.prev``."""
         try:
-            with os.fdopen(fd, "w", encoding="utf-8") as fh:
-                fh.write(payload)
+            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            try:
+                os.write(fd, payload.encode("utf-8"))
                 if self._fsync:
-                    fh.flush()
-                    os.fsync(fh.fileno())
-            os.replace(tmp, self.path)
+                    os.fsync(fd)
+            finally:
+                os.close(fd)
+            if keep:  # path is intact: it becomes the kept previous version
+                self._prev.unlink(missing_ok=True)
+                try:
+                    os.link(self.path, self._prev)
+                except OSError as exc:  # a filesystem without hard links: no kept version
+                    log.debug("cannot keep %s: %s", self._prev, exc)
+            elif not self.path.exists():  # a fresh start: an old .prev is stale
+                self._prev.unlink(missing_ok=True)
+            os.replace(self._tmp, self.path)
         except BaseException:
-            Path(tmp).unlink(missing_ok=True)
+            self._tmp.unlink(missing_ok=True)
             raise
+        if self._fsync:
+            _fsync_dir(self.path.parent)
+
+    # --- one follower per key ----------------------------------------------------------------
+
+    def _claim_path(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()[:40]
+        return self._followers / f"{digest}.lock"
+
+    def try_claim(self, key: str) -> Callable[[], None] | None:
+        """Claim ``key`` for this follower; None while a live follower (any process) has it.
+
+        The claim is an ``flock`` the kernel drops when its process dies, so a follower that
+        crashed never blocks the key. Returns the function that releases it.
+        """
+        self._followers.mkdir(exist_ok=True)
+        note = f"pid {os.getpid()} on {socket.gethostname()}"
+        return try_lock_file(self._claim_path(key), note)
+
+    def claim_holder(self, key: str) -> str:
+        """Who holds ``key``'s claim, as it wrote it ("pid N on host"), or ""."""
+        return read_note(self._claim_path(key))
 
     def __repr__(self) -> str:
         return f"FileCursorStore({str(self.path)!r})"
+
+
+def _fsync_dir(directory: Path) -> None:
+    """Make a rename in ``directory`` durable (POSIX; a no-op where directories cannot open)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
