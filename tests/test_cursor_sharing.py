@@ -64,7 +64,7 @@ def test_commit_moves_cursor_and_finished_mark_in_one_write(tmp_path, monkeypatc
     real_replace = os.replace
     monkeypatch.setattr(os, "replace", lambda s, d: (replaced.append(d), real_replace(s, d)))
     commit_cursor(store, "j", "5", finished=True)
-    assert len(replaced) == 1
+    assert replaced == [path.with_name("c.json.prev"), path]  # one new file, renamed in once
     assert json.loads(path.read_text()) == {"version": 1, "cursors": {"j": "5"}, "finished": ["j"]}
     commit_cursor(store, "j", None, finished=True)  # None keeps the cursor
     assert store.load("j") == "5"
@@ -135,6 +135,30 @@ def test_a_damaged_file_recovers_from_the_kept_previous_version(tmp_path, damage
     assert "previous version" in caplog.text
     again.save("c", "5")  # the next commit writes a healthy file, keeping the good .prev
     assert json.loads(path.read_text())["cursors"] == {"a": "1", "b": "2", "c": "5"}
+    assert json.loads(path.with_name("c.json.prev").read_text())["cursors"] == {"a": "1", "b": "2"}
+
+
+def test_a_crash_between_the_two_renames_keeps_the_commit(tmp_path, monkeypatch):
+    path = tmp_path / "c.json"
+    store = FileCursorStore(path)
+    store.save("a", "1")
+    store.save("b", "2")
+    real_replace = os.replace
+
+    def die_on_the_second(src, dst):
+        if str(src).endswith(".tmp"):
+            raise KeyboardInterrupt  # the process goes away after moving the file to .prev
+        real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", die_on_the_second)
+    with pytest.raises(KeyboardInterrupt):
+        store.save("a", "3")
+    monkeypatch.undo()
+    assert not path.exists()
+    again = FileCursorStore(path)
+    assert (again.load("a"), again.load("b")) == ("3", "2")  # from the complete .tmp
+    again.save("c", "1")
+    assert json.loads(path.read_text())["cursors"] == {"a": "3", "b": "2", "c": "1"}
     assert json.loads(path.with_name("c.json.prev").read_text())["cursors"] == {"a": "1", "b": "2"}
 
 

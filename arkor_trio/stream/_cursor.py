@@ -200,8 +200,8 @@ class FileCursorStore:
     file is re-read under the lock, changed, written to ``<path>.tmp`` and renamed over
     ``<path>``, so no process erases another's cursors and ``load``/``finished`` (under a shared
     lock) see every commit that returned, whichever process made it. The file before the commit
-    is kept as ``<path>.prev`` (a hard link): a file left empty or cut short by a crash is
-    recovered from it instead of refusing to open. One follower per key at a time:
+    is kept as ``<path>.prev``: a file left empty or cut short by a crash is recovered from it
+    instead of refusing to open. One follower per key at a time:
     ``try_claim`` locks ``<path>.followers/<hash of the key>``, a lock the kernel drops when its
     process dies.
 
@@ -233,6 +233,9 @@ class FileCursorStore:
         self._tmp = self.path.with_name(self.path.name + ".tmp")
         self._followers = self.path.with_name(self.path.name + ".followers")
         self._warned = False
+        # The file's text as this object last read or wrote it, and its parsed state: a commit
+        # re-reads the file under the lock, but parses it only if another writer changed it.
+        self._cache: tuple[str, dict[str, str], set[str]] | None = None
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
@@ -253,6 +256,9 @@ class FileCursorStore:
             return None, None
         except (OSError, UnicodeDecodeError) as exc:
             return None, f"cannot be read ({exc})"
+        cache = self._cache
+        if cache is not None and path == self.path and text == cache[0]:
+            return (cache[1], cache[2]), None  # unchanged since this object read or wrote it
         if not text.strip():
             return None, "is empty"
         try:
@@ -261,22 +267,32 @@ class FileCursorStore:
             return None, f"is not valid JSON ({exc})"
         cursors = data.get("cursors") if isinstance(data, dict) else None
         finished = data.get("finished", []) if isinstance(data, dict) else None
-        if (
+        if (  # JSON object keys are always strings
             not isinstance(cursors, dict)
-            or not all(isinstance(k, str) and isinstance(v, str) for k, v in cursors.items())
+            or not set(map(type, cursors.values())) <= {str}
             or not isinstance(finished, list)
-            or not all(isinstance(j, str) for j in finished)
+            or not set(map(type, finished)) <= {str}
         ):
             return None, f"does not hold {_SHAPE}"
-        return (dict(cursors), set(finished)), None
+        state = (cursors, set(finished))
+        if path == self.path:
+            self._cache = (text, *state)
+        return state, None
 
-    def _read(self) -> tuple[dict[str, str], set[str], bool]:
-        """The state (caller holds the lock) and whether ``path`` itself holds it."""
+    def _read(self) -> tuple[dict[str, str], set[str], str]:
+        """The state (caller holds the lock) and where it came from: ``"path"`` (the file is
+        intact), ``"fresh"`` (no file: start over) or ``"recovered"`` (after a crash)."""
         state, problem = self._parse(self.path)
         if state is not None:
-            return *state, True
-        if problem is None:  # no file yet (or deleted to start over)
-            return {}, set(), False
+            return *state, "path"
+        if problem is None:  # no file: a fresh start, or a crash between the two renames
+            if not self._tmp.exists():
+                return {}, set(), "fresh"
+            for candidate in (self._tmp, self._prev):  # the newest complete state first
+                kept, _ = self._parse(candidate)
+                if kept is not None:
+                    return *kept, "recovered"
+            return {}, set(), "fresh"
         kept, kept_problem = self._parse(self._prev)
         if kept is not None:
             if not self._warned:
@@ -287,9 +303,9 @@ class FileCursorStore:
                     problem,
                     self._prev,
                 )
-            return *kept, False
+            return *kept, "recovered"
         if problem == "is empty" and kept_problem is None:  # the first write was lost
-            return {}, set(), False
+            return {}, set(), "recovered"
         raise ConfigError(
             f"cursor file {self.path} {problem}"
             + (f", and its previous version {self._prev} {kept_problem}" if kept_problem else "")
@@ -322,16 +338,25 @@ class FileCursorStore:
         """Record ``cursor`` (None: unchanged) and, if ``finished``, the finished mark, in one
         atomic replacement of the file, under the exclusive lock."""
         with self._lock.hold(exclusive=True):
-            cursors, done, intact = self._read()
+            cursors, done, source = self._read()
+            self._cache = None  # the state changes below, and the write may fail
             if cursor is not None:
                 cursors[key] = cursor
             if finished:
                 done.add(key)
             state = {"version": 1, "cursors": cursors, "finished": sorted(done)}
-            self._write(json.dumps(state, sort_keys=True), keep=intact)
+            payload = json.dumps(state)
+            self._write(payload, source)
+            self._cache = (payload, cursors, done)
 
-    def _write(self, payload: str, *, keep: bool) -> None:
-        """Replace the file (caller holds the exclusive lock); ``keep``: link it as ``.prev``."""
+    def _write(self, payload: str, source: str) -> None:
+        """Write ``.tmp``, move the intact file to ``.prev``, move ``.tmp`` to the file.
+
+        The caller holds the exclusive lock, so no reader sees the instant between the two
+        renames; a crash there leaves no file but a complete ``.tmp``, which :meth:`_read`
+        takes. (Two renames are also cheaper than one rename over the file on ext4, whose
+        replace-over-rename heuristic flushes the new file's data at once.)
+        """
         try:
             fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
@@ -340,17 +365,14 @@ class FileCursorStore:
                     os.fsync(fd)
             finally:
                 os.close(fd)
-            if keep:  # path is intact: it becomes the kept previous version
-                self._prev.unlink(missing_ok=True)
-                try:
-                    os.link(self.path, self._prev)
-                except OSError as exc:  # a filesystem without hard links: no kept version
-                    log.debug("cannot keep %s: %s", self._prev, exc)
-            elif not self.path.exists():  # a fresh start: an old .prev is stale
+            if source == "path":  # the intact file becomes the kept previous version
+                os.replace(self.path, self._prev)
+            elif source == "fresh":  # no file: an old .prev is stale
                 self._prev.unlink(missing_ok=True)
             os.replace(self._tmp, self.path)
         except BaseException:
-            self._tmp.unlink(missing_ok=True)
+            if self.path.exists():  # else the .tmp may be all that is left of the state
+                self._tmp.unlink(missing_ok=True)
             raise
         if self._fsync:
             _fsync_dir(self.path.parent)
