@@ -116,8 +116,8 @@ def try_lock_file(path: Path, note: str) -> Callable[[], None] | None:
     def release() -> None:
         try:
             os.unlink(path)  # while still locked, so no one holds a lock on a removed file
-        except FileNotFoundError:
-            pass
+        except OSError:
+            pass  # gone already, or an OS that cannot remove an open file: it is reused
         finally:
             os.close(fd)
 
