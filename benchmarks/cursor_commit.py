@@ -107,7 +107,7 @@ def main() -> None:
         load = per_call_us(lambda i: store.load("job-bench"), n, repeat)
         rows.append(("FileCursorStore.load, 100 jobs", load))
         rows.append(("try_claim + release", per_call_us(claim_cycle(store), n, repeat)))
-        rows.append(("commit_cursor_async (inline), 1 job", per_call_async_us(store, n, repeat)))
+        rows.append(("commit_cursor_async (inline), 100 jobs", per_call_async_us(store, n, repeat)))
         synced = file_store(directory, "sync.json", 0, fsync=True)
         small = max(n // 20, 20)
         rows.append(
