@@ -43,6 +43,7 @@ __all__ = [
     "EVENT_TYPES",
     "MalformedPayload",
     "decode_event",
+    "decode_event_json",
     "decode_job",
     "encode",
     "to_camel",
@@ -143,7 +144,7 @@ def _structure(data: Any, cls: type[T], what: str) -> T:
         raise MalformedPayload(f"{what}: expected a JSON object, got {type(data).__name__}")
     try:
         return converter.structure(data, cls)
-    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError) as exc:
+    except (cattrs.BaseValidationError, ValueError, TypeError, KeyError, OverflowError) as exc:
         detail = (
             "; ".join(cattrs.transform_error(exc))
             if isinstance(exc, cattrs.BaseValidationError)
@@ -210,13 +211,33 @@ def decode_event(data: Any, event_id: str | None = None) -> JobEvent:
     return event
 
 
+def decode_event_json(text: str, event_id: str | None = None) -> JobEvent:
+    """Decode one SSE ``data`` payload (JSON text) into an event: the stream's one entry point.
+
+    Raises:
+        MalformedPayload: The text is not JSON (or nests too deeply for the parser), or
+            :func:`decode_event` refuses the value. Nothing else escapes, so a stream can skip
+            and count every undecodable frame.
+    """
+    try:
+        data = load_json(text)
+    except ValueError as exc:
+        raise MalformedPayload(f"event: not JSON ({exc})") from None
+    except RecursionError:
+        raise MalformedPayload("event: JSON nested too deeply") from None
+    return decode_event(data, event_id)
+
+
 _LOG_METRICS = ("loss", "evalLoss", "learningRate", "epoch", "samplesPerSecond")
 #: The metric types the fast path passes through as they are.
 _EXACT = frozenset({float, type(None)})
 
 
 def _ints_to_floats(data: Mapping[str, Any]) -> dict[str, Any]:
-    return {k: float(data[k]) for k in _LOG_METRICS if type(data.get(k)) is int}
+    try:
+        return {k: float(data[k]) for k in _LOG_METRICS if type(data.get(k)) is int}
+    except OverflowError:  # an integer of hundreds of digits is no float metric
+        raise MalformedPayload("event 'training.log': a metric is too large for a float") from None
 
 
 def _fast_log(data: Mapping[str, Any], event_id: str | None) -> TrainingLog | None:

@@ -22,7 +22,7 @@ import attrs
 import httpx
 import trio
 
-from ._codec import MalformedPayload, decode_event, load_json
+from ._codec import MalformedPayload, decode_event_json
 from ._errors import ApiError
 from ._models import (
     JobEvent,
@@ -193,8 +193,8 @@ class EventStream:
         if name == _END:
             return _End(frame.id or None)
         try:
-            event = decode_event(load_json(frame.data), frame.id or None)
-        except (ValueError, RecursionError, OverflowError, MalformedPayload):
+            event = decode_event_json(frame.data, frame.id or None)
+        except MalformedPayload:
             self._counters.skipped += 1
             return None
         if type(event) is UnknownEvent:

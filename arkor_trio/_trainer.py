@@ -23,7 +23,14 @@ from ._dispatch import apply_event, dispatch, result_for, result_for_job
 from ._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
 from ._job_stream import TERMINAL_TYPES, EventStream
 from ._validate import build_job_config, check_name
-from .stream._cursor import CursorStore, MemoryCursorStore, is_finished, mark_finished
+from .stream._cursor import (
+    CursorStore,
+    MemoryCursorStore,
+    commit_cursor,
+    commit_cursor_async,
+    hold_follower,
+    is_finished,
+)
 from .stream._dedupe import DuplicateFilter, RecentIds
 from .stream._reconnect import Backoff, ReconnectPolicy
 
@@ -180,13 +187,15 @@ class Trainer:
                 await trio.lowlevel.checkpoint()
                 return self._result
             job_id = await self.start()
-            if self._job is None or is_finished(self._store, job_id):
-                self._job = await self._fetch_job(job_id)
-            if is_finished(self._store, job_id):
-                # Another process already ran the terminal callback: report, don't repeat it.
-                self._result = result_for_job(self._job)
-                return self._result
-            return await self._follow(job_id)
+            # One follower per job per store: wait while another (process) follows this job.
+            async with hold_follower(self._store, job_id):
+                if self._job is None or is_finished(self._store, job_id):
+                    self._job = await self._fetch_job(job_id)
+                if is_finished(self._store, job_id):
+                    # Another follower already ran the terminal callback: report, don't repeat.
+                    self._result = result_for_job(self._job)
+                    return self._result
+                return await self._follow(job_id)
 
     async def _fetch_job(self, job_id: str) -> TrainingJob:
         """``GET /v1/jobs/:id``, retried like a stream connection on transient failures."""
@@ -220,17 +229,25 @@ class Trainer:
             duplicates=duplicates,
         )
         last: str | None = None  # the last id dispatched by this wait()
+        store = self._store
+        inline = not getattr(store, "blocking", False)  # else commits go to a worker thread
         async with stream:
             try:
                 async for event in stream:
                     job = apply_event(self._job, event)
                     self._job = job
                     await dispatch(event, job, self.callbacks, self._client)
-                    if event.event_id is not None:
-                        last = event.event_id
-                        self._store.save(job_id, last)
-                    if type(event) in TERMINAL_TYPES:
-                        mark_finished(self._store, job_id)
+                    terminal = type(event) in TERMINAL_TYPES
+                    event_id = event.event_id
+                    if event_id is not None or terminal:
+                        # Cursor and finished mark in one atomic commit: a crash never splits them.
+                        if inline:
+                            commit_cursor(store, job_id, event_id, finished=terminal)
+                        else:
+                            await commit_cursor_async(store, job_id, event_id, finished=terminal)
+                    if event_id is not None:
+                        last = event_id
+                    if terminal:
                         self._result = result_for(job, event)
                         return self._result
             finally:

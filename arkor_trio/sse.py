@@ -40,8 +40,10 @@ _BOM = b"\xef\xbb\xbf"
 # An id holding U+0000 does not match (such an id is ignored, which the line path does).
 _FAST_BLOCK = re.compile(rb"(?:id: ?([^\n\x00]*)\n)?(?:event: ?([^\n]*)\n)?data: ?([^\n]*)\n\n")
 # int() refuses longer digit strings (sys.int_info.default_max_str_digits); a retry: value
-# with more significant digits than this is ignored (an absurd delay in any case).
+# with more significant digits than this saturates to the largest one it could have had (an
+# absurd delay in any case: the reconnect rules cap it at ReconnectPolicy.max_delay).
 _MAX_RETRY_DIGITS = 4300
+_RETRY_SATURATED = 10**_MAX_RETRY_DIGITS - 1
 
 
 @attrs.frozen
@@ -352,8 +354,8 @@ class SSEDecoder:
                     id_ = value
             elif name == b"retry" and value.isdigit():  # bytes.isdigit(): ASCII 0-9 only
                 digits = value.lstrip(b"0") or b"0"
-                if len(digits) <= _MAX_RETRY_DIGITS:
-                    retry = self._retry = int(digits)
+                huge = len(digits) > _MAX_RETRY_DIGITS
+                retry = self._retry = _RETRY_SATURATED if huge else int(digits)
         self._data = data
         self._data_len = data_len
         self._event = event

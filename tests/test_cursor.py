@@ -46,7 +46,7 @@ def test_file_store_writes_atomically_and_leaves_no_temp_files(tmp_path, monkeyp
         store.save("j", "2")
     monkeypatch.undo()
     assert json.loads(path.read_text())["cursors"] == {"j": "1"}  # the old file is intact
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.json", "c.json.lock"]
 
 
 @pytest.mark.parametrize("content", ["not json", "[]", '{"cursors": {"j": 3}}'])

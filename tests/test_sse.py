@@ -226,10 +226,12 @@ def test_invalid_retry_keeps_the_last_valid_one() -> None:
     assert decoder.retry == 5
 
 
-def test_absurdly_long_retry_is_ignored_not_an_error() -> None:
+def test_absurdly_long_retry_saturates_not_an_error() -> None:
+    # More digits than int() accepts: the largest value it could hold (the reconnect rules cap
+    # any retry at ReconnectPolicy.max_delay), never an error and never "no retry at all".
     frames, decoder = decode(b"retry: " + b"9" * 5000 + b"\ndata\n\n")
-    assert frames == [SSEFrame("message", "")]
-    assert decoder.retry is None
+    assert frames == [SSEFrame("message", "", retry=10**4300 - 1)]
+    assert decoder.retry == 10**4300 - 1
     # Leading zeros are not significant.
     assert decode(b"retry: " + b"0" * 5000 + b"12\n\n")[1].retry == 12
 

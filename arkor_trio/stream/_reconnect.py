@@ -13,6 +13,7 @@ The rules (design.md section 3.7):
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import math
 import random
@@ -113,19 +114,30 @@ class ReconnectPolicy:
         return base + rng.uniform(0.0, base * 0.1)
 
 
+#: A delta-seconds value longer than this is absurd (over 30 years): it becomes infinity, which
+#: every delay rule caps at ``max_delay`` (int() would refuse 4300+ digits, float() overflow).
+_MAX_DELTA_DIGITS = 9
+
+
 def parse_retry_after(value: str | None, *, now: float | None = None) -> float | None:
-    """Parse ``Retry-After``: delta-seconds or an HTTP date; None when absent or invalid."""
+    """Parse ``Retry-After``: delta-seconds or an HTTP date; None when absent or invalid.
+
+    The three date forms of RFC 9110 are accepted (IMF-fixdate, RFC 850, asctime); the asctime
+    form carries no zone and is read as GMT, as the RFC says. A delta of absurd length is
+    ``math.inf`` (callers cap it at ``ReconnectPolicy.max_delay``).
+    """
     if value is None:
         return None
     value = value.strip()
     if value.isascii() and value.isdigit():
-        return float(int(value))
+        digits = value.lstrip("0")
+        return math.inf if len(digits) > _MAX_DELTA_DIGITS else float(int(digits or "0"))
     try:
         when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
-    if when.tzinfo is None:
-        return None
+    if when.tzinfo is None:  # asctime: no zone, GMT by definition
+        when = when.replace(tzinfo=datetime.UTC)
     current = time.time() if now is None else now
     return max(0.0, when.timestamp() - current)
 
@@ -143,7 +155,10 @@ class Backoff:
         self.attempt = 0
         if server_retry_ms is None:
             return 0.0
-        return min(server_retry_ms / 1000.0, self.policy.max_delay)
+        # Compare as int first: a retry: of hundreds of digits does not fit a float.
+        if server_retry_ms >= self.policy.max_delay * 1000.0:
+            return self.policy.max_delay
+        return server_retry_ms / 1000.0
 
     def exhausted(self) -> bool:
         """True when one more failure may not be retried."""

@@ -59,7 +59,7 @@ from arkor_trio import (
 from arkor_trio._version import USER_AGENT
 from arkor_trio.server import Engine, LocalBackend, open_local_backend
 from arkor_trio.sse import SSEDecoder
-from arkor_trio.stream._cursor import is_finished, mark_finished
+from arkor_trio.stream._cursor import commit_cursor, is_finished, mark_finished
 from arkor_trio.testing import ChaosProxy, ConnectionRecord, Plan, open_chaos_proxy
 
 from ._checks import (
@@ -183,6 +183,17 @@ class RecordingStore:
     def mark_finished(self, job_id: str) -> None:
         """Delegated: record that the job's terminal callback ran."""
         mark_finished(self.inner, job_id)
+
+    def commit(self, job_id: str, cursor: str | None, *, finished: bool = False) -> None:
+        """Delegated as one commit; the cursor is recorded first."""
+        if cursor is not None:
+            self.saved.append(cursor)
+        commit_cursor(self.inner, job_id, cursor, finished=finished)
+
+    def try_claim(self, job_id: str) -> Callable[[], None] | None:
+        """Delegated: one follower per job per inner store."""
+        try_claim = getattr(self.inner, "try_claim", None)
+        return try_claim(job_id) if callable(try_claim) else lambda: None
 
 
 # --- the backend side ----------------------------------------------------------------------

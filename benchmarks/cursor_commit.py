@@ -1,0 +1,135 @@
+"""Cost of a per-event cursor commit: what a follower pays after each callback (issue 14).
+
+Each row commits ``--n`` cursors through one store, one key, the file already holding ``jobs``
+other keys, and reports microseconds per call (median of ``--repeat`` timed runs):
+
+* ``MemoryCursorStore.commit``: the floor;
+* ``FileCursorStore.commit``: flock, re-read and parse the file, write ``.tmp``, link ``.prev``,
+  rename; ``load`` / ``finished`` take a shared lock and re-read;
+* ``try_claim`` + release: a follower's claim of a job, once per ``wait()``;
+* ``fsync=True``: the same plus a file and a directory ``fsync`` (fewer samples: a disk sync);
+* the same commits through ``commit_cursor_async`` inside trio: inline for the default store, a
+  worker thread for ``fsync=True`` (``blocking``), which keeps the event loop free.
+
+Usage: ``python benchmarks/cursor_commit.py [--n 2000] [--repeat 3] [--dir DIR]``; ``--dir``
+picks the filesystem measured (default: a temporary directory under ``bench-scratch/``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import trio
+
+from arkor_trio import FileCursorStore, MemoryCursorStore
+from arkor_trio.stream._cursor import commit_cursor_async
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def per_call_us(fn: Callable[[int], Any], n: int, repeat: int) -> float:
+    runs = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        for i in range(n):
+            fn(i)
+        runs.append((time.perf_counter() - t0) / n * 1e6)
+    return statistics.median(runs)
+
+
+def per_call_async_us(store: Any, n: int, repeat: int) -> float:
+    async def main() -> float:
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for i in range(n):
+                await commit_cursor_async(store, "job-bench", str(i), finished=False)
+            runs.append((time.perf_counter() - t0) / n * 1e6)
+        return statistics.median(runs)
+
+    return trio.run(main)
+
+
+def file_store(directory: Path, name: str, jobs: int, *, fsync: bool = False) -> FileCursorStore:
+    store = FileCursorStore(directory / name, fsync=fsync)
+    for j in range(jobs):
+        store.commit(f"job-{j:05d}", str(j * 1000), finished=j % 2 == 0)
+    return store
+
+
+def claim_cycle(store: FileCursorStore) -> Callable[[int], None]:
+    def cycle(i: int) -> None:
+        release = store.try_claim("job-bench")
+        assert release is not None
+        release()
+
+    return cycle
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--dir", type=Path, default=None)
+    args = parser.parse_args()
+    n, repeat = args.n, args.repeat
+    scratch = ROOT / "bench-scratch"
+    scratch.mkdir(exist_ok=True)
+    directory = Path(tempfile.mkdtemp(prefix="cursor-", dir=args.dir or scratch))
+    rows: list[tuple[str, float]] = []
+    try:
+        memory = MemoryCursorStore()
+        rows.append(
+            (
+                "MemoryCursorStore.commit",
+                per_call_us(lambda i: memory.commit("j", str(i)), n, repeat),
+            )
+        )
+        for jobs in (1, 100, 1000):
+            store = file_store(directory, f"c{jobs}.json", jobs - 1)
+            rows.append(
+                (
+                    f"FileCursorStore.commit, file of {jobs} job(s)",
+                    per_call_us(lambda i, s=store: s.commit("job-bench", str(i)), n, repeat),
+                )
+            )
+        store = file_store(directory, "load.json", 99)
+        store.commit("job-bench", "1")
+        load = per_call_us(lambda i: store.load("job-bench"), n, repeat)
+        rows.append(("FileCursorStore.load, 100 jobs", load))
+        rows.append(("try_claim + release", per_call_us(claim_cycle(store), n, repeat)))
+        rows.append(("commit_cursor_async (inline), 100 jobs", per_call_async_us(store, n, repeat)))
+        synced = file_store(directory, "sync.json", 0, fsync=True)
+        small = max(n // 20, 20)
+        rows.append(
+            (
+                "FileCursorStore(fsync=True).commit, 1 job",
+                per_call_us(lambda i: synced.commit("job-bench", str(i)), small, repeat),
+            )
+        )
+        rows.append(
+            (
+                "commit_cursor_async (thread), fsync=True",
+                per_call_async_us(synced, small, repeat),
+            )
+        )
+    finally:
+        shutil.rmtree(directory, ignore_errors=True)
+    width = max(len(name) for name, _ in rows)
+    print(f"| {'operation':<{width}} | us per call |")
+    print(f"|{'-' * (width + 2)}|-------------|")
+    for name, us in rows:
+        print(f"| {name:<{width}} | {us:>11.1f} |")
+
+
+if __name__ == "__main__":
+    main()
