@@ -120,3 +120,19 @@ async def test_iterating_without_entering_is_a_clear_error():
     stream = client.events("job-1")
     with pytest.raises(RuntimeError, match="async with"):
         await stream.__anext__()
+
+
+async def test_a_body_that_cancels_its_scope_gets_no_further_event(autojump_clock):
+    # The consumer takes queued events without a scheduler pass, but every one is still a
+    # cancellation point: a scope cancelled by the body (no await in between) ends the loop.
+    feeds = Feeds()
+    client = make_client(feeds)
+    got = []
+    with trio.CancelScope() as scope:
+        async with client.events("job-1") as stream:
+            await feeds.opened.wait()
+            feeds.sends[0].send_nowait(b"".join(frame(i, log_event(i)) for i in range(1, 6)))
+            async for event in stream:
+                got.append(event.event_id)
+                scope.cancel()
+    assert got == ["1"]

@@ -226,7 +226,10 @@ class SSEChannel(Generic[T]):
             await trio.lowlevel.checkpoint()
             raise StopAsyncIteration
         item = queue.take()  # no scheduler pass while items are queued (see EventQueue.take)
-        if item is None:
+        if item is not None:
+            # Still a cancellation point: a body that cancelled its scope gets no further item.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
             try:
                 item = await queue.get()
             except trio.EndOfChannel:

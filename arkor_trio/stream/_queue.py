@@ -4,8 +4,9 @@ A trio memory channel switches tasks on every item (``receive()`` always yields 
 scheduler), which caps a stream at the scheduler's pace: tens of thousands of events per second.
 This queue hands items over in the batches they arrive in: the reader appends every event of a
 network chunk without yielding, and the consumer takes them without a scheduler pass
-(:meth:`EventQueue.take`), yielding to the scheduler (and so checking for cancellation) at least
-every ``YIELD_EVERY`` items so other tasks (the reader, the idle watchdog) keep running.
+(:meth:`EventQueue.take`; it still checks for cancellation at every item), yielding to the
+scheduler at least every ``YIELD_EVERY`` items so other tasks (the reader, the idle watchdog)
+keep running.
 Bounded: the reader waits while ``capacity`` items are queued.
 """
 
@@ -86,9 +87,10 @@ class EventQueue(Generic[T]):
     def take(self) -> T | None:
         """The next item if one is queued and the consumer need not yield yet, else None.
 
-        The consumer's fast path, without an ``await``: it takes at most ``YIELD_EVERY - 1``
-        items in a row this way; then (and whenever this returns None) it calls :meth:`get`,
-        which checks for cancellation and yields to the scheduler. Items must not be None.
+        The consumer's fast path, without a scheduler pass (the consumer still checks for
+        cancellation): it takes at most ``YIELD_EVERY - 1`` items in a row this way; then (and
+        whenever this returns None) it calls :meth:`get`, which yields to the scheduler. Items
+        must not be None.
         """
         items = self._items
         if not items or self._taken >= YIELD_EVERY - 1:
