@@ -29,7 +29,7 @@ TOKEN_FILE = "token"
 #: Versions of the Arkor protocol (first ``X-Arkor-Client`` token) this backend accepts.
 SUPPORTED_RANGE = ">=0.0.1 <1.0.0"
 UPGRADE_HINT = "pip install --upgrade arkor-trio"
-_CLIENT = re.compile(r"arkor/(\d+)\.(\d+)\.(\d+)(?:[-+][0-9A-Za-z.+-]*)?")
+_CLIENT = re.compile(r"arkor/(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 
 
 def load_or_create_token(data_dir: Path) -> str:
@@ -60,10 +60,21 @@ def _client_problem(header: str | None) -> tuple[str | None, str | None] | None:
     match = _CLIENT.fullmatch(header.split()[0])
     if match is None:
         return "malformed", None
-    major = int(match.group(1))
-    if major >= 1:
+    if not _in_supported_range(tuple(int(g) for g in match.group(1, 2, 3)), match.group(4)):
         return None, header.split()[0].removeprefix("arkor/")
     return None
+
+
+def _in_supported_range(core: tuple[int, ...], prerelease: str | None) -> bool:
+    """Whether a version is in ``SUPPORTED_RANGE`` (>=0.0.1 <1.0.0) by semver precedence.
+
+    A pre-release sorts before its release: ``0.0.1-rc.1`` is below 0.0.1 (refused) and
+    ``1.0.0-rc.1`` below 1.0.0 (accepted). Build metadata (``+...``) does not count.
+    """
+    low, high = (0, 0, 1), (1, 0, 0)
+    above_low = core > low or (core == low and prerelease is None)
+    below_high = core < high or (core == high and prerelease is not None)
+    return above_low and below_high
 
 
 class GateMiddleware:

@@ -62,6 +62,8 @@ class Settings:
     learning_rate: float = 1e-2
     schedule: str = "linear"
     warmup_steps: int = 0
+    #: ``warmupSteps`` given as a ratio in (0, 1) of the total steps (0: use ``warmup_steps``).
+    warmup_ratio: float = 0.0
     optim: str = "adamw"
     weight_decay: float = 0.0
     logging_steps: int | None = None
@@ -89,6 +91,12 @@ def _positive_int(v: Any) -> str | None:
 
 def _nonneg_int(v: Any) -> str | None:
     return None if _is_int(v) and 0 <= v < 2**63 else "must be a non-negative integer"
+
+
+def _warmup(v: Any) -> str | None:
+    if (_is_int(v) and 0 <= v < 2**63) or (isinstance(v, float) and 0 < v < 1):
+        return None
+    return "must be a non-negative integer (steps) or a ratio of the total steps in (0, 1)"
 
 
 def _positive_number(v: Any) -> str | None:
@@ -137,7 +145,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "optim": _optim,
     "lrSchedulerType": _schedule,
     "weightDecay": _nonneg_number,
-    "warmupSteps": _nonneg_int,
+    "warmupSteps": _warmup,
     "loggingSteps": _positive_int,
     "saveSteps": _positive_int,
     "evalSteps": _positive_int,
@@ -235,7 +243,8 @@ def parse_config(config: Any) -> Settings:
         batch_size=batch,
         learning_rate=float(values.get("learningRate", 1e-2)),
         schedule=values.get("lrSchedulerType", "linear"),
-        warmup_steps=values.get("warmupSteps", 0),
+        warmup_steps=warmup if _is_int(warmup := values.get("warmupSteps", 0)) else 0,
+        warmup_ratio=0.0 if _is_int(warmup) else float(warmup),
         optim="adamw" if optim not in ("adam", "sgd") else optim,
         weight_decay=float(values.get("weightDecay", 0.0)),
         logging_steps=values.get("loggingSteps"),
