@@ -35,7 +35,7 @@ def _warmup(value: Any) -> float | None:
     """``warmup_steps``: a step count, or a ratio in (0, 1) of the total steps."""
     if isinstance(value, float) and 0 < value < 1:
         return value
-    if isinstance(value, int) and not isinstance(value, bool) and value >= 0 or value is None:
+    if (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or value is None:
         return value
     raise ConfigError(
         "warmup_steps must be an integer >= 0 (steps) or a ratio of the total steps in (0, 1), "

@@ -23,14 +23,13 @@ from ._engine import Engine
 from ._events import EventHub, stream_events_route
 from ._http import (
     LOCAL_ORG,
-    LOCAL_PROJECT,
     ApiProblem,
     fail,
     json_response,
     read_json_object,
-    require_org,
     require_project_scope,
 )
+from ._projects import ProjectStore, project_routes
 from ._runner import JobRunner
 from ._store import TERMINAL_STATUSES, Store, job_to_wire
 
@@ -54,6 +53,7 @@ class AppState:
     engine: Engine
     data_dir: Path
     ping_interval: float
+    projects: ProjectStore
 
 
 def _job_or_404(state: AppState, job_id: str) -> dict[str, Any]:
@@ -75,22 +75,8 @@ def _routes(state: AppState) -> list[Route]:
             }
         )
 
-    async def list_projects(request: Request) -> Response:
-        require_org(request)
-        return json_response({"org": LOCAL_ORG, "projects": [LOCAL_PROJECT]})
-
-    async def create_project(request: Request) -> Response:
-        require_org(request)
-        body = await read_json_object(request)
-        slug = body.get("slug")
-        if not isinstance(slug, str) or not slug:
-            fail(400, "slug must be a non-empty string", field="slug")
-        if slug == LOCAL_PROJECT["slug"]:
-            fail(409, f"project slug {slug!r} already exists")
-        fail(400, "the local backend has one project, 'default'; use projectSlug=default")
-
     async def create_job(request: Request) -> Response:
-        require_project_scope(request)
+        project_id = require_project_scope(request)
         body = await read_json_object(request)
         unknown = sorted(set(body) - {"name", "config"})
         if unknown:
@@ -112,7 +98,7 @@ def _routes(state: AppState) -> list[Route]:
         store.create_job(
             job_id=job_id,
             org_id=LOCAL_ORG["id"],
-            project_id=LOCAL_PROJECT["id"],
+            project_id=project_id,
             name=name,
             config=config,
         )
@@ -121,8 +107,9 @@ def _routes(state: AppState) -> list[Route]:
         return json_response({"job": job}, 201)
 
     async def list_jobs(request: Request) -> Response:
-        require_project_scope(request)
-        return json_response({"jobs": [job_to_wire(row) for row in store.list_jobs()]})
+        project_id = require_project_scope(request)
+        jobs = [job_to_wire(row) for row in store.list_jobs() if row[2] == project_id]
+        return json_response({"jobs": jobs})
 
     async def get_job(request: Request) -> Response:
         require_project_scope(request)
@@ -145,8 +132,7 @@ def _routes(state: AppState) -> list[Route]:
 
     return [
         Route("/v1/me", me, methods=["GET"]),
-        Route("/v1/projects", list_projects, methods=["GET"]),
-        Route("/v1/projects", create_project, methods=["POST"]),
+        *project_routes(state.projects),
         Route("/v1/jobs", list_jobs, methods=["GET"]),
         Route("/v1/jobs", create_job, methods=["POST"]),
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
@@ -211,4 +197,5 @@ def build_app(state: AppState, token: str) -> ASGIApp:
             Exception: _internal,
         },
     )
+    app.state.projects = state.projects  # for require_project_scope
     return _LogErrors(GateMiddleware(app, token))

@@ -23,7 +23,13 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from ._events import SSEStream
-from ._http import fail, json_response, read_json_object, require_project_scope
+from ._http import (
+    fail,
+    json_response,
+    read_json_object,
+    require_job_in_scope,
+    require_project_scope,
+)
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Iterator, Mapping
@@ -132,7 +138,9 @@ def chat_route(
 ) -> Callable[[Request], Awaitable[Response]]:
     """The ``POST /v1/inference/chat`` endpoint (see the module docstring)."""
 
-    async def load_model(body: Mapping[str, Any]) -> tuple[Any, str]:
+    async def load_model(
+        request: Request, body: Mapping[str, Any], project_id: str
+    ) -> tuple[Any, str]:
         adapter, base = body.get("adapter"), body.get("baseModel")
         if (adapter is None) == (base is None):
             fail(400, "send exactly one of adapter and baseModel", field="adapter")
@@ -155,6 +163,7 @@ def chat_route(
         status = store.job_status(job_id)
         if status is None:
             fail(404, f"job {job_id} not found")
+        require_job_in_scope(request, job_id, project_id)
         if kind == "final":
             step = None
             if status != "completed":
@@ -167,7 +176,7 @@ def chat_route(
         return model, f"adapter:{job_id}" + ("" if step is None else f"@{step}")
 
     async def endpoint(request: Request) -> Response:
-        require_project_scope(request)
+        project_id = require_project_scope(request)
         body = await read_json_object(request)
         unknown = sorted(set(body) - _KEYS)
         if unknown:
@@ -189,7 +198,7 @@ def chat_route(
         stream = body.get("stream", True)
         if not isinstance(stream, bool):
             fail(400, "stream must be a boolean", field="stream")
-        model, model_name = await load_model(body)
+        model, model_name = await load_model(request, body, project_id)
 
         pieces: Iterator[str]
         try:

@@ -22,6 +22,7 @@ from ._app import AppState, build_app
 from ._auth import load_or_create_token
 from ._engine import Engine, default_engine
 from ._events import EventHub
+from ._projects import ProjectStore
 from ._runner import JobRunner, recover_unfinished
 from ._store import Store
 
@@ -172,6 +173,7 @@ async def open_local_backend(
         token = load_or_create_token(root)
         hub = EventHub()
         store = Store.in_dir(root, on_append=hub.notify)
+        projects = ProjectStore(store.path)
         try:
             recovered = recover_unfinished(store)
             if recovered:
@@ -179,7 +181,7 @@ async def open_local_backend(
             with collapse_groups():
                 async with trio.open_nursery() as nursery:
                     backend = await nursery.start(
-                        _serve_all, store, hub, engine, root, token, host, port,
+                        _serve_all, store, projects, hub, engine, root, token, host, port,
                         ping_interval, max_concurrent_jobs, join_timeout,
                     )  # fmt: skip
                     try:
@@ -187,11 +189,13 @@ async def open_local_backend(
                     finally:
                         await backend.aclose()
         finally:
+            projects.close()
             store.close()
 
 
 async def _serve_all(
     store: Store,
+    projects: ProjectStore,
     hub: EventHub,
     engine: Engine,
     root: Path,
@@ -216,6 +220,7 @@ async def _serve_all(
             engine=engine,
             data_dir=root,
             ping_interval=ping_interval,
+            projects=projects,
         ),
         token,
     )

@@ -101,27 +101,6 @@ async def test_me_lists_the_local_org_and_default_project(http) -> None:
     }
 
 
-async def test_projects_list_and_create(http) -> None:
-    listed = await http.get("/v1/projects", params={"orgSlug": "local"})
-    assert listed.json() == {
-        "org": {"id": "org_local", "slug": "local", "name": "Local"},
-        "projects": [
-            {"id": "proj_default", "slug": "default", "name": "Default", "orgId": "org_local"}
-        ],
-    }
-    taken = await http.post(
-        "/v1/projects", params={"orgSlug": "local"}, json={"name": "d", "slug": "default"}
-    )
-    assert taken.status_code == 409
-    other = await http.post(
-        "/v1/projects", params={"orgSlug": "local"}, json={"name": "x", "slug": "x"}
-    )
-    assert other.status_code == 400
-    assert other.json() == {
-        "error": "the local backend has one project, 'default'; use projectSlug=default"
-    }
-
-
 @pytest.mark.parametrize(
     ("params", "status", "needle"),
     [
