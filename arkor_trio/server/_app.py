@@ -2,7 +2,8 @@
 
 Every error is JSON ``{"error": "..."}`` with its status; an unexpected exception is logged and
 answered ``500 {"error": "internal error"}`` (never a traceback). The app sits behind
-:class:`~arkor_trio.server._auth.GateMiddleware` (426, then 401).
+:class:`~arkor_trio.server._auth.GateMiddleware` (426, then 401), itself behind
+:class:`~arkor_trio.server._browser.BrowserGate` (the live page and its cookie sessions).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from ._auth import GateMiddleware
+from ._browser import BrowserAccess, BrowserGate
 from ._chat import chat_route
 from ._engine import Engine
 from ._events import EventHub, stream_events_route
@@ -29,8 +31,10 @@ from ._http import (
     read_json_object,
     require_project_scope,
 )
+from ._losses import losses_route
 from ._projects import ProjectStore, project_routes
 from ._runner import JobRunner
+from ._sdk import AnonymousSignIn
 from ._store import TERMINAL_STATUSES, Store, job_to_wire
 
 if TYPE_CHECKING:
@@ -143,6 +147,7 @@ def _routes(state: AppState) -> list[Route]:
             methods=["GET"],
         ),
         Route("/v1/models", models, methods=["GET"]),
+        losses_route(store),
         Route(
             "/v1/inference/chat",
             chat_route(store, engine, state.data_dir, state.hub.closing),
@@ -187,8 +192,8 @@ class _LogErrors:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
 
 
-def build_app(state: AppState, token: str) -> ASGIApp:
-    """The gated ASGI app (see the module docstring)."""
+def build_app(state: AppState, token: str, access: BrowserAccess | None = None) -> ASGIApp:
+    """The gated ASGI app (see the module docstring), behind the browser gate (the page)."""
     app = Starlette(
         routes=_routes(state),
         exception_handlers={
@@ -198,4 +203,6 @@ def build_app(state: AppState, token: str) -> ASGIApp:
         },
     )
     app.state.projects = state.projects  # for require_project_scope
-    return _LogErrors(GateMiddleware(app, token))
+    access = BrowserAccess(token) if access is None else access
+    gated = GateMiddleware(app, token)
+    return _LogErrors(BrowserGate(gated, access, AnonymousSignIn(access)))

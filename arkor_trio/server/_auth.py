@@ -23,7 +23,13 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["SUPPORTED_RANGE", "GateMiddleware", "load_or_create_token"]
+__all__ = [
+    "SUPPORTED_RANGE",
+    "GateMiddleware",
+    "answer_json",
+    "load_or_create_token",
+    "version_refusal",
+]
 
 TOKEN_FILE = "token"
 #: Versions of the Arkor protocol (first ``X-Arkor-Client`` token) this backend accepts.
@@ -77,6 +83,23 @@ def _in_supported_range(core: tuple[int, ...], prerelease: str | None) -> bool:
     return above_low and below_high
 
 
+def version_refusal(raw_client: bytes | None) -> dict[str, object] | None:
+    """The 426 body for an ``X-Arkor-Client`` header outside the supported range, else None."""
+    problem = _client_problem(None if raw_client is None else raw_client.decode("latin-1"))
+    if problem is None:
+        return None
+    reason, current = problem
+    body: dict[str, object] = {
+        "error": "sdk_version_unsupported",
+        "currentVersion": current,
+        "supportedRange": SUPPORTED_RANGE,
+        "upgrade": UPGRADE_HINT,
+    }
+    if reason is not None:
+        body["reason"] = reason
+    return body
+
+
 class GateMiddleware:
     """ASGI middleware answering 426 (bad ``X-Arkor-Client``) and 401 (bad token) early.
 
@@ -95,27 +118,17 @@ class GateMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        raw_client = headers.get(b"x-arkor-client")
-        problem = _client_problem(None if raw_client is None else raw_client.decode("latin-1"))
-        if problem is not None:
-            reason, current = problem
-            body: dict[str, object] = {
-                "error": "sdk_version_unsupported",
-                "currentVersion": current,
-                "supportedRange": SUPPORTED_RANGE,
-                "upgrade": UPGRADE_HINT,
-            }
-            if reason is not None:
-                body["reason"] = reason
-            await _answer(send, 426, body)
+        refusal = version_refusal(headers.get(b"x-arkor-client"))
+        if refusal is not None:
+            await answer_json(send, 426, refusal)
             return
         auth = headers.get(b"authorization", b"")
         scheme, _, given = auth.partition(b" ")
         if scheme.lower() != b"bearer" or not given.strip():
-            await _answer(send, 401, {"error": _missing_token_message()}, challenge=True)
+            await answer_json(send, 401, {"error": _missing_token_message()}, challenge=True)
             return
         if not hmac.compare_digest(given.strip(), self._token):
-            await _answer(send, 401, {"error": "invalid bearer token"}, challenge=True)
+            await answer_json(send, 401, {"error": "invalid bearer token"}, challenge=True)
             return
         await self.app(scope, receive, send)
 
@@ -127,9 +140,10 @@ def _missing_token_message() -> str:
     )
 
 
-async def _answer(
+async def answer_json(
     send: Send, status: int, body: dict[str, object], *, challenge: bool = False
 ) -> None:
+    """Send a whole JSON response from ASGI middleware (``challenge``: a Bearer challenge)."""
     data = json.dumps(body, separators=(",", ":")).encode()
     headers = [
         (b"content-type", b"application/json"),
