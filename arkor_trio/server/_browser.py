@@ -270,9 +270,7 @@ def _navigation(scope: Scope, headers: dict[bytes, bytes]) -> bool:
 
 def _login_html(note: str) -> bytes:
     message = f'<p class="login-note">{html.escape(note)}</p>' if note else ""
-    return (
-        page_file("/login.html") or (b"", "")
-    )[0].replace(b"<!--note-->", message.encode())
+    return (page_file("/login.html") or (b"", ""))[0].replace(b"<!--note-->", message.encode())
 
 
 async def _send(
@@ -294,4 +292,3 @@ async def _send(
 
 async def _refuse(send: Send, status: int, message: str) -> None:
     await answer_json(send, status, {"error": message})
-

@@ -101,10 +101,10 @@ def _kind(raw: bytes) -> tuple[str | None, str]:
     try:
         body: Any = json.loads(raw) if raw.strip() else {}
     except (ValueError, UnicodeDecodeError):
-        return "the body must be a JSON object like {\"kind\": \"cli\"}", ""
+        return 'the body must be a JSON object like {"kind": "cli"}', ""
     if not isinstance(body, dict):
-        return "the body must be a JSON object like {\"kind\": \"cli\"}", ""
+        return 'the body must be a JSON object like {"kind": "cli"}', ""
     kind = body.get("kind", "cli")
     if kind not in ("cli", "web") or set(body) - {"kind"}:
-        return "kind must be \"cli\" or \"web\" (and the only field)", ""
+        return 'kind must be "cli" or "web" (and the only field)', ""
     return None, str(kind)
