@@ -98,7 +98,7 @@
 
   // A small line of `values` (losses in order), or an empty placeholder.
   function sparkline(values) {
-    const w = 84, h = 22;
+    const w = 72, h = 22;
     const svg = el("svg", { class: "spark", width: w, height: h, viewBox: `0 0 ${w} ${h}`,
       "aria-label": values.length ? `loss ${fmt(values[0])} to ${fmt(values[values.length - 1])}` : "no loss yet" });
     if (values.length < 2) {
