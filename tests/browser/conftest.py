@@ -24,11 +24,13 @@ if TYPE_CHECKING:
     from collections.abc import Iterator
     from pathlib import Path
 
+    from playwright.sync_api import Browser, BrowserContext, Page
+
     from arkor_trio.server import Engine
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 try:
-    from playwright.sync_api import Browser, BrowserContext, Page, sync_playwright
+    from playwright.sync_api import sync_playwright
 except ImportError:  # pragma: no cover - the dev extra installs it
     sync_playwright = None  # type: ignore[assignment]
 
@@ -99,7 +101,8 @@ class BackendThread:
     def stop(self) -> None:
         if self._thread is None:
             return
-        assert self._token is not None and self._stop is not None
+        assert self._token is not None
+        assert self._stop is not None
         self._token.run_sync_soon(self._stop.set)
         self._thread.join(30)
         self._thread = None
@@ -165,6 +168,30 @@ def signed_in_page(context: BrowserContext, backend: LocalBackend) -> Page:
 def wait_job_status(page: Page, status: str) -> None:
     page.wait_for_function(
         "(s) => document.querySelector('#job')?.dataset.status === s", arg=status
+    )
+
+
+def wait_train_points(page: Page, count: int, *, at_least: bool = False) -> None:
+    """Wait until the chart draws ``count`` train points (or more, with ``at_least``)."""
+    page.wait_for_function(
+        """([n, atLeast]) => {
+            const raw = document.querySelector('#chart svg')?.dataset.trainSteps || '';
+            const got = raw ? raw.split(' ').length : 0;
+            return atLeast ? got >= n : got === n;
+        }""",
+        arg=[count, at_least],
+    )
+
+
+def wait_conn(page: Page, state: str) -> None:
+    page.wait_for_function("(s) => document.querySelector('#conn').dataset.state === s", arg=state)
+
+
+def wait_row_status(page: Page, job_id: str, status: str) -> None:
+    page.wait_for_function(
+        """([id, s]) => document.querySelector(`#job-list tr[data-job-id="${id}"]`)
+                              ?.dataset.status === s""",
+        arg=[job_id, status],
     )
 
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import functools
-from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 import threading
+from http.server import SimpleHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
 
@@ -52,8 +52,10 @@ def test_a_cross_origin_page_cannot_read_the_api_or_cancel(context, fake_backend
         api = backend.base_url
         read = page.evaluate(
             """async (url) => {
-                try { const r = await fetch(url, {credentials: "include"}); return "read " + r.status + await r.text(); }
-                catch (e) { return "blocked"; }
+                try {
+                    const r = await fetch(url, {credentials: "include"});
+                    return "read " + r.status + await r.text();
+                } catch (e) { return "blocked"; }
             }""",
             f"{api}/v1/jobs?orgSlug=local&projectSlug=default",
         )
@@ -69,10 +71,8 @@ def test_a_cross_origin_page_cannot_read_the_api_or_cancel(context, fake_backend
         )
         assert stream == "error"
         # A form post (a "simple" request, no preflight) is refused too.
-        page.set_content(
-            f'<form method="post" action="{api}/v1/jobs/{job_id}/cancel?orgSlug=local&projectSlug=default">'
-            '<button id="go">go</button></form>'
-        )
+        action = f"{api}/v1/jobs/{job_id}/cancel?orgSlug=local&projectSlug=default"
+        page.set_content(f'<form method="post" action="{action}"><button id=go>go</button></form>')
         with page.expect_response(lambda r: "/cancel" in r.url) as posted:
             page.click("#go")
         assert posted.value.status == 403
@@ -89,8 +89,8 @@ def test_a_cross_origin_page_cannot_read_the_api_or_cancel(context, fake_backend
         assert answer[0] == 403
         assert job_id not in answer[1]
         cancel = page.evaluate(
-            f"""async () => (await fetch("/v1/jobs/{job_id}/cancel?orgSlug=local&projectSlug=default",
-                                         {{method: "POST"}})).status"""
+            "async (url) => (await fetch(url, {method: 'POST'})).status",
+            f"/v1/jobs/{job_id}/cancel?orgSlug=local&projectSlug=default",
         )
         assert cancel == 403
 

@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from tests.server.conftest import FAKE_MODEL
 
-from .conftest import SCOPE, chart_steps, log_steps, signed_in_page, wait_job_status
+from .conftest import (
+    SCOPE,
+    chart_steps,
+    log_steps,
+    signed_in_page,
+    wait_conn,
+    wait_job_status,
+    wait_row_status,
+    wait_train_points,
+)
 
 
 def _create(http, name: str, **config) -> str:
@@ -22,10 +31,8 @@ def test_running_job_points_in_order_then_toast_title_and_notification(context, 
         page = signed_in_page(context, thread.backend)
         row = page.locator(f'#job-list tr[data-job-id="{job_id}"]')
         row.click()  # from the job list into the job view
-        page.wait_for_function("() => document.querySelector('#conn').dataset.state === 'live'")
-        page.wait_for_function(
-            "() => (document.querySelector('#chart svg')?.dataset.trainSteps || '').split(' ').length === 7"
-        )
+        wait_conn(page, "live")
+        wait_train_points(page, 7)
         assert page.get_attribute("#job", "data-status") == "running"
         assert chart_steps(page) == [1, 2, 3, 4, 5, 6, 7]
         assert page.text_content("#job-status") == "running"
@@ -44,9 +51,7 @@ def test_running_job_points_in_order_then_toast_title_and_notification(context, 
         ]
         assert chart_steps(page) == log_steps(http, job_id) == [1, 2, 3, 4, 5, 6, 7]
         # The list follows too (its poll), and the artifacts and final adapter appear.
-        page.wait_for_function(
-            f"() => document.querySelector('#job-list tr[data-job-id=\"{job_id}\"]').dataset.status === 'completed'"
-        )
+        wait_row_status(page, job_id, "completed")
         assert "adapter.json" in page.text_content("#artifacts")
         assert page.errors == []
 
@@ -70,7 +75,7 @@ def test_reload_of_a_finished_job_redraws_every_point_without_announcing_it(cont
 
 
 def test_cancel_from_the_button(context, fake_backend):
-    thread, fake = fake_backend
+    thread, _ = fake_backend
     with thread.http() as http:
         job_id = _create(http, "to-cancel", logs=2, gate="never")
         page = signed_in_page(context, thread.backend)

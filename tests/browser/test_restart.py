@@ -13,7 +13,15 @@ import httpx
 from arkor_trio import BlobDataset
 from arkor_trio._version import USER_AGENT
 
-from .conftest import SCOPE, chart_steps, free_port, log_steps, wait_job_status
+from .conftest import (
+    SCOPE,
+    chart_steps,
+    free_port,
+    log_steps,
+    wait_conn,
+    wait_job_status,
+    wait_train_points,
+)
 
 CLI = Path(sys.executable).with_name("arkor-trio")
 
@@ -56,9 +64,7 @@ def test_backend_kill_and_restart_keeps_every_point_once(context, tmp_path):
         page = context.new_page()
         page.goto(banner["login"])
         page.goto(f"{base}/#job={job_id}")
-        page.wait_for_function(
-            "() => (document.querySelector('#chart svg')?.dataset.trainSteps || '').split(' ').length >= 8"
-        )
+        wait_train_points(page, 8, at_least=True)
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.stdout is not None
@@ -70,7 +76,7 @@ def test_backend_kill_and_restart_keeps_every_point_once(context, tmp_path):
         proc, banner2 = _serve(data_dir, port)  # same data dir and port; a new one-time link
         assert banner2["token"] == banner["token"]
         # The same session cookie still works: the page resumes from its last event id.
-        page.wait_for_function("() => document.querySelector('#conn').dataset.state === 'resumed'")
+        wait_conn(page, "resumed")
         wait_job_status(page, "failed")
         assert "backend restarted" in page.text_content("#job-error")
         with httpx.Client(base_url=base, headers=headers) as http:
