@@ -116,3 +116,43 @@ def test_the_prompt_box_answers_from_the_chosen_checkpoint(context, fake_backend
             f"() => document.querySelector('#answer').textContent === 'hi from {job_id}@None'"
         )
         assert page.errors == []
+
+
+ASK_STUB = """
+window.__asked = 0;
+window.__notifications = [];
+window.Notification = class {
+  static permission = "default";
+  static requestPermission() { window.__asked += 1; window.Notification.permission = "granted";
+                               return Promise.resolve("granted"); }
+  constructor(title, options) { window.__notifications.push({ title, ...(options || {}) }); }
+};
+"""
+
+
+def test_permission_is_asked_from_a_click_and_a_job_ending_elsewhere_notifies(
+    browser, fake_backend
+):
+    thread, fake = fake_backend
+    context = browser.new_context()
+    context.add_init_script(ASK_STUB)
+    try:
+        with thread.http() as http:
+            job_id = _create(http, "background", logs=1, gate="bg")
+            page = signed_in_page(context, thread.backend)
+            wait_row_status(page, job_id, "running")  # listed, not opened
+            assert page.evaluate("() => window.__asked") == 0  # never asked on load
+            page.click("#notify-btn")
+            page.wait_for_function("() => window.__asked === 1")
+            page.locator("#notify-btn").wait_for(state="hidden")
+
+            fake.gates["bg"].set()  # the job ends while the page shows only the list
+            wait_row_status(page, job_id, "completed")
+            page.locator(".toast.completed").wait_for()
+            assert page.title() == "✓ background completed · arkor-trio"
+            notes = page.evaluate("() => window.__notifications")
+            assert [n["title"] for n in notes] == ["arkor-trio: background completed"]
+            page.click("h2")  # the next click in the page restores the title
+            assert page.title() == "arkor-trio · local"
+    finally:
+        context.close()
