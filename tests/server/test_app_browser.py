@@ -195,3 +195,48 @@ def test_credentials_file_is_written_0600_and_never_over_a_cloud_login(tmp_path)
         write_local_credentials(path, "http://127.0.0.1:8787", "tok")
     write_local_credentials(path, "http://127.0.0.1:8787", "tok", force=True)
     assert json.loads(path.read_text())["token"] == "tok"
+
+
+async def test_login_form_and_resume_parameter_edges(backend, http) -> None:
+    origin = {"Origin": backend.base_url}
+    async with _client(backend) as c:
+        big = await c.post("/login", content=b"token=" + b"a" * 5000, headers={
+            **origin, "Content-Type": "application/x-www-form-urlencoded"})  # fmt: skip
+        assert big.status_code == 413
+        assert (await c.put("/login", headers=origin)).status_code == 405
+        assert (await c.get("/login")).status_code == 200  # the form
+    job = await create_job(http, "j", logs=3)
+    name, value = await _login(backend)
+    cookie = {"Cookie": f"{name}={value}; other=1; junk"}
+    url = f"/v1/jobs/{job['id']}/events/stream"
+    async with _client(backend) as c:
+        # The page's ?lastEventId= resumes the stream after that event.
+        resumed = await c.get(url, params={**SCOPE, "lastEventId": "3"}, headers=cookie)
+        assert resumed.status_code == 200
+        assert [line for line in resumed.text.splitlines() if line.startswith("id: ")] == [
+            "id: 4", "id: 5", "id: 6",
+        ]  # fmt: skip
+        bad = await c.get(url, params={**SCOPE, "lastEventId": "x\r\ny"}, headers=cookie)
+        assert bad.status_code == 400
+
+
+async def test_loss_summaries_are_sampled_and_scoped(backend, http) -> None:
+    job = await create_job(http, "long", logs=100)
+    await http.post("/v1/projects", params={"orgSlug": "local"}, json={"slug": "other"})
+    other = await http.post(
+        "/v1/jobs", params={"orgSlug": "local", "projectSlug": "other"},
+        json={"name": "elsewhere", "config": {"model": "fake/tiny-model"}},
+    )  # fmt: skip
+    assert other.status_code == 201
+    # Wait for the run's end through its stream (the stream ends after the terminal event).
+    async with http.stream("GET", f"/v1/jobs/{job['id']}/events/stream", params=SCOPE) as r:
+        await r.aread()
+    first = (await http.get("/v1/local/losses", params=SCOPE)).json()["losses"]
+    assert list(first) == [job["id"]]
+    curve = first[job["id"]]
+    assert len(curve) == 40
+    assert curve[0] == 1.0
+    assert curve[-1] == 1 / 100
+    assert curve == sorted(curve, reverse=True)
+    again = (await http.get("/v1/local/losses", params=SCOPE)).json()["losses"]
+    assert again == first  # incremental reads: nothing new, the same curve
