@@ -17,7 +17,8 @@ browser cannot put that header on an ``EventSource``, so the page authenticates 
   ``EventSource`` itself and resumes after the last event it drew).
 - Without a bearer token, a request from another site (``Origin`` of another origin, or
   ``Sec-Fetch-Site`` ``cross-site``/``same-site``) or addressed to another host name (a
-  DNS-rebinding page) gets 403; a bad cookie gets 401. No CORS headers are ever sent, so other
+  DNS-rebinding page) gets 403; a bad cookie, or a browser request (one with ``Sec-Fetch-Site``)
+  without one, gets 401. No CORS headers are ever sent, so other
   origins cannot read any answer either.
 """
 
@@ -47,6 +48,7 @@ MAX_FORM = 4096
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
 _SAFE_METHODS = frozenset({"GET", "HEAD"})
 _SAME_SITE_VALUES = frozenset({b"same-origin", b"none"})
+_SIGN_IN = "the browser is not signed in here: open the login link `arkor-trio serve` printed"
 
 
 class BrowserAccess:
@@ -181,10 +183,12 @@ class BrowserGate:
             await self._page(scope, receive, send, port)
             return
         cookie = _cookies(headers.get(b"cookie", b"")).get(self.access.cookie_name(port))
+        if cookie is None and site is not None:  # a browser (it sends Sec-Fetch-*) not signed in
+            await _refuse(send, 401, _SIGN_IN)
+            return
         if cookie is not None:
             if not same_origin or not self.access.session_valid(cookie):
-                await _refuse(send, 401, "the browser session is not valid here: open the login "
-                              "link `arkor-trio serve` printed")  # fmt: skip
+                await _refuse(send, 401, _SIGN_IN)
                 return
             if scope["method"] not in _SAFE_METHODS and origin is None:
                 await _refuse(send, 403, "a state-changing request needs a same-origin Origin")

@@ -3,7 +3,8 @@
 Only the files listed in :data:`FILES` are served: no directory walking, no path from the
 request ever touches the file system. They are read once, at first use. Every page response
 carries a strict Content-Security-Policy (own scripts and styles only, no framing) and no
-referrer, so the one-time login token in ``/login?token=`` never leaks.
+referrer outside this origin, so the one-time login token in ``/login?token=`` never leaks (a
+referrer to the same origin keeps Chromium sending the real ``Origin`` on the login form).
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ _CSP = (
 PAGE_HEADERS = [
     (b"content-security-policy", _CSP.encode()),
     (b"x-content-type-options", b"nosniff"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),
     (b"x-frame-options", b"DENY"),
     (b"cache-control", b"no-cache"),
 ]

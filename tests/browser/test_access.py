@@ -101,3 +101,28 @@ def test_a_cross_origin_page_cannot_read_the_api_or_cancel(context, fake_backend
         assert answered
         assert set(answered) <= {401, 403}, seen
         assert http.get(f"/v1/jobs/{job_id}", params=SCOPE).json()["job"]["status"] == "running"
+
+
+def test_without_the_login_link_the_page_asks_to_sign_in(context, fake_backend):
+    thread, _ = fake_backend
+    backend = thread.backend
+    page = context.new_page()
+    page.goto(backend.base_url + "/")
+    page.locator("#signin").wait_for()
+    page.wait_for_function("() => document.querySelector('#conn').dataset.state === 'signed-out'")
+    assert page.is_hidden("#main")
+    # A used link does not sign in a second browser; the token form does.
+    used = context.new_page()
+    used.goto(backend.login_url)
+    other = context.browser.new_context()
+    try:
+        second = other.new_page()
+        response = second.goto(backend.login_url)
+        assert response.status == 403
+        assert "already used" in second.text_content(".login-note")
+        second.fill("input[name=token]", backend.token)
+        second.click("button[type=submit]")
+        second.wait_for_url(backend.base_url + "/")
+        second.wait_for_function("() => document.querySelector('#conn').dataset.state === 'live'")
+    finally:
+        other.close()

@@ -40,7 +40,7 @@ async def test_login_link_sets_a_strict_httponly_cookie_once(backend) -> None:
         assert cookie.startswith(f"arkor_session_{port}=")
         assert "HttpOnly" in cookie
         assert "SameSite=Strict" in cookie
-        assert first.headers["referrer-policy"] == "no-referrer"
+        assert first.headers["referrer-policy"] == "same-origin"
         c.cookies.clear()
         again = await c.get(path)  # one-time: used up
         assert again.status_code == 403
