@@ -25,7 +25,7 @@ def test_real_run_live_then_ask_the_final_adapter(context, tmp_path):
             config = {
                 "model": "unsloth/gemma-4-E4B-it",
                 "datasetSource": {"type": "blob", "url": BlobDataset.demo().url},
-                "maxSteps": 120, "loggingSteps": 2, "evalSteps": 20, "saveSteps": 40,
+                "maxSteps": 90, "loggingSteps": 2, "evalSteps": 15, "saveSteps": 30,
             }  # fmt: skip
             job = http.post(
                 "/v1/jobs", params=SCOPE, json={"name": "support-triage", "config": config}
