@@ -34,12 +34,10 @@ try:
 except ImportError:  # pragma: no cover - the dev extra installs it
     sync_playwright = None  # type: ignore[assignment]
 
-if CHROMIUM is None or sync_playwright is None:
-    pytest.skip(
-        "browser tests need Chromium and Playwright: `apt-get install -y chromium` (Debian) "
-        "and `pip install -e '.[dev]'`",
-        allow_module_level=True,
-    )
+MISSING = (
+    "browser tests need Chromium and Playwright: `apt-get install -y chromium` (Debian) "
+    "and `pip install -e '.[dev]'`"
+)
 
 SCOPE = {"orgSlug": "local", "projectSlug": "default"}
 #: How long a browser-side wait may take before the test fails (ms); generous for a busy box.
@@ -115,7 +113,8 @@ class BackendThread:
 
 @pytest.fixture(scope="session")
 def browser() -> Iterator[Browser]:
-    assert sync_playwright is not None
+    if CHROMIUM is None or sync_playwright is None:
+        pytest.skip(MISSING)
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,
