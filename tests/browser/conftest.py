@@ -165,8 +165,18 @@ def signed_in_page(context: BrowserContext, backend: LocalBackend) -> Page:
 
 
 def wait_job_status(page: Page, status: str) -> None:
+    """Wait for the job view to show ``status``; for a terminal one, once its stream ended.
+
+    (The job's status comes first from ``GET /v1/jobs/:id``; the points, checkpoints and
+    artifacts from the stream, which the page marks ``data-followed="done"`` at its end.)
+    """
     page.wait_for_function(
-        "(s) => document.querySelector('#job')?.dataset.status === s", arg=status
+        """(s) => {
+            const job = document.querySelector('#job');
+            const terminal = ['completed', 'failed', 'cancelled'].includes(s);
+            return job?.dataset.status === s && (!terminal || job.dataset.followed === 'done');
+        }""",
+        arg=status,
     )
 
 

@@ -205,7 +205,12 @@
       "training.completed", "training.failed", "training.cancelled"]) {
       source.addEventListener(type, handle);
     }
-    source.addEventListener("end", () => { view.done = true; source.close(); if (!page.listFailing) setConn("ok"); });
+    source.addEventListener("end", () => {
+      view.done = true;
+      source.close();
+      if (!page.listFailing) setConn("ok");
+      scheduleRender();
+    });
     source.onopen = () => {
       view.open = true;
       view.retries = 0;
@@ -303,6 +308,8 @@
     const section = $("job");
     section.dataset.jobId = job.id;
     section.dataset.status = job.status;
+    // "done" once the stream delivered the terminal event (or its end): everything is drawn.
+    section.dataset.followed = view.done ? "done" : "following";
     $("job-name").textContent = job.name;
     const meta = [`${job.id}`, `model ${job.config && job.config.model}`];
     if (view.meta && view.meta.engine) meta.push(`trained locally by ${view.meta.engine}`);
