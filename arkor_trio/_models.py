@@ -112,7 +112,7 @@ class JobConfig:
     optim: str | None = None
     lr_scheduler_type: str | None = None
     weight_decay: float | None = None
-    warmup_steps: int | None = None
+    warmup_steps: float | None = None
     logging_steps: int | None = None
     save_steps: int | None = None
     eval_steps: int | None = None

@@ -31,6 +31,19 @@ def _int(field: str, value: Any, *, minimum: int) -> int | None:
     return value
 
 
+def _warmup(value: Any) -> float | None:
+    """``warmup_steps``: a step count, or a ratio in (0, 1) of the total steps."""
+    if isinstance(value, float) and 0 < value < 1:
+        return value
+    if (isinstance(value, int) and not isinstance(value, bool) and value >= 0) or value is None:
+        return value
+    raise ConfigError(
+        "warmup_steps must be an integer >= 0 (steps) or a ratio of the total steps in (0, 1), "
+        f"got {value!r}",
+        field="warmup_steps",
+    )
+
+
 def _number(field: str, value: Any, *, positive: bool) -> float | None:
     if value is None:
         return None
@@ -133,7 +146,7 @@ def build_job_config(
         optim=_str("optim", optim),
         lr_scheduler_type=_str("lr_scheduler_type", lr_scheduler_type),
         weight_decay=_number("weight_decay", weight_decay, positive=False),
-        warmup_steps=_int("warmup_steps", warmup_steps, minimum=0),
+        warmup_steps=_warmup(warmup_steps),
         logging_steps=_int("logging_steps", logging_steps, minimum=1),
         save_steps=_int("save_steps", save_steps, minimum=1),
         eval_steps=_int("eval_steps", eval_steps, minimum=1),

@@ -340,6 +340,9 @@ def test_demo_trains_samples_charts_and_keeps_artifacts_in_the_data_dir(capsys, 
     code, out, _ = run_cli(capsys, "demo", "--steps", "6", "--data-dir", str(data_dir))
     assert code == 0
     assert f"data dir {data_dir}" in out
+    assert re.search(
+        r"live page \(one-time login link\): http://127\.0\.0\.1:\d+/login\?token=\S+", out
+    )
     assert out.count("checkpoint at step") == 3  # save_steps = 6 // 3
     assert out.count("  > Why was my card charged twice for the Pro plan?") == 3
     assert "eval loss" in out
@@ -357,6 +360,34 @@ def test_serve_on_a_data_dir_in_use_is_a_configuration_error(capsys, bg):
     code, _, err = run_cli(capsys, "serve", "--port", "0", "--data-dir", str(bg.data_dir))
     assert code == 2
     assert_one_line_error(err, "in use by another local backend")
+
+
+def test_credentials_local_writes_the_sdk_file_and_keeps_a_cloud_login(
+    capsys, tmp_path, monkeypatch
+):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    data_dir = tmp_path / "backend"
+    args = ("credentials", "--local", "--port", "9123", "--data-dir", str(data_dir))
+    code, out, _ = run_cli(capsys, *args)
+    assert code == 0
+    path = tmp_path / ".arkor" / "credentials.json"
+    assert str(path) in out
+    written = json.loads(path.read_text())
+    assert written == {
+        "mode": "anon", "token": (data_dir / "token").read_text().strip(), "anonymousId": "local",
+        "arkorCloudApiUrl": "http://127.0.0.1:9123", "orgSlug": "local",
+    }  # fmt: skip
+    cloud = '{"mode": "oauth", "accessToken": "a", "arkorCloudApiUrl": "https://api.arkor.ai"}'
+    path.write_text(cloud)
+    code, _, err = run_cli(capsys, *args)
+    assert code == 2
+    assert_one_line_error(err, "--force")
+    assert path.read_text() == cloud
+    code, _, _ = run_cli(capsys, *args, "--force")
+    assert code == 0
+    assert json.loads(path.read_text()) == written
+    code, _, _ = run_cli(capsys, "credentials")  # --local is required (the only mode)
+    assert code == 2
 
 
 @pytest.mark.parametrize(

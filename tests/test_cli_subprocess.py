@@ -154,10 +154,21 @@ def test_serve_prints_the_exports_and_stops_on_ctrl_c_or_sigterm(tmp_path, signu
         dict(os.environ),
         tmp_path,
     )
+    login = process.read_until(r"Live page \(one-time login link\): (\S+)").group(1)
     url = process.read_until(r"export ARKOR_CLOUD_API_URL=(\S+)").group(1)
     token = process.read_until(r"export ARKOR_TOKEN=(\S+)").group(1)
     assert url.startswith("http://127.0.0.1:")
+    assert login.startswith(f"{url}/login?token=")
     assert token == (data_dir / "token").read_text().strip()
+    # The TypeScript SDK's credentials, printed as the file's exact JSON.
+    process.read_until(r"anonymous sign-in is off\):$")
+    start = len(process.lines)
+    process.read_until(r"^\}$")
+    credentials = "".join(process.lines[start:])
+    assert json.loads(credentials) == {
+        "mode": "anon", "token": token, "anonymousId": "local", "arkorCloudApiUrl": url,
+        "orgSlug": "local",
+    }  # fmt: skip
 
     env = {**os.environ, "ARKOR_CLOUD_API_URL": url, "ARKOR_TOKEN": token, "HOME": str(tmp_path)}
     done = subprocess.run(command("jobs", "list"), env=env, cwd=tmp_path, capture_output=True,

@@ -36,6 +36,8 @@ BASE = {"name": "n", "model": "unsloth/gemma-4-E4B-it", "dataset": HuggingfaceDa
         ({"eval_steps": 0}, "eval_steps"),
         ({"logging_steps": 0}, "logging_steps"),
         ({"warmup_steps": -1}, "warmup_steps"),
+        ({"warmup_steps": 1.0}, "warmup_steps"),
+        ({"warmup_steps": 0.0}, "warmup_steps"),
         ({"weight_decay": -0.1}, "weight_decay"),
         ({"optim": ""}, "optim"),
         ({"dry_run": "yes"}, "dry_run"),

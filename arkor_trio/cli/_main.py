@@ -31,6 +31,7 @@ from ._commands import (
     cmd_run,
     cmd_serve,
 )
+from ._credentials import add_parser as add_credentials_parser
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -91,7 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ping-interval", type=float, default=15.0, help="seconds between stream pings (15)"
     )
+    serve.add_argument(
+        "--allow-anonymous", action="store_true",
+        help="answer POST /v1/auth/anonymous for the TypeScript SDK (loopback, no Origin)",
+    )  # fmt: skip
     serve.set_defaults(handler=cmd_serve)
+    add_credentials_parser(commands, DEFAULT_DATA_DIR)
 
     run = commands.add_parser(
         "run", help="run the Trainer a Python file defines (start + wait, with progress)"

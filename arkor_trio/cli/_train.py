@@ -126,6 +126,7 @@ async def demo(
     async with open_local_backend(data_dir) as backend:
         kept = "" if data_dir is not None else " (temporary: pass --data-dir to keep it)"
         display.line(f"local backend at {backend.base_url}, data dir {backend.data_dir}{kept}")
+        display.line(f"live page (one-time login link): {backend.login_url}")
         async with backend.client() as client:
             trainer = create_trainer(
                 name=DEMO_NAME,

@@ -4,9 +4,18 @@
 :func:`serve` runs it as a server (``arkor-trio serve``). See ``docs/`` and design section 7.
 """
 
+from ._auth import load_or_create_token as load_or_create_token
 from ._engine import Engine as Engine
+from ._sdk import sdk_credentials as sdk_credentials
 from ._serve import LocalBackend as LocalBackend
 from ._serve import open_local_backend as open_local_backend
 from ._serve import serve as serve
 
-__all__ = ["Engine", "LocalBackend", "open_local_backend", "serve"]
+__all__ = [
+    "Engine",
+    "LocalBackend",
+    "load_or_create_token",
+    "open_local_backend",
+    "sdk_credentials",
+    "serve",
+]

@@ -2,7 +2,8 @@
 
 Every error is JSON ``{"error": "..."}`` with its status; an unexpected exception is logged and
 answered ``500 {"error": "internal error"}`` (never a traceback). The app sits behind
-:class:`~arkor_trio.server._auth.GateMiddleware` (426, then 401).
+:class:`~arkor_trio.server._auth.GateMiddleware` (426, then 401), itself behind
+:class:`~arkor_trio.server._browser.BrowserGate` (the live page and its cookie sessions).
 """
 
 from __future__ import annotations
@@ -18,21 +19,23 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from ._auth import GateMiddleware
+from ._browser import BrowserAccess, BrowserGate
 from ._chat import chat_route
 from ._engine import Engine
 from ._events import EventHub, stream_events_route
 from ._http import (
     LOCAL_ORG,
-    LOCAL_PROJECT,
     ApiProblem,
     fail,
     json_response,
     read_json_object,
-    require_org,
     require_project_scope,
 )
 from ._limits import job_name_problem
+from ._losses import losses_route
+from ._projects import ProjectStore, project_routes
 from ._runner import JobRunner
+from ._sdk import AnonymousSignIn
 from ._store import TERMINAL_STATUSES, Store, StoreError, job_to_wire
 
 if TYPE_CHECKING:
@@ -55,6 +58,7 @@ class AppState:
     engine: Engine
     data_dir: Path
     ping_interval: float
+    projects: ProjectStore
 
 
 def _job_or_404(state: AppState, job_id: str) -> dict[str, Any]:
@@ -76,22 +80,8 @@ def _routes(state: AppState) -> list[Route]:
             }
         )
 
-    async def list_projects(request: Request) -> Response:
-        require_org(request)
-        return json_response({"org": LOCAL_ORG, "projects": [LOCAL_PROJECT]})
-
-    async def create_project(request: Request) -> Response:
-        require_org(request)
-        body = await read_json_object(request)
-        slug = body.get("slug")
-        if not isinstance(slug, str) or not slug:
-            fail(400, "slug must be a non-empty string", field="slug")
-        if slug == LOCAL_PROJECT["slug"]:
-            fail(409, f"project slug {slug!r} already exists")
-        fail(400, "the local backend has one project, 'default'; use projectSlug=default")
-
     async def create_job(request: Request) -> Response:
-        require_project_scope(request)
+        project_id = require_project_scope(request)
         body = await read_json_object(request)
         unknown = sorted(set(body) - {"name", "config"})
         if unknown:
@@ -114,7 +104,7 @@ def _routes(state: AppState) -> list[Route]:
             store.create_job,
             job_id=job_id,
             org_id=LOCAL_ORG["id"],
-            project_id=LOCAL_PROJECT["id"],
+            project_id=project_id,
             name=name,
             config=config,
         )
@@ -123,8 +113,9 @@ def _routes(state: AppState) -> list[Route]:
         return json_response({"job": job}, 201)
 
     async def list_jobs(request: Request) -> Response:
-        require_project_scope(request)
-        return json_response({"jobs": [job_to_wire(row) for row in store.list_jobs()]})
+        project_id = require_project_scope(request)
+        jobs = [job_to_wire(row) for row in store.list_jobs() if row[2] == project_id]
+        return json_response({"jobs": jobs})
 
     async def get_job(request: Request) -> Response:
         require_project_scope(request)
@@ -147,8 +138,7 @@ def _routes(state: AppState) -> list[Route]:
 
     return [
         Route("/v1/me", me, methods=["GET"]),
-        Route("/v1/projects", list_projects, methods=["GET"]),
-        Route("/v1/projects", create_project, methods=["POST"]),
+        *project_routes(state.projects),
         Route("/v1/jobs", list_jobs, methods=["GET"]),
         Route("/v1/jobs", create_job, methods=["POST"]),
         Route("/v1/jobs/{job_id}", get_job, methods=["GET"]),
@@ -159,6 +149,7 @@ def _routes(state: AppState) -> list[Route]:
             methods=["GET"],
         ),
         Route("/v1/models", models, methods=["GET"]),
+        losses_route(store),
         Route(
             "/v1/inference/chat",
             chat_route(store, engine, state.data_dir, state.hub.closing),
@@ -207,8 +198,8 @@ class _LogErrors:
             log.exception("unhandled error in %s %s", scope.get("method"), scope.get("path"))
 
 
-def build_app(state: AppState, token: str) -> ASGIApp:
-    """The gated ASGI app (see the module docstring)."""
+def build_app(state: AppState, token: str, access: BrowserAccess | None = None) -> ASGIApp:
+    """The gated ASGI app (see the module docstring), behind the browser gate (the page)."""
     app = Starlette(
         routes=_routes(state),
         exception_handlers={
@@ -218,4 +209,7 @@ def build_app(state: AppState, token: str) -> ASGIApp:
             Exception: _internal,
         },
     )
-    return _LogErrors(GateMiddleware(app, token))
+    app.state.projects = state.projects  # for require_project_scope
+    access = BrowserAccess(token) if access is None else access
+    gated = GateMiddleware(app, token)
+    return _LogErrors(BrowserGate(gated, access, AnonymousSignIn(access)))

@@ -23,13 +23,19 @@ if TYPE_CHECKING:
 
     from starlette.types import ASGIApp, Receive, Scope, Send
 
-__all__ = ["SUPPORTED_RANGE", "GateMiddleware", "load_or_create_token"]
+__all__ = [
+    "SUPPORTED_RANGE",
+    "GateMiddleware",
+    "answer_json",
+    "load_or_create_token",
+    "version_refusal",
+]
 
 TOKEN_FILE = "token"
 #: Versions of the Arkor protocol (first ``X-Arkor-Client`` token) this backend accepts.
 SUPPORTED_RANGE = ">=0.0.1 <1.0.0"
 UPGRADE_HINT = "pip install --upgrade arkor-trio"
-_CLIENT = re.compile(r"arkor/(\d+)\.(\d+)\.(\d+)(?:[-+][0-9A-Za-z.+-]*)?")
+_CLIENT = re.compile(r"arkor/(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 
 
 def load_or_create_token(data_dir: Path) -> str:
@@ -60,10 +66,38 @@ def _client_problem(header: str | None) -> tuple[str | None, str | None] | None:
     match = _CLIENT.fullmatch(header.split()[0])
     if match is None:
         return "malformed", None
-    major = int(match.group(1))
-    if major >= 1:
+    if not _in_supported_range(tuple(int(g) for g in match.group(1, 2, 3)), match.group(4)):
         return None, header.split()[0].removeprefix("arkor/")
     return None
+
+
+def _in_supported_range(core: tuple[int, ...], prerelease: str | None) -> bool:
+    """Whether a version is in ``SUPPORTED_RANGE`` (>=0.0.1 <1.0.0) by semver precedence.
+
+    A pre-release sorts before its release: ``0.0.1-rc.1`` is below 0.0.1 (refused) and
+    ``1.0.0-rc.1`` below 1.0.0 (accepted). Build metadata (``+...``) does not count.
+    """
+    low, high = (0, 0, 1), (1, 0, 0)
+    above_low = core > low or (core == low and prerelease is None)
+    below_high = core < high or (core == high and prerelease is not None)
+    return above_low and below_high
+
+
+def version_refusal(raw_client: bytes | None) -> dict[str, object] | None:
+    """The 426 body for an ``X-Arkor-Client`` header outside the supported range, else None."""
+    problem = _client_problem(None if raw_client is None else raw_client.decode("latin-1"))
+    if problem is None:
+        return None
+    reason, current = problem
+    body: dict[str, object] = {
+        "error": "sdk_version_unsupported",
+        "currentVersion": current,
+        "supportedRange": SUPPORTED_RANGE,
+        "upgrade": UPGRADE_HINT,
+    }
+    if reason is not None:
+        body["reason"] = reason
+    return body
 
 
 class GateMiddleware:
@@ -84,27 +118,17 @@ class GateMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        raw_client = headers.get(b"x-arkor-client")
-        problem = _client_problem(None if raw_client is None else raw_client.decode("latin-1"))
-        if problem is not None:
-            reason, current = problem
-            body: dict[str, object] = {
-                "error": "sdk_version_unsupported",
-                "currentVersion": current,
-                "supportedRange": SUPPORTED_RANGE,
-                "upgrade": UPGRADE_HINT,
-            }
-            if reason is not None:
-                body["reason"] = reason
-            await _answer(send, 426, body)
+        refusal = version_refusal(headers.get(b"x-arkor-client"))
+        if refusal is not None:
+            await answer_json(send, 426, refusal)
             return
         auth = headers.get(b"authorization", b"")
         scheme, _, given = auth.partition(b" ")
         if scheme.lower() != b"bearer" or not given.strip():
-            await _answer(send, 401, {"error": _missing_token_message()}, challenge=True)
+            await answer_json(send, 401, {"error": _missing_token_message()}, challenge=True)
             return
         if not hmac.compare_digest(given.strip(), self._token):
-            await _answer(send, 401, {"error": "invalid bearer token"}, challenge=True)
+            await answer_json(send, 401, {"error": "invalid bearer token"}, challenge=True)
             return
         await self.app(scope, receive, send)
 
@@ -116,9 +140,10 @@ def _missing_token_message() -> str:
     )
 
 
-async def _answer(
+async def answer_json(
     send: Send, status: int, body: dict[str, object], *, challenge: bool = False
 ) -> None:
+    """Send a whole JSON response from ASGI middleware (``challenge``: a Bearer challenge)."""
     data = json.dumps(body, separators=(",", ":")).encode()
     headers = [
         (b"content-type", b"application/json"),

@@ -26,7 +26,14 @@ import trio
 from starlette.responses import Response
 
 from ._events import SSEStream
-from ._http import ApiProblem, fail, json_response, read_json_object, require_project_scope
+from ._http import (
+    ApiProblem,
+    fail,
+    json_response,
+    read_json_object,
+    require_job_in_scope,
+    require_project_scope,
+)
 from ._limits import (
     MAX_CHOICE_CHARS,
     MAX_CHOICES,
@@ -157,7 +164,9 @@ def chat_route(
 ) -> Callable[[Request], Awaitable[Response]]:
     """The ``POST /v1/inference/chat`` endpoint (see the module docstring)."""
 
-    async def load_model(body: Mapping[str, Any]) -> tuple[Any, str]:
+    async def load_model(
+        request: Request, body: Mapping[str, Any], project_id: str
+    ) -> tuple[Any, str]:
         adapter, base = body.get("adapter"), body.get("baseModel")
         if (adapter is None) == (base is None):
             fail(400, "send exactly one of adapter and baseModel", field="adapter")
@@ -180,6 +189,7 @@ def chat_route(
         status = store.job_status(job_id)
         if status is None:
             fail(404, f"job {job_id} not found")
+        require_job_in_scope(request, job_id, project_id)
         if kind == "final":
             step = None
             if status != "completed":
@@ -211,6 +221,7 @@ def chat_route(
                 slots.release()
 
     async def answer(request: Request) -> Response:
+        project_id = require_project_scope(request)
         body = await read_json_object(request)
         unknown = sorted(set(body) - _KEYS)
         if unknown:
@@ -234,7 +245,7 @@ def chat_route(
         stream = body.get("stream", True)
         if not isinstance(stream, bool):
             fail(400, "stream must be a boolean", field="stream")
-        model, model_name = await load_model(body)
+        model, model_name = await load_model(request, body, project_id)
 
         pieces: Iterator[str]
         try:

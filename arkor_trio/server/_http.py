@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from contextlib import aclosing
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, Protocol
 
 from starlette.responses import Response
 
@@ -17,9 +17,11 @@ __all__ = [
     "LOCAL_ORG",
     "LOCAL_PROJECT",
     "ApiProblem",
+    "ProjectScopes",
     "fail",
     "json_response",
     "read_json_object",
+    "require_job_in_scope",
     "require_org",
     "require_project_scope",
 ]
@@ -27,7 +29,7 @@ __all__ = [
 #: Largest request body accepted (a chat history or a job config).
 MAX_BODY = 4 * 1024 * 1024
 
-#: The one org and the one project the local backend has.
+#: The local backend's one org, and the project it always has.
 LOCAL_ORG = {"id": "org_local", "slug": "local", "name": "Local"}
 LOCAL_PROJECT = {"id": "proj_default", "slug": "default", "name": "Default", "orgId": "org_local"}
 
@@ -110,11 +112,38 @@ def require_org(request: Request) -> None:
         fail(404, f"org {org!r} not found; {_known('org', LOCAL_ORG['slug'])}")
 
 
-def require_project_scope(request: Request) -> None:
-    """Check ``orgSlug`` and ``projectSlug``: 400 when missing, 404 naming the known ones."""
+class ProjectScopes(Protocol):
+    """What the scope check needs from the projects (``app.state.projects``)."""
+
+    def id_of(self, slug: str) -> str | None: ...
+    def job_project(self, job_id: str) -> str | None: ...
+
+
+def require_project_scope(request: Request) -> str:
+    """Check ``orgSlug`` and ``projectSlug``; the project's id.
+
+    400 when one is missing, 404 for an unknown org or project, and 404 when the route's
+    ``job_id`` (if any) belongs to another project. The projects are the app's
+    ``state.projects`` (a :class:`ProjectScopes`).
+    """
     require_org(request)
     project = request.query_params.get("projectSlug")
     if not project:
         fail(400, "missing query parameter 'projectSlug' (the local backend's is 'default')")
-    if project != LOCAL_PROJECT["slug"]:
-        fail(404, f"project {project!r} not found; {_known('project', LOCAL_PROJECT['slug'])}")
+    scopes: ProjectScopes = request.app.state.projects
+    project_id = scopes.id_of(project)
+    if project_id is None:
+        fail(404, f"project {project!r} not found; create it with POST /v1/projects "
+             f"(the local backend always has {LOCAL_PROJECT['slug']!r})")  # fmt: skip
+    job_id = request.path_params.get("job_id")
+    if job_id is not None:
+        require_job_in_scope(request, job_id, project_id)
+    return project_id
+
+
+def require_job_in_scope(request: Request, job_id: str, project_id: str) -> None:
+    """404 when ``job_id`` is a job of another project than ``project_id`` (unknown: no-op)."""
+    scopes: ProjectScopes = request.app.state.projects
+    owner = scopes.job_project(job_id)
+    if owner is not None and owner != project_id:
+        fail(404, f"job {job_id} not found in project {request.query_params.get('projectSlug')!r}")

@@ -71,6 +71,8 @@ class Settings:
     learning_rate: float = 1e-2
     schedule: str = "linear"
     warmup_steps: int = 0
+    #: ``warmupSteps`` given as a ratio in (0, 1) of the total steps (0: use ``warmup_steps``).
+    warmup_ratio: float = 0.0
     optim: str = "adamw"
     weight_decay: float = 0.0
     logging_steps: int | None = None
@@ -111,7 +113,15 @@ def _number_in(hi: float, *, zero: bool) -> Callable[[Any], str | None]:
 
 
 _positive_int = _int_in(1, MAX_STEPS)
-_nonneg_int = _int_in(0, MAX_STEPS)
+
+
+def _warmup(v: Any) -> str | None:
+    if (_is_int(v) and 0 <= v <= MAX_STEPS) or (isinstance(v, float) and 0 < v < 1):
+        return None
+    return (
+        f"must be a non-negative integer of steps (at most {MAX_STEPS}) or a ratio of the "
+        "total steps in (0, 1)"
+    )
 
 
 def _bool(v: Any) -> str | None:
@@ -152,7 +162,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "optim": _optim,
     "lrSchedulerType": _schedule,
     "weightDecay": _number_in(MAX_WEIGHT_DECAY, zero=True),
-    "warmupSteps": _nonneg_int,
+    "warmupSteps": _warmup,
     "loggingSteps": _positive_int,
     "saveSteps": _positive_int,
     "evalSteps": _positive_int,
@@ -261,7 +271,8 @@ def parse_config(config: Any) -> Settings:
         batch_size=batch,
         learning_rate=float(values.get("learningRate", 1e-2)),
         schedule=values.get("lrSchedulerType", "linear"),
-        warmup_steps=values.get("warmupSteps", 0),
+        warmup_steps=warmup if _is_int(warmup := values.get("warmupSteps", 0)) else 0,
+        warmup_ratio=0.0 if _is_int(warmup) else float(warmup),
         optim="adamw" if optim not in ("adam", "sgd") else optim,
         weight_decay=float(values.get("weightDecay", 0.0)),
         logging_steps=values.get("loggingSteps"),

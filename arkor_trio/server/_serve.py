@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import sys
@@ -21,9 +22,12 @@ from .._errors import ConfigError
 from .._groups import collapse_groups
 from ._app import AppState, build_app
 from ._auth import load_or_create_token
+from ._browser import BrowserAccess
 from ._engine import Engine, default_engine
 from ._events import EventHub
+from ._projects import ProjectStore
 from ._runner import RESTARTED, JobRunner, recover_unfinished
+from ._sdk import sdk_credentials
 from ._store import RECOVERY_ID_GAP, Store
 
 if TYPE_CHECKING:
@@ -67,11 +71,13 @@ class LocalBackend:
         base_url: ``http://<host>:<port>`` it listens on.
         token: The bearer token clients must send.
         data_dir: Where the database, the token and the checkpoints live.
+        login_url: The live page's one-time login link (it sets the browser's session).
     """
 
     base_url: str
     token: str = attrs.field(repr=False)
     data_dir: Path
+    login_url: str = attrs.field(repr=False)
     _stop: Callable[[], None] = attrs.field(alias="stop", repr=False)
     _stopped: trio.Event = attrs.field(alias="stopped", repr=False)
     _hub: EventHub = attrs.field(alias="hub", repr=False)
@@ -154,6 +160,7 @@ async def open_local_backend(
     max_concurrent_jobs: int = 1,
     join_timeout: float = 10.0,
     busy_timeout: float = 5.0,
+    allow_anonymous: bool = False,
 ) -> AsyncIterator[LocalBackend]:
     """Run the local backend in this trio run for the duration of the block.
 
@@ -168,6 +175,8 @@ async def open_local_backend(
         join_timeout: How long exit waits for training threads to stop.
         busy_timeout: How long a database write waits for another process holding SQLite's
             write lock before it fails with "database locked" (a 503, or the job failing).
+        allow_anonymous: Answer ``POST /v1/auth/anonymous`` (loopback clients without an
+            ``Origin`` header get the token; see docs/local-backend.md).
 
     Yields:
         The running :class:`LocalBackend`.
@@ -192,6 +201,7 @@ async def open_local_backend(
         token = load_or_create_token(root)
         hub = EventHub()
         store = Store.in_dir(root, on_append=hub.notify, busy_timeout=busy_timeout)
+        projects = ProjectStore(store.path)
         try:
             recovered, refused = recover_unfinished(store)
             if recovered:
@@ -199,7 +209,8 @@ async def open_local_backend(
             with collapse_groups():
                 async with trio.open_nursery() as nursery:
                     backend = await nursery.start(
-                        _serve_all, store, hub, engine, root, token, host, port,
+                        _serve_all, store, projects, hub, engine, root,
+                        BrowserAccess(token, allow_anonymous=allow_anonymous), host, port,
                         ping_interval, max_concurrent_jobs, join_timeout, refused,
                     )  # fmt: skip
                     try:
@@ -207,15 +218,17 @@ async def open_local_backend(
                     finally:
                         await backend.aclose()
         finally:
+            projects.close()
             store.close()
 
 
 async def _serve_all(
     store: Store,
+    projects: ProjectStore,
     hub: EventHub,
     engine: Engine,
     root: Path,
-    token: str,
+    access: BrowserAccess,
     host: str,
     port: int,
     ping_interval: float,
@@ -237,8 +250,10 @@ async def _serve_all(
             engine=engine,
             data_dir=root,
             ping_interval=ping_interval,
+            projects=projects,
         ),
-        token,
+        access.token,
+        access,
     )
     config = Config()
     config.bind = [_bind(host, port)]
@@ -268,8 +283,9 @@ async def _serve_all(
             )
             base_url = str(binds[0])
             backend = LocalBackend(
-                base_url=base_url, token=token, data_dir=root, stop=stop, stopped=stopped, hub=hub
-            )
+                base_url=base_url, token=access.token, data_dir=root,
+                login_url=base_url + access.login_path, stop=stop, stopped=stopped, hub=hub,
+            )  # fmt: skip
             task_status.started(backend)
     finally:
         stop()
@@ -283,6 +299,7 @@ async def serve(
     ping_interval: float = 15.0,
     *,
     engine: Engine | None = None,
+    allow_anonymous: bool = False,
     task_status: trio.TaskStatus[LocalBackend] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the local backend until cancelled, printing how a client connects to it.
@@ -293,17 +310,24 @@ async def serve(
         data_dir: Where state lives; None uses a temporary directory (lost at exit).
         ping_interval: Seconds of idleness after which an event stream sends a ping.
         engine: The engine (None: the NumPy one).
+        allow_anonymous: Answer ``POST /v1/auth/anonymous`` for loopback clients.
         task_status: Receives the :class:`LocalBackend` once it listens.
     """
     async with open_local_backend(
-        data_dir, port, host=host, ping_interval=ping_interval, engine=engine
-    ) as backend:
+        data_dir, port, host=host, ping_interval=ping_interval, engine=engine,
+        allow_anonymous=allow_anonymous,
+    ) as backend:  # fmt: skip
+        credentials = json.dumps(sdk_credentials(backend.base_url, backend.token), indent=2)
+        anonymous = "on (--allow-anonymous)" if allow_anonymous else "off"
         print(
             f"arkor-trio local backend listening on {backend.base_url}\n"
             f"data directory: {backend.data_dir}\n"
+            f"Live page (one-time login link): {backend.login_url}\n"
             "Point a client at it with:\n"
             f"  export ARKOR_CLOUD_API_URL={backend.base_url}\n"
-            f"  export ARKOR_TOKEN={backend.token}",
+            f"  export ARKOR_TOKEN={backend.token}\n"
+            "TypeScript SDK: ~/.arkor/credentials.json (`arkor-trio credentials --local` writes "
+            f"it; anonymous sign-in is {anonymous}):\n{credentials}",
             file=sys.stdout,
             flush=True,
         )

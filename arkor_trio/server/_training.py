@@ -221,7 +221,7 @@ def _metadata(s: Settings, config: Mapping[str, Any], hyper: Hyper) -> dict[str,
             "batchSize": s.batch_size,
             "learningRate": s.learning_rate,
             "lrSchedulerType": s.schedule,
-            "warmupSteps": s.warmup_steps,
+            "warmupSteps": s.warmup_ratio or s.warmup_steps,
             "optim": s.optim,
             "weightDecay": s.weight_decay,
             "maxGradNorm": MAX_GRAD_NORM,
@@ -302,6 +302,7 @@ class _Run:
         self.log_every = s.logging_steps or max(1, min(10, self.total // 20))
         self.eval_every = s.eval_steps or max(1, self.total // 5)
         self.save_every = s.save_steps or max(1, math.ceil(self.total / 4))
+        self.warmup = s.warmup_steps or math.ceil(s.warmup_ratio * self.total)
         self.sampler = _Sampler(n, s.batch_size, s.seed)
 
     def train(self, should_stop: Callable[[], bool]) -> str:
@@ -316,7 +317,7 @@ class _Run:
                 return "cancelled"
             tick = time.perf_counter()
             lr = learning_rate_at(
-                step, base=s.learning_rate, total=self.total, warmup=s.warmup_steps,
+                step, base=s.learning_rate, total=self.total, warmup=self.warmup,
                 schedule=s.schedule,
             )  # fmt: skip
             ids = self.sampler.next()

@@ -102,6 +102,10 @@ def test_local_dataset_urls_are_accepted(url: str) -> None:
         (config(numTrainEpochs=0), "config.numTrainEpochs", "positive number"),
         (config(weightDecay=-0.1), "config.weightDecay", "non-negative"),
         (config(warmupSteps=-1), "config.warmupSteps", "non-negative"),
+        (config(warmupSteps=1.0), "config.warmupSteps", "ratio of the total steps in (0, 1)"),
+        (config(warmupSteps=0.0), "config.warmupSteps", "ratio"),
+        (config(warmupSteps=1.5), "config.warmupSteps", "ratio"),
+        (config(warmupSteps=float("nan")), "config.warmupSteps", "ratio"),
         (
             config(lrSchedulerType="polynomial"),
             "config.lrSchedulerType",

@@ -162,6 +162,18 @@ def test_logged_learning_rates_follow_the_schedule(tmp_path: Path) -> None:
     assert learning_rate_at(1, base=0.1, total=10, warmup=0, schedule="linear") == 0.1
 
 
+def test_warmup_ratio_is_a_share_of_the_total_steps(tmp_path: Path) -> None:
+    # warmupSteps 0.25 of 8 steps = 2 warmup steps: the same schedule as warmupSteps=2.
+    started, *_ = events = train(
+        tmp_path, write(tmp_path, chats()), maxSteps=8, loggingSteps=1, warmupSteps=0.25,
+        lrSchedulerType="linear", learningRate=0.04,
+    )[1]  # fmt: skip
+    got = [e["learningRate"] for e in logs(events)]
+    factors = [0, 1 / 2, 1, 5 / 6, 4 / 6, 3 / 6, 2 / 6, 1 / 6]
+    assert got == pytest.approx([0.04 * f for f in factors])
+    assert started["metadata"]["settings"]["warmupSteps"] == 0.25
+
+
 def test_should_stop_cancels_within_a_step(tmp_path: Path) -> None:
     events: list[dict[str, Any]] = []
     url = write(tmp_path, chats())
