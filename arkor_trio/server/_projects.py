@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from starlette.routing import Route
 
-from ._http import LOCAL_ORG, LOCAL_PROJECT, fail, json_response, read_json_object, require_org
+from ._http import LOCAL_ORG, fail, json_response, read_json_object, require_org
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -36,33 +36,19 @@ MAX_NAME = 200
 MAX_PROJECTS = 1000
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS projects (
-    num INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    slug TEXT NOT NULL UNIQUE,
-    name TEXT NOT NULL
-);
-"""
-
 
 class ProjectStore:
     """The projects table (its own connection to the backend's database file).
 
     Args:
-        path: The SQLite file (the store's); the table and the ``default`` project are created
-            when missing.
+        path: The SQLite file (the store's, whose schema creates the table and the ``default``
+            project).
     """
 
     def __init__(self, path: Path) -> None:
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout=5000")
-        self._conn.executescript(_SCHEMA)
-        self._conn.execute(
-            "INSERT OR IGNORE INTO projects (id, slug, name) VALUES (?, ?, ?)",
-            (LOCAL_PROJECT["id"], LOCAL_PROJECT["slug"], LOCAL_PROJECT["name"]),
-        )
+        self._conn.execute("PRAGMA busy_timeout=5000")  # the table is the store's schema's
 
     def close(self) -> None:
         """Close the connection."""

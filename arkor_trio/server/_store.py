@@ -45,6 +45,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 import trio
 
+from ._projects_schema import PROJECTS_SCHEMA, ensure_default_project
 from ._redact import redact_config
 
 if TYPE_CHECKING:
@@ -77,7 +78,8 @@ TERMINAL_EVENT_STATUS = {
     "training.cancelled": "cancelled",
 }
 
-_SCHEMA = """
+_SCHEMA = (
+    """
 CREATE TABLE IF NOT EXISTS jobs (
     num INTEGER PRIMARY KEY AUTOINCREMENT,
     id TEXT NOT NULL UNIQUE,
@@ -100,6 +102,8 @@ CREATE TABLE IF NOT EXISTS events (
     PRIMARY KEY (job_id, seq)
 ) WITHOUT ROWID;
 """
+    + PROJECTS_SCHEMA
+)
 
 _EVENT_TYPE = re.compile(r"[A-Za-z0-9_.-]+")
 _JOB_COLUMNS = (
@@ -214,6 +218,7 @@ class Store:
         _private_file(path)
         self._writer = self._connect(busy_timeout)
         self._writer.executescript(_SCHEMA)
+        ensure_default_project(self._writer)
         # Reads never wait for a writer in WAL mode; a short timeout bounds the rare cases
         # (WAL recovery) where they must, since they run on the event loop.
         self._reader = self._connect(min(busy_timeout, 0.2))

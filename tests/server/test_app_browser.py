@@ -7,7 +7,7 @@ import stat
 
 import httpx
 import pytest
-from arkor_trio._cli_credentials import write_local_credentials
+from arkor_trio.cli._credentials import write_local_credentials
 
 from arkor_trio._errors import ConfigError
 from arkor_trio._version import USER_AGENT

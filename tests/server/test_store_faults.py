@@ -285,7 +285,7 @@ async def test_recovery_never_reuses_an_id_a_stream_may_have_sent(tmp_path: Path
     data = tmp_path / "data"
     data.mkdir()
     store = Store.in_dir(data)
-    store.create_job(job_id="job_lost", org_id="o", project_id="p", name="n", config={})
+    store.create_job(job_id="job_lost", org_id="o", project_id="proj_default", name="n", config={})
     store.append_many("job_lost", [{"type": "training.started"}, {"type": "training.log"}])
     store.close()
     # As after a power loss: the client saw ids up to 5, the log kept only 1 and 2.
@@ -323,7 +323,7 @@ async def test_start_with_the_database_locked_serves_and_records_recovery_later(
     data = tmp_path / "data"
     data.mkdir()
     store = Store.in_dir(data)
-    store.create_job(job_id="job_left", org_id="o", project_id="p", name="n", config={})
+    store.create_job(job_id="job_left", org_id="o", project_id="proj_default", name="n", config={})
     store.append("job_left", {"type": "training.started"})
     store.close()
     other = sqlite3.connect(data / DB_NAME, isolation_level=None)
