@@ -58,12 +58,15 @@ class Feed:
         limit: Send at most this many events, then end the body (a server-side cut).
         big: Event numbers whose data is ``big_size`` characters long.
         ignore_last_event_id: Replay from event 1 on this connection.
+        wait_before: Before event ``n`` is written (in a write of its own), the server waits
+            for ``wait_before[n]`` (set by the test, e.g. once the client got event ``n - 1``).
     """
 
     limit: int | None = None
     big: frozenset[int] = frozenset()
     big_size: int = 0
     ignore_last_event_id: bool | None = None
+    wait_before: Mapping[int, trio.Event] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -98,8 +101,8 @@ class FeedServer:
     routes: dict[str, Reply] = attrs.field(factory=dict)
     requests: list[Request] = attrs.field(factory=list)
     port: int = 0
-    #: Handshakes that failed (TLS only): the client refused the certificate, for instance.
-    failed_handshakes: int = 0
+    #: Connections accepted (a TLS client that refuses the certificate was still accepted).
+    accepted: int = 0
 
     @property
     def url(self) -> str:
@@ -160,15 +163,12 @@ class FeedServer:
             await trio.serve_listeners(self._handle, listeners, handler_nursery=nursery)
 
     async def _handle(self, raw: trio.SocketStream) -> None:
+        self.accepted += 1
         stream: trio.abc.Stream = raw
         try:
             if self.ssl_context is not None:
                 stream = trio.SSLStream(raw, self.ssl_context, server_side=True)
-                try:
-                    await stream.do_handshake()
-                except trio.BrokenResourceError:
-                    self.failed_handshakes += 1
-                    return
+                await stream.do_handshake()
             request = await self._read_request(stream)
             if request is None:
                 return
@@ -213,7 +213,14 @@ class FeedServer:
         )
         await stream.send_all(head.encode())
         batch = bytearray()
-        for _, block in self._blocks(request.last_event_id, step):
+        waits = step.wait_before if step is not None else {}
+        for block_id, block in self._blocks(request.last_event_id, step):
+            gate = waits.get(int(block_id)) if block_id is not None else None
+            if gate is not None:
+                if batch:
+                    await stream.send_all(b"%x\r\n%b\r\n" % (len(batch), batch))
+                    batch.clear()
+                await gate.wait()
             batch += block
             if len(batch) >= CHUNK:
                 await stream.send_all(b"%x\r\n%b\r\n" % (len(batch), batch))
