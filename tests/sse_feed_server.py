@@ -60,6 +60,9 @@ class Feed:
         ignore_last_event_id: Replay from event 1 on this connection.
         wait_before: Before event ``n`` is written (in a write of its own), the server waits
             for ``wait_before[n]`` (set by the test, e.g. once the client got event ``n - 1``).
+        quiet_before: Before event ``n``, the server sends no event for ``quiet_before[n]``
+            seconds: nothing at all, or a ``: ping`` comment every ``ping_interval`` seconds.
+        ping_interval: See ``quiet_before``.
     """
 
     limit: int | None = None
@@ -67,6 +70,8 @@ class Feed:
     big_size: int = 0
     ignore_last_event_id: bool | None = None
     wait_before: Mapping[int, trio.Event] = attrs.field(factory=dict)
+    quiet_before: Mapping[int, float] = attrs.field(factory=dict)
+    ping_interval: float | None = None
 
 
 @attrs.frozen
@@ -213,14 +218,13 @@ class FeedServer:
         )
         await stream.send_all(head.encode())
         batch = bytearray()
-        waits = step.wait_before if step is not None else {}
         for block_id, block in self._blocks(request.last_event_id, step):
-            gate = waits.get(int(block_id)) if block_id is not None else None
-            if gate is not None:
+            number = int(block_id) if block_id is not None else None
+            if step is not None and number in {*step.wait_before, *step.quiet_before}:
                 if batch:
                     await stream.send_all(b"%x\r\n%b\r\n" % (len(batch), batch))
                     batch.clear()
-                await gate.wait()
+                await _hold_back(stream, step, number)
             batch += block
             if len(batch) >= CHUNK:
                 await stream.send_all(b"%x\r\n%b\r\n" % (len(batch), batch))
@@ -232,6 +236,22 @@ class FeedServer:
                 pass  # until the client leaves
             return
         await stream.send_all(b"0\r\n\r\n")
+
+
+async def _hold_back(stream: trio.abc.Stream, feed: Feed, number: int | None) -> None:
+    """What happens before event ``number`` is written (see :class:`Feed`)."""
+    gate = feed.wait_before.get(number) if number is not None else None
+    if gate is not None:
+        await gate.wait()
+    quiet = feed.quiet_before.get(number, 0.0) if number is not None else 0.0
+    if quiet and feed.ping_interval is None:
+        await trio.sleep(quiet)
+    elif quiet:
+        assert feed.ping_interval is not None
+        until = trio.current_time() + quiet
+        while trio.current_time() < until:
+            await trio.sleep(min(feed.ping_interval, until - trio.current_time()))
+            await stream.send_all(b"8\r\n: ping\n\n\r\n")
 
 
 async def _send_reply(stream: trio.abc.Stream, reply: Reply) -> None:

@@ -214,6 +214,37 @@ async def test_is_final_on_the_last_frame_of_a_connection_does_not_reconnect():
         assert server.accepted == 1
 
 
+# --- the idle timeout --------------------------------------------------------------------------
+
+
+IDLE = ReconnectPolicy(initial_delay=0.01, max_delay=0.05, idle_timeout=0.3)
+
+
+async def test_comments_keep_a_quiet_connection_alive():
+    """0.8 s without an event, a comment every 0.1 s: the 0.3 s idle timeout never fires."""
+    async with open_feed_server(total=5) as server:
+        server.script.append(Feed(quiet_before={4: 0.8}, ping_interval=0.1))
+        with trio.fail_after(BOUND):
+            async with open_sse(server.feed_url, policy=IDLE) as stream:
+                frames = [frame async for frame in stream]
+        assert ids(frames) == numbers(1, 5)
+        assert stream.stats.connections == 1
+        assert server.last_event_ids() == [None, "5"]
+
+
+async def test_a_silent_connection_is_dropped_after_the_idle_timeout():
+    async with open_feed_server(total=5) as server:
+        server.script.append(Feed(quiet_before={4: 0.8}))
+        with trio.fail_after(BOUND):
+            async with open_sse(server.feed_url, policy=IDLE) as stream:
+                frames = [frame async for frame in stream]
+        assert ids(frames) == numbers(1, 5)
+        assert stream.stats.connections == 2
+        assert server.last_event_ids() == [None, "3", "5"]
+        first, second = server.feed_requests()[:2]
+        assert 0.3 <= second.at - first.at < 0.8
+
+
 # --- SSEFrame.last_event_id --------------------------------------------------------------------
 
 
