@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 import trio
 
-from arkor_trio import ApiError, ConfigError, FrameTooLarge, StreamError
+from arkor_trio import ApiError, ConfigError, FrameTooLarge, ReconnectsExhausted, StreamError
 from arkor_trio.sse import SSEFrame
 from arkor_trio.stream import FileCursorStore, ReconnectPolicy, open_sse
 from tests.sse_feed_server import Feed, Reply, open_feed_server, payload
@@ -317,6 +317,20 @@ async def test_a_non_sse_2xx_is_a_stream_error_not_retried():
             await follow(server.feed_url)
         assert "not text/event-stream" in str(caught.value)
         assert len(server.requests) == 1
+
+
+async def test_failures_in_a_row_exhaust_max_attempts():
+    policy = ReconnectPolicy(initial_delay=0.01, max_delay=0.05, max_attempts=2)
+    async with open_feed_server(total=3) as server:
+        server.script.extend([Feed(limit=1), Reply(503), Reply(500), Reply(503), Reply(503)])
+        delivered: list[SSEFrame] = []
+        with pytest.raises(ReconnectsExhausted, match="max_attempts=2") as caught:
+            await follow_into(delivered, server.feed_url, policy=policy)
+        assert ids(delivered) == ["1"]
+        # The first connection made progress; then 503, 500, 503: three opens without progress.
+        assert len(server.requests) == 4
+        assert isinstance(caught.value.__cause__, ApiError)
+        assert caught.value.__cause__.status == 503
 
 
 # --- the frame-too-large rule ----------------------------------------------------------------

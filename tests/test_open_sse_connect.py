@@ -105,6 +105,26 @@ async def test_a_redirect_with_a_relative_location_is_followed(status):
         assert server.last_event_ids() == [None, "4"]
 
 
+async def test_a_headers_callable_is_called_once_per_connection_not_per_hop():
+    calls = []
+
+    def headers() -> dict[str, str]:
+        calls.append(True)
+        return {"Authorization": f"Bearer {len(calls)}"}
+
+    async with open_feed_server(total=2) as server:
+        server.routes["/old"] = Reply(308, {"Location": "/feed"})
+        assert await follow(f"{server.url}/old", headers=headers) == ["1", "2"]
+        seen = [(r.path, r.headers["authorization"]) for r in server.requests]
+        assert seen == [
+            ("/old", "Bearer 1"),
+            ("/feed", "Bearer 1"),
+            ("/old", "Bearer 2"),
+            ("/feed", "Bearer 2"),
+        ]
+        assert len(calls) == 2
+
+
 async def test_a_redirect_loop_is_an_error_with_the_chain():
     async with open_feed_server() as server:
         server.routes["/a"] = Reply(302, {"Location": "/b"})
