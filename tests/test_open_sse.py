@@ -217,13 +217,13 @@ async def test_is_final_on_the_last_frame_of_a_connection_does_not_reconnect():
 # --- the idle timeout --------------------------------------------------------------------------
 
 
-IDLE = ReconnectPolicy(initial_delay=0.01, max_delay=0.05, idle_timeout=0.3)
+IDLE = ReconnectPolicy(initial_delay=0.01, max_delay=0.05, idle_timeout=0.5)
 
 
 async def test_comments_keep_a_quiet_connection_alive():
-    """0.8 s without an event, a comment every 0.1 s: the 0.3 s idle timeout never fires."""
+    """1.2 s without an event, a comment every 0.1 s: the 0.5 s idle timeout never fires."""
     async with open_feed_server(total=5) as server:
-        server.script.append(Feed(quiet_before={4: 0.8}, ping_interval=0.1))
+        server.script.append(Feed(quiet_before={4: 1.2}, ping_interval=0.1))
         with trio.fail_after(BOUND):
             async with open_sse(server.feed_url, policy=IDLE) as stream:
                 frames = [frame async for frame in stream]
@@ -234,7 +234,7 @@ async def test_comments_keep_a_quiet_connection_alive():
 
 async def test_a_silent_connection_is_dropped_after_the_idle_timeout():
     async with open_feed_server(total=5) as server:
-        server.script.append(Feed(quiet_before={4: 0.8}))
+        server.script.append(Feed(quiet_before={4: 1.2}))
         with trio.fail_after(BOUND):
             async with open_sse(server.feed_url, policy=IDLE) as stream:
                 frames = [frame async for frame in stream]
@@ -242,7 +242,7 @@ async def test_a_silent_connection_is_dropped_after_the_idle_timeout():
         assert stream.stats.connections == 2
         assert server.last_event_ids() == [None, "3", "5"]
         first, second = server.feed_requests()[:2]
-        assert 0.3 <= second.at - first.at < 0.8
+        assert IDLE.idle_timeout <= second.at - first.at < 1.2
 
 
 # --- SSEFrame.last_event_id --------------------------------------------------------------------
