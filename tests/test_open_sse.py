@@ -8,6 +8,7 @@ the next connections other answers. Every test is bounded by ``trio.fail_after``
 
 from __future__ import annotations
 
+import gzip
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -272,6 +273,33 @@ async def test_an_id_less_frame_after_resuming_carries_the_resume_id():
         frames = await follow(server.feed_url, last_event_id="41")
         assert [(f.id, f.last_event_id) for f in frames] == [(None, "41")]
         assert server.last_event_ids() == ["41", "41"]
+
+
+# --- content encodings -------------------------------------------------------------------------
+
+
+GZIP_SSE = {"Content-Type": "text/event-stream", "Content-Encoding": "gzip"}
+
+
+async def test_a_compressed_event_stream_is_decoded():
+    """httpx asks for gzip (Accept-Encoding), so a server may well compress the stream."""
+    body = gzip.compress(b"id: 1\ndata: compressed\n\nid: 2\ndata: too\n\n")
+    async with open_feed_server(total=2) as server:
+        server.script.append(Reply(200, GZIP_SSE, body))
+        frames = await follow(server.feed_url)
+        assert [(f.id, f.data) for f in frames] == [("1", "compressed"), ("2", "too")]
+        assert "gzip" in server.requests[0].headers["accept-encoding"]
+        assert server.last_event_ids() == [None, "2"]
+
+
+async def test_a_corrupt_compressed_body_is_a_failure_not_a_crash():
+    async with open_feed_server(total=2) as server:
+        server.script.append(Reply(200, GZIP_SSE, b"this is not gzip"))
+        with trio.fail_after(BOUND):
+            async with open_sse(server.feed_url, policy=FAST) as stream:
+                frames = [frame async for frame in stream]
+        assert ids(frames) == ["1", "2"]  # from the next connection
+        assert stream.stats.failures == 1
 
 
 # --- statuses and content types ------------------------------------------------------------------
