@@ -166,3 +166,16 @@ async def test_credentials_are_dropped_on_a_cross_origin_redirect():
             assert "cookie" not in request.headers
             assert request.headers["x-trace"] == "keep"
         assert other.last_event_ids() == [None, "2"]
+
+
+async def test_credentials_stay_dropped_when_a_redirect_comes_back_to_the_origin():
+    """As httpx and the Fetch standard do: once a chain left the origin, the other origin
+    chooses where it goes next, so the credentials are not sent again in that chain."""
+    async with open_feed_server(total=2) as origin, open_feed_server(total=2) as other:
+        origin.routes["/away"] = Reply(307, {"Location": f"{other.url}/back"})
+        other.routes["/back"] = Reply(307, {"Location": f"{origin.url}/feed"})
+        headers = {"Authorization": "Bearer secret", "X-Trace": "keep"}
+        assert await follow(f"{origin.url}/away", headers=headers) == ["1", "2"]
+        seen = [(r.path, r.headers.get("authorization")) for r in origin.requests]
+        assert seen == [("/away", "Bearer secret"), ("/feed", None)] * 2
+        assert all(r.headers["x-trace"] == "keep" for r in origin.requests + other.requests)
