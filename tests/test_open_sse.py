@@ -453,3 +453,14 @@ async def test_a_replay_of_100000_events_delivers_every_id_exactly_once():
     assert server.last_event_ids() == [None, "60000", "100000"]
     assert frame.data == payload(total)
     assert elapsed < 30, elapsed  # a few seconds on the dev box; the bound catches a blow-up
+
+
+async def test_the_replay_guard_limit_a_replay_on_the_first_connection():
+    """The documented limit: resuming from a stored id (a new process), the first connection to
+    a server that ignores Last-Event-ID replays ids this channel never saw: they are delivered.
+    The next connection's replay is recognised and dropped."""
+    async with open_feed_server(total=5, ignore_last_event_id=True) as server:
+        server.script.append(Feed(limit=4))
+        frames = await follow(server.feed_url, last_event_id="3")
+        assert ids(frames) == numbers(1, 5)
+        assert server.last_event_ids() == ["3", "4", "5"]
