@@ -350,7 +350,7 @@ class SSEChannel(Generic[T]):
         is_final = self._is_final
         try:
             with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
-                raw = cast("AsyncGenerator[bytes, None]", response.aiter_raw())
+                raw = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
                 async with aclosing(raw) as chunks:
                     async for chunk in chunks:
                         watchdog.deadline = trio.current_time() + idle
@@ -383,7 +383,7 @@ class SSEChannel(Generic[T]):
                 outcome.error = StreamError(f"no data for {idle} s (idle_timeout)")
             else:
                 outcome.error = StreamError("the server closed the event stream")
-        except (httpx.TransportError, httpx.StreamError) as exc:
+        except (httpx.TransportError, httpx.StreamError, httpx.DecodingError) as exc:
             outcome.error = exc
         except FrameTooLarge as exc:
             self._frame_too_large(exc)

@@ -217,7 +217,7 @@ async def open_connection(
             target = _next_url(response, chain)
             chain.append(target)
             send = dict(headers)
-            if _origin(target) != _origin(url):
+            if any(_origin(hop) != _origin(url) for hop in chain):  # once left, not resent
                 send = {k: v for k, v in send.items() if k.lower() not in _CREDENTIALS}
             request = http.build_request("GET", target, headers=send, timeout=timeout)
             continue

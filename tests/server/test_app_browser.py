@@ -7,10 +7,10 @@ import stat
 
 import httpx
 import pytest
-from arkor_trio.cli._credentials import write_local_credentials
 
 from arkor_trio._errors import ConfigError
 from arkor_trio._version import USER_AGENT
+from arkor_trio.cli._credentials import write_local_credentials
 from arkor_trio.server import open_local_backend
 
 from .conftest import SCOPE, create_job
