@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     import outcome
 
-__all__ = ["GuestRunError", "aclose", "is_running", "iterate", "run"]
+__all__ = ["AioIterator", "GuestRunError", "aclose", "context", "is_running", "iterate", "run"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -295,6 +295,47 @@ async def aclose() -> None:
     guest = _guests.get(asyncio.get_running_loop())
     if guest is not None:
         await guest.stop()
+
+
+@contextlib.asynccontextmanager
+async def context(manager: contextlib.AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
+    """Use a trio async context manager from asyncio: ``async with aio.context(cm) as value:``.
+
+    ``cm`` is entered and left by one trio task (as trio requires), which holds it open while
+    the asyncio block runs: an ``ArkorClient``, ``open_local_backend()``, a trainer's resources.
+    The block's exception is not passed to ``cm.__aexit__`` (it sees a normal exit); an
+    exception from entering or leaving ``cm`` propagates as itself.
+    """
+    loop = asyncio.get_running_loop()
+    guest = _guest_of(loop)
+    entered: asyncio.Future[T] = loop.create_future()
+    leave = trio.Event()
+
+    async def hold() -> None:
+        async with manager as value:
+            if not entered.done():
+                entered.set_result(value)
+            await leave.wait()
+
+    task = loop.create_task(run(hold))
+    either: list[asyncio.Future[Any]] = [entered, task]
+    try:
+        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
+    except asyncio.CancelledError:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        raise
+    if not entered.done():
+        await task  # entering failed: its exception
+        raise GuestRunError("the context manager's task ended before entering it")
+    try:
+        yield entered.result()
+    finally:
+        assert guest.token is not None
+        with contextlib.suppress(trio.RunFinishedError):
+            guest.token.run_sync_soon(leave.set)
+        await task
 
 
 class _Request:
