@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import io
 import signal
 import sys
 import threading
 import time
 import traceback
+import types
 from typing import TYPE_CHECKING, Any
 
 import pytest
@@ -30,6 +32,7 @@ from arkor_trio import (
     aio,
     create_trainer,
 )
+from arkor_trio._cli_progress import ProgressDisplay, wants_live
 from arkor_trio.server import LocalBackend, open_local_backend
 
 if TYPE_CHECKING:
@@ -496,3 +499,34 @@ def test_notebook_cells_share_one_loop(backend: LocalBackend, capsys: pytest.Cap
         run_cell(runner, CELL_CHECK, namespace)  # the kernel lives on
         assert namespace["after"].job.status == "cancelled"  # run() cancelled the job
     assert_no_trio_left()
+
+
+def test_progress_display_prints_plain_lines_in_a_kernel(
+    backend: LocalBackend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    monkeypatch.setenv("TERM", "xterm")
+    assert wants_live(Tty())
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    assert not wants_live(Tty())  # a kernel's stdout may claim to be a tty: still plain lines
+
+    out = Tty()
+    display = ProgressDisplay(out)
+
+    async def cell() -> str:
+        trainer = trainer_for(backend, "kernel-display", 4)
+        trainer.callbacks = trainer.callbacks + display.callbacks()
+        with display:
+            result = await aio.run(trainer.run)
+        await aio.run(trainer.client.aclose)
+        return result.job.status
+
+    assert asyncio.run(cell()) == "completed"
+    lines = out.getvalue().splitlines()
+    assert lines[0].startswith("started job ")
+    steps = [line.split()[1] for line in lines if line.startswith("step ")]
+    assert steps == ["1/4", "2/4", "3/4", "4/4"]  # one plain line per log, no bar frames
+    assert lines[-1].startswith("completed job ")
