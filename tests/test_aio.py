@@ -447,17 +447,19 @@ def run_cell(runner: asyncio.Runner, source: str, namespace: dict[str, Any]) -> 
 
 
 CELL_TRAIN = """
-from arkor_trio import aio, create_trainer, BlobDataset
+from arkor_trio import BlobDataset, aio, create_trainer
 
 def on_log(ctx):
-    print(f"step {ctx.step} loss {ctx.loss:.3f}")
+    print(f"step {ctx.step} loss {ctx.loss:.3f}")  # shows in the cell's output as it happens
 
 trainer = create_trainer(
-    name="notebook", model=MODEL, dataset=BlobDataset.demo(), max_steps=6,
+    name="notebook",
+    model="unsloth/gemma-4-E4B-it",
+    dataset=BlobDataset.demo(),
+    max_steps=6,
     callbacks={"on_log": on_log, "on_completed": lambda ctx: print("done", ctx.job.status)},
-    client=client,
 )
-result = await aio.run(trainer.run)
+result = await aio.run(trainer.run)  # the kernel stays responsive while it trains
 """
 
 CELL_INTERRUPTED = """
@@ -483,8 +485,16 @@ await aio.run(client.aclose)
 @pytest.mark.skipif(
     threading.current_thread() is not threading.main_thread(), reason="signals: main thread"
 )
-def test_notebook_cells_share_one_loop(backend: LocalBackend, capsys: pytest.CaptureFixture[str]):
+def test_notebook_cells_share_one_loop(
+    backend: LocalBackend,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
+) -> None:
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setenv("ARKOR_CLOUD_API_URL", backend.base_url)  # the first cell (as in
+    monkeypatch.setenv("ARKOR_TOKEN", backend.token)  # docs/asyncio.md) uses the environment
+    monkeypatch.setenv("HOME", str(tmp_path))
     namespace: dict[str, Any] = {"MODEL": MODEL, "client": backend.client()}
     with asyncio.Runner() as runner:
         run_cell(runner, CELL_TRAIN, namespace)
