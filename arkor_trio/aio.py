@@ -167,7 +167,8 @@ class _Guest:
         try:
             yield
         finally:
-            await self.stop()
+            if self.token is not None:  # None: the run never started (GuestRunError)
+                await self.stop()
 
     async def stop(self) -> None:
         """Cancel every call, let the trio run finish, and wait for it."""

@@ -68,8 +68,10 @@ class Service:
         asyncio.run(self._main())
 
     def stop(self) -> None:
-        assert self.loop is not None
-        self.loop.call_soon_threadsafe(setattr, self.server, "should_exit", True)
+        if self.loop is None:  # not started yet: uvicorn checks the flag after its startup
+            self.server.should_exit = True
+        else:
+            self.loop.call_soon_threadsafe(setattr, self.server, "should_exit", True)
 
 
 @pytest.fixture
@@ -104,10 +106,12 @@ async def test_fastapi_service_trains_streams_and_cancels(
     service = Service(example.create_app(backend.client))
     async with trio.open_nursery() as nursery:
         nursery.start_soon(trio.to_thread.run_sync, service.run)
-        async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as http:
-            with trio.fail_after(120):
-                await exercise(http, service, backend)
-        service.stop()
+        try:
+            async with httpx.AsyncClient(base_url=service.base_url, timeout=60) as http:
+                with trio.fail_after(120):
+                    await exercise(http, service, backend)
+        finally:
+            service.stop()  # also on failure: the thread cannot be cancelled, only told
     service.sock.close()
     assert service.problems == []
 
