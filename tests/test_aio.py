@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import contextlib
+import gc
 import io
 import signal
 import sys
@@ -540,3 +542,73 @@ def test_progress_display_prints_plain_lines_in_a_kernel(
     steps = [line.split()[1] for line in lines if line.startswith("step ")]
     assert steps == ["1/4", "2/4", "3/4", "4/4"]  # one plain line per log, no bar frames
     assert lines[-1].startswith("completed job ")
+
+
+def test_keyboard_interrupt_in_a_loop_driven_by_hand(backend: LocalBackend) -> None:
+    # No asyncio.run: no asyncio SIGINT handler, so trio installs its own for the run's life.
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+    def interrupt(ctx: Any) -> None:
+        signal.raise_signal(signal.SIGINT)
+
+    trainer = trainer_for(backend, "by-hand", 100_000, on_log=interrupt)
+    loop = asyncio.new_event_loop()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            loop.run_until_complete(aio.run(trainer.run))
+        follower = Trainer.attach(trainer.job_id or "", client=trainer.client)
+        result = loop.run_until_complete(aio.run(follower.wait))
+        assert result.job.status == "cancelled"  # run() cancelled the job on its way out
+        loop.run_until_complete(aio.run(trainer.client.aclose))
+        loop.run_until_complete(loop.shutdown_asyncgens())  # what asyncio.run would do
+    finally:
+        loop.close()
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    assert_no_trio_left()
+
+
+def test_a_dropped_iterator_closes_its_source() -> None:
+    closed: list[str] = []
+
+    async def numbers() -> AsyncIterator[int]:
+        try:
+            for i in range(1_000_000):
+                yield i
+        finally:
+            closed.append("source")
+
+    async def main() -> None:
+        items = aio.iterate(numbers())
+        async for item in items:  # no `async with`, no aclose(): just dropped
+            if item == 2:
+                break
+        del items
+        gc.collect()
+        await aio.run(trio.testing.wait_all_tasks_blocked)
+        assert closed == ["source"]
+
+    asyncio.run(main())
+
+
+def test_context_reports_errors_from_entering_and_leaving() -> None:
+    @contextlib.asynccontextmanager
+    async def fails_on_enter() -> AsyncIterator[int]:
+        await trio.sleep(0)
+        raise LookupError("enter")
+        yield 1  # pragma: no cover
+
+    @contextlib.asynccontextmanager
+    async def fails_on_exit() -> AsyncIterator[int]:
+        yield 1
+        await trio.sleep(0)
+        raise OSError("exit")
+
+    async def main() -> None:
+        with pytest.raises(LookupError, match="enter"):
+            async with aio.context(fails_on_enter()):
+                pass  # pragma: no cover
+        with pytest.raises(OSError, match="exit"):
+            async with aio.context(fails_on_exit()) as value:
+                assert value == 1
+
+    asyncio.run(main())
