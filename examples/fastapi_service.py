@@ -44,6 +44,8 @@ if TYPE_CHECKING:
 MAX_EVENT_ID = 128
 #: The longest long-poll ``GET /runs/{id}?wait=`` may ask for, in seconds.
 MAX_WAIT = 60.0
+#: The largest request body read (``POST /runs`` needs a few dozen bytes).
+MAX_BODY = 16 * 1024
 
 
 class RunRequest(BaseModel):
@@ -135,6 +137,49 @@ class RunService:
             await self.cancel(run)
 
 
+class BodyLimit:
+    """ASGI middleware: read at most ``limit`` bytes of a request body, else answer 413.
+
+    The body is read (and counted) before the app sees it, so a hostile client cannot make
+    FastAPI buffer an unbounded body; what fits is replayed to the app unchanged.
+    """
+
+    def __init__(self, app: Any, limit: int = MAX_BODY) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "DELETE"):
+            await self.app(scope, receive, send)
+            return
+        too_large = JSONResponse(
+            {"error": f"the body is larger than {self.limit} bytes", "field": "body"}, 413
+        )
+        declared = dict(scope["headers"]).get(b"content-length", b"0")
+        if not declared.isdigit() or int(declared) > self.limit:
+            await too_large(scope, receive, send)
+            return
+        chunks: list[bytes] = []
+        size = 0
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                return
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                await too_large(scope, receive, send)
+                return
+            chunks.append(message.get("body", b""))
+            if not message.get("more_body", False):
+                break
+        replay: list[Any] = [{"type": "http.request", "body": b"".join(chunks)}]
+
+        async def replayed() -> Any:
+            return replay.pop() if replay else await receive()
+
+        await self.app(scope, replayed, send)
+
+
 def sse_frame(event: Any) -> str:
     """One job event as an SSE frame: ``id``, ``event`` (the wire type) and JSON ``data``."""
     data = attrs.asdict(event)
@@ -180,6 +225,7 @@ def create_app(client_factory: Callable[[], ArkorClient] | None = None) -> FastA
                 await app.state.service.aclose()
 
     app = FastAPI(lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=MAX_BODY)
 
     @app.exception_handler(RequestValidationError)
     async def bad_request(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -128,6 +128,15 @@ async def exercise(http: httpx.AsyncClient, service: Service, backend: LocalBack
         assert response.status_code == 400, response.text
         assert response.json()["field"] == field
     assert (await http.post("/runs", content=b"{not json")).status_code == 400
+    too_big = await http.post("/runs", content=b" " * 17_000, headers={"content-type": "x/y"})
+    assert (too_big.status_code, too_big.json()["field"]) == (413, "body")
+
+    async def chunked() -> AsyncIterator[bytes]:  # no Content-Length: counted while read
+        for _ in range(40):
+            yield b" " * 1024
+
+    too_big = await http.post("/runs", content=chunked())
+    assert (too_big.status_code, too_big.json()["field"]) == (413, "body")
     assert (await http.get("/runs/nope")).status_code == 404
     assert (await http.get("/runs/nope/events")).status_code == 404
     assert (await http.delete("/runs/nope")).status_code == 404
