@@ -1,27 +1,7 @@
-"""Use arkor-trio from asyncio (FastAPI, Jupyter, any asyncio service) through trio's guest mode.
+"""The trio guest run of an asyncio loop: started on first use, stopped at the loop's shutdown.
 
-``await aio.run(fn, *args)`` runs the trio async function ``fn`` and returns its result or raises
-its exception (as itself: a group that stands for one exception is unwrapped). The first call in
-an asyncio loop starts one trio *guest run* on that loop (:func:`trio.lowlevel.start_guest_run`);
-every later call in the same loop runs as a task of it, so concurrent calls run concurrently and
-the asyncio loop is never blocked: trio's I/O waits happen in a helper thread, and every trio
-step runs as a short callback of the asyncio loop.
-
-Cancellation goes both ways. Cancelling the asyncio task that awaits ``aio.run`` cancels the trio
-call (one ``run_sync_soon`` hop away), waits for it to unwind (so ``Trainer.run`` sends the backend
-cancel) and then raises :class:`asyncio.CancelledError`. A trio ``Cancelled`` ending the call (the
-guest run shutting down) reaches the awaiting task as :class:`asyncio.CancelledError`.
-
-Shutdown: the guest run stops when its loop shuts down. The hook is an async generator that
-:func:`run` starts in the loop and keeps alive; asyncio closes every such generator in
-``loop.shutdown_asyncgens()``, which ``asyncio.run``, ``asyncio.Runner``, uvicorn and every other
-well-behaved runner call before closing the loop. Its ``finally`` cancels the trio run and waits
-for it to finish. Nothing patches the loop. A loop driven by hand should ``await aio.aclose()``
-(or ``loop.shutdown_asyncgens()``) before ``loop.close()``.
-
-:func:`iterate` follows a trio async iterable (or an async context manager giving one, such as
-``client.events(job_id)``) from asyncio, one item per request: the trio side reads the next item
-only when the asyncio consumer asks for it.
+See the package docstring (``arkor_trio.aio``) for the behaviour; this module holds the guest run
+itself (:class:`Guest`), ``run``, ``aclose`` and ``is_running``.
 """
 
 from __future__ import annotations
@@ -30,19 +10,18 @@ import asyncio
 import contextlib
 import sys
 import weakref
-from typing import TYPE_CHECKING, Any, Generic, Self, TypeVar, TypeVarTuple, Unpack
+from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 
 import trio
 
-from ._groups import lone_exception
+from .._groups import lone_exception
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, AsyncIterable, AsyncIterator, Awaitable, Callable
-    from types import TracebackType
+    from collections.abc import AsyncGenerator, Awaitable, Callable
 
     import outcome
 
-__all__ = ["AioIterator", "GuestRunError", "aclose", "context", "is_running", "iterate", "run"]
+__all__ = ["Guest", "GuestRunError", "aclose", "guest_of", "is_running", "run", "unwrap"]
 
 T = TypeVar("T")
 Ts = TypeVarTuple("Ts")
@@ -76,7 +55,7 @@ class _Call:
             self.scope.cancel()
 
 
-class _Guest:
+class Guest:
     """The trio guest run of one asyncio loop."""
 
     def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -216,12 +195,12 @@ class _Guest:
             try:
                 value = await call.fn(*call.args)
             except BaseException as exc:
-                call.finish(error=_unwrap(exc))
+                call.finish(error=unwrap(exc))
                 return
         call.finish(value=value)
 
 
-def _unwrap(exc: BaseException) -> BaseException:
+def unwrap(exc: BaseException) -> BaseException:
     """The exception ``aio.run`` raises for ``exc``: a lone exception stands for its group."""
     if isinstance(exc, BaseExceptionGroup):
         exc = lone_exception(exc) or exc
@@ -242,13 +221,13 @@ def _close_quietly(agen: AsyncGenerator[None, None]) -> None:
 
 
 #: The guest run of each asyncio loop, while it runs.
-_guests: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Guest] = weakref.WeakKeyDictionary()
+_guests: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Guest] = weakref.WeakKeyDictionary()
 
 
-def _guest_of(loop: asyncio.AbstractEventLoop) -> _Guest:
+def guest_of(loop: asyncio.AbstractEventLoop) -> Guest:
     guest = _guests.get(loop)
     if guest is None:
-        guest = _Guest(loop)
+        guest = Guest(loop)
         guest.start()
         _guests[loop] = guest
     return guest
@@ -263,7 +242,7 @@ async def run(fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: *Ts) -> T:
         GuestRunError: Another trio run owns this thread, or the guest run is shutting down.
     """
     loop = asyncio.get_running_loop()
-    guest = _guest_of(loop)
+    guest = guest_of(loop)
     call = _Call(fn, args, loop.create_future())
     guest.submit(call)
     try:
@@ -296,189 +275,3 @@ async def aclose() -> None:
     guest = _guests.get(asyncio.get_running_loop())
     if guest is not None:
         await guest.stop()
-
-
-@contextlib.asynccontextmanager
-async def context(manager: contextlib.AbstractAsyncContextManager[T]) -> AsyncIterator[T]:
-    """Use a trio async context manager from asyncio: ``async with aio.context(cm) as value:``.
-
-    ``cm`` is entered and left by one trio task (as trio requires), which holds it open while
-    the asyncio block runs: an ``ArkorClient``, ``open_local_backend()``, a trainer's resources.
-    The block's exception is not passed to ``cm.__aexit__`` (it sees a normal exit); an
-    exception from entering or leaving ``cm`` propagates as itself.
-    """
-    loop = asyncio.get_running_loop()
-    guest = _guest_of(loop)
-    entered: asyncio.Future[T] = loop.create_future()
-    leave = trio.Event()
-
-    async def hold() -> None:
-        async with manager as value:
-            if not entered.done():
-                entered.set_result(value)
-            await leave.wait()
-
-    task = loop.create_task(run(hold))
-    either: list[asyncio.Future[Any]] = [entered, task]
-    try:
-        await asyncio.wait(either, return_when=asyncio.FIRST_COMPLETED)
-    except asyncio.CancelledError:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-        raise
-    if not entered.done():
-        await task  # entering failed: its exception
-        raise GuestRunError("the context manager's task ended before entering it")
-    try:
-        yield entered.result()
-    finally:
-        assert guest.token is not None
-        with contextlib.suppress(trio.RunFinishedError):
-            guest.token.run_sync_soon(leave.set)
-        await task
-
-
-class _Request:
-    """One ``__anext__`` of an :class:`AioIterator`: the trio side answers it."""
-
-    def __init__(self, done: asyncio.Future[None]) -> None:
-        self.done = done
-        self.value: Any = None
-        self.error: BaseException | None = None
-
-    def finish(self, value: Any = None, error: BaseException | None = None) -> None:
-        self.value, self.error = value, error
-        if not self.done.done():
-            self.done.set_result(None)
-
-
-class AioIterator(Generic[T]):
-    """An asyncio async iterator over a trio async iterable; see :func:`iterate`."""
-
-    def __init__(self, source: Any) -> None:
-        self._source = source
-        self._requests: trio.MemorySendChannel[_Request] | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._token: trio.lowlevel.TrioToken | None = None
-        self._finished = False
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> T:
-        if self._finished:
-            raise StopAsyncIteration
-        loop = asyncio.get_running_loop()
-        if self._task is None:
-            guest = _guest_of(loop)
-            send, receive = trio.open_memory_channel[_Request](1)
-            self._requests, self._token = send, guest.token
-            # The pump holds no reference to this iterator: dropping the iterator closes the
-            # request channel, which ends the pump and leaves the source.
-            self._task = loop.create_task(run(_pump, self._source, receive))
-            weakref.finalize(self, _close_channel, guest.token, send)
-        assert self._token is not None
-        assert self._requests is not None
-        request = _Request(loop.create_future())
-        try:
-            self._token.run_sync_soon(_send_request, self._requests, request)
-        except trio.RunFinishedError:
-            self._finished = True
-            raise asyncio.CancelledError from None
-        try:
-            await asyncio.wait([request.done, self._task], return_when=asyncio.FIRST_COMPLETED)
-        except asyncio.CancelledError:
-            await self.aclose()
-            raise
-        if not request.done.done() or request.error is not None:
-            self._finished = True
-            await self._task  # the pump's own error (leaving the source), if any
-            if request.error is None or isinstance(request.error, StopAsyncIteration):
-                raise StopAsyncIteration
-            raise request.error
-        return request.value  # type: ignore[no-any-return]
-
-    async def aclose(self) -> None:
-        """Stop the trio side: leave the source's context (or close the iterator) and wait."""
-        self._finished = True
-        task, self._task = self._task, None
-        if task is None:
-            return
-        if not task.done():
-            task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
-
-
-def _send_request(requests: trio.MemorySendChannel[_Request], request: _Request) -> None:
-    # In trio context (run_sync_soon): never raises.
-    try:
-        requests.send_nowait(request)
-    except (trio.WouldBlock, trio.BrokenResourceError, trio.ClosedResourceError):
-        request.finish(error=StopAsyncIteration())
-
-
-def _close_channel(token: Any, requests: trio.MemorySendChannel[_Request]) -> None:
-    with contextlib.suppress(trio.RunFinishedError):
-        token.run_sync_soon(requests.close)
-
-
-async def _pump(source: Any, requests: trio.MemoryReceiveChannel[_Request]) -> None:
-    """The trio side of an :class:`AioIterator`: one item per request, nothing read ahead."""
-    async with requests, _entered(source) as iterable:
-        iterator = aiter(iterable)
-        async for request in requests:
-            try:
-                item = await anext(iterator)
-            except StopAsyncIteration:
-                request.finish(error=StopAsyncIteration())
-                return
-            except BaseException as exc:
-                request.finish(error=_unwrap(exc))
-                if isinstance(exc, trio.Cancelled):
-                    raise
-                return
-            request.finish(value=item)
-
-
-@contextlib.asynccontextmanager
-async def _entered(source: Any) -> AsyncIterator[Any]:
-    """Enter ``source`` if it is an async context manager; close an async generator after."""
-    if hasattr(source, "__aenter__") and hasattr(source, "__aexit__"):
-        async with source as iterable:
-            yield iterable
-        return
-    try:
-        yield source
-    finally:
-        close = getattr(source, "aclose", None)
-        if close is not None:
-            await close()
-
-
-def iterate(
-    source: AsyncIterable[T] | contextlib.AbstractAsyncContextManager[Any],
-) -> AioIterator[T]:
-    """Follow a trio async iterable from asyncio: ``async with aio.iterate(src) as items:``.
-
-    ``source`` is a trio async iterable, or an async context manager whose ``__aenter__`` gives
-    one (``client.events(job_id)``), entered and left in the trio run. Backpressure: the trio
-    side asks its iterator for the next item only when the asyncio consumer awaits it (one item
-    in flight, nothing buffered in between). Leaving the ``async with`` block (or ``aclose()``)
-    cancels the trio side and waits until it left the source; cancelling a consumer waiting for
-    an item does the same. Plain ``async for`` without ``async with`` also works; the trio side
-    then ends when the source ends.
-    """
-    return AioIterator(source)
