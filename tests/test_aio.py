@@ -612,3 +612,36 @@ def test_context_reports_errors_from_entering_and_leaving() -> None:
                 assert value == 1
 
     asyncio.run(main())
+
+
+def test_uvloop_works_the_same_way(backend: LocalBackend) -> None:
+    uvloop = pytest.importorskip("uvloop")
+    unwound: list[str] = []
+
+    async def parked(started: asyncio.Event) -> None:
+        started.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            unwound.append("call")
+
+    async def main() -> str:
+        assert await aio.run(add, 20, 22) == 42
+        started = asyncio.Event()
+        task = asyncio.create_task(aio.run(parked, started))
+        await started.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        trainer = trainer_for(backend, "uvloop", 5)
+        result = await aio.run(trainer.run)
+        await aio.run(trainer.client.aclose)
+        started = asyncio.Event()
+        asyncio.create_task(aio.run(parked, started))  # noqa: RUF006  # ended by the shutdown
+        await started.wait()
+        return result.job.status
+
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        assert runner.run(main()) == "completed"
+    assert unwound == ["call", "call"]
+    assert_no_trio_left()
