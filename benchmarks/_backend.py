@@ -1,6 +1,7 @@
 """The local backend with a benchmark engine, in its own process; stops when stdin closes.
 
-Usage: ``python benchmarks/_backend.py DATA_DIR [--max-jobs N] [--ping-interval S]``. Prints one
+Usage: ``python benchmarks/_backend.py DATA_DIR [--max-jobs N] [--ping-interval S] [--engine E]``
+(``--engine numpy``: the real NumPy training engine instead of the benchmark one). Prints one
 JSON line ``{"base_url", "token", "pid"}`` once it listens. The engine trains nothing: a job's
 config picks what it emits (see :class:`BenchEngine`), so the benchmarks measure the HTTP side.
 """
@@ -143,10 +144,10 @@ def raise_fd_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-async def main(data_dir: Path, max_jobs: int, ping_interval: float) -> None:
+async def main(data_dir: Path, max_jobs: int, ping_interval: float, engine: str = "bench") -> None:
     async with open_local_backend(
         data_dir,
-        engine=BenchEngine().engine(),
+        engine=BenchEngine().engine() if engine == "bench" else None,
         max_concurrent_jobs=max_jobs,
         ping_interval=ping_interval,
     ) as backend:
@@ -163,6 +164,7 @@ if __name__ == "__main__":
     parser.add_argument("data_dir", type=Path)
     parser.add_argument("--max-jobs", type=int, default=1)
     parser.add_argument("--ping-interval", type=float, default=15.0)
+    parser.add_argument("--engine", choices=["bench", "numpy"], default="bench")
     args = parser.parse_args()
     raise_fd_limit()
-    trio.run(main, args.data_dir, args.max_jobs, args.ping_interval)
+    trio.run(main, args.data_dir, args.max_jobs, args.ping_interval, args.engine)

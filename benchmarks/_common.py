@@ -170,7 +170,7 @@ class BackendProcess:
 
 @asynccontextmanager
 async def open_backend_process(
-    data_dir: Path, *, max_jobs: int = 1, ping_interval: float = 15.0
+    data_dir: Path, *, max_jobs: int = 1, ping_interval: float = 15.0, engine: str = "bench"
 ) -> AsyncIterator[BackendProcess]:
     """Run ``_backend.py`` on ``data_dir`` until the block exits (it stops on stdin EOF)."""
     command = [
@@ -181,6 +181,8 @@ async def open_backend_process(
         str(max_jobs),
         "--ping-interval",
         str(ping_interval),
+        "--engine",
+        engine,
     ]
     process = await trio.lowlevel.open_process(
         command, stdin=subprocess.PIPE, stdout=subprocess.PIPE

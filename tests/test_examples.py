@@ -51,6 +51,7 @@ def test_every_recipe_has_a_main_and_a_script_entry(load) -> None:
         "attach_resume",
         "ci_run",
         "early_stopping",
+        "fastapi_service",
         "midrun_eval",
         "notifications",
         "structured_outputs",

@@ -5,12 +5,14 @@ own) plus a context manager owning the live bar. On a terminal it shows one bar 
 loss, eval loss, samples/s and elapsed time, and prints eval results and checkpoint samples above
 it. When the output is not a terminal (CI logs, pipes, ``TERM=dumb``) or rich is not installed,
 it prints one plain line per event instead: rich itself would only print the bar's final frame
-there. Every loss it sees is kept in :attr:`ProgressDisplay.history` for the final chart.
+there. In a Jupyter kernel it prints plain lines too (each appears in the cell's output as it
+happens). Every loss it sees is kept in :attr:`ProgressDisplay.history` for the final chart.
 """
 
 from __future__ import annotations
 
 import os
+import sys
 import time
 from typing import TYPE_CHECKING, Any, Self, TextIO
 
@@ -67,8 +69,11 @@ def format_elapsed(seconds: float) -> str:
 
 
 def wants_live(out: TextIO) -> bool:
-    """True when ``out`` is a terminal that can show a live bar and rich is importable."""
-    if os.environ.get("TERM") == "dumb":
+    """True when ``out`` is a terminal that can show a live bar and rich is importable.
+
+    Never in a Jupyter kernel: a redrawn bar would pile up frames in the cell's output.
+    """
+    if os.environ.get("TERM") == "dumb" or "ipykernel" in sys.modules:
         return False
     try:
         if not out.isatty():
