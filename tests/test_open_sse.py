@@ -72,7 +72,8 @@ async def test_a_frame_is_committed_when_the_next_is_asked_for(tmp_path):
                 async for frame in stream:
                     # While the body handles a frame, the store holds the one before it.
                     saved.append(FileCursorStore(store.path).load(server.feed_url))
-                    assert stream.cursor == saved[-1]
+                    assert stream.committed == saved[-1]
+                    assert stream.cursor == frame.last_event_id
                     assert frame.id is not None
     assert saved == [None, "1", "2", "3", "4"]
     # Leaving the block normally (the 204 ended iteration) committed the last frame.
@@ -88,7 +89,7 @@ async def test_leaving_the_block_normally_commits_the_frame_being_handled(tmp_pa
                     if frame.id == "3":
                         break
         assert FileCursorStore(store.path).load("k") == "3"
-        assert stream.cursor == "3"
+        assert stream.committed == stream.cursor == "3"
         # A restart with the same store (a new process: a new store on the file) resumes
         # after the last committed frame.
         restarted = FileCursorStore(store.path)

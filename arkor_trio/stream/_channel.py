@@ -109,6 +109,7 @@ class SSEChannel(Generic[T]):
 
     Attributes:
         cursor: The id of the last item yielded (starts at the resume id, or None).
+        committed: The id last committed to ``cursor_store`` (starts at the resume id).
     """
 
     def __init__(
@@ -138,6 +139,7 @@ class SSEChannel(Generic[T]):
         if last_event_id is None and cursor_store is not None:
             last_event_id = cursor_store.load(self._key)
         self.cursor: str | None = last_event_id
+        self.committed: str | None = last_event_id
         self._pending: str | None = None
         self._item_id: Callable[[T], str | None] = item_id if item_id is not None else _frame_id
         self.policy = policy if policy is not None else ReconnectPolicy()
@@ -251,7 +253,9 @@ class SSEChannel(Generic[T]):
         pending, self._pending = self._pending, None
         assert self._store is not None
         assert pending is not None
-        self._store.save(self._key, pending)
+        if pending != self.committed:
+            self._store.save(self._key, pending)
+            self.committed = pending
 
     # --- the reader task -----------------------------------------------------------------------
 

@@ -111,7 +111,10 @@ class BackendThread:
         return httpx.Client(base_url=self.backend.base_url, headers=headers, verify=False)
 
 
-@pytest.fixture(scope="session")
+# Package scope, not session: Playwright's sync API keeps an asyncio loop running in the main
+# thread while it is started, which would make every later asyncio test (tests/test_aio.py) see
+# "a running event loop". It is stopped when the browser tests are done.
+@pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if CHROMIUM is None or sync_playwright is None:
         pytest.skip(MISSING)
