@@ -17,6 +17,7 @@ import trio
 from .._codec import EVENT_TYPES, encode
 from .._errors import ApiError
 from .._models import Adapter, UnknownEvent
+from ._text import CELL_LIMIT, VALUE_LIMIT, clip, printable
 
 if TYPE_CHECKING:
     from collections.abc import Sequence
@@ -70,11 +71,13 @@ def describe_event(event: JobEvent) -> str:
     """One line: ``<id>  <type>  key=value ...`` (jobId and timestamp left out)."""
     data = event_json(event)
     fields = " ".join(
-        f"{key}={_value(value)}"
+        f"{clip(str(key), CELL_LIMIT)}={clip(_value(value), VALUE_LIMIT)}"
         for key, value in data.items()
         if key not in ("id", "type", "jobId", "timestamp") and value is not None
     )
-    return f"{data['id'] or '-':>5}  {data.get('type', '?')}  {fields}".rstrip()
+    event_id = clip(str(data["id"] or "-"), CELL_LIMIT)
+    kind = clip(str(data.get("type", "?")), CELL_LIMIT)
+    return f"{event_id:>5}  {kind}  {fields}".rstrip()
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -93,8 +96,11 @@ async def jobs_list(client: ArkorClient, out: TextIO, *, as_json: bool = False) 
     if not jobs:
         out.write("no jobs\n")
         return 0
-    rows = [("ID", "STATUS", "NAME", "CREATED")]
-    rows += [(j.id, j.status, j.name, j.created_at or "-") for j in jobs]
+    rows: list[tuple[str, ...]] = [("ID", "STATUS", "NAME", "CREATED")]
+    rows += [
+        tuple(clip(cell, CELL_LIMIT) for cell in (j.id, j.status, j.name, j.created_at or "-"))
+        for j in jobs
+    ]
     out.write("\n".join(_table(rows)) + "\n")
     return 0
 
@@ -113,10 +119,11 @@ def _show_lines(job: TrainingJob) -> list[str]:
         ("model", config.pop("model", None)),
         ("dataset", _value(dataset) if dataset is not None else None),
     ]
-    lines = [f"{key:<10} {value}" for key, value in pairs if value is not None]
+    lines = [f"{key:<10} {clip(str(v), VALUE_LIMIT)}" for key, v in pairs if v is not None]
     if config:
-        lines.append("config     " + " ".join(f"{k}={_value(v)}" for k, v in config.items()))
-    lines.extend(f"artifact   {_value(artifact)}" for artifact in job.artifacts or [])
+        settings = " ".join(f"{k}={_value(v)}" for k, v in config.items())
+        lines.append("config     " + clip(settings, VALUE_LIMIT))
+    lines.extend(f"artifact   {clip(_value(a), VALUE_LIMIT)}" for a in job.artifacts or [])
     return lines
 
 
@@ -219,7 +226,7 @@ async def infer(
         messages, adapter=adapter, max_tokens=max_tokens, temperature=temperature
     ) as deltas:
         async for text in deltas:
-            out.write(text)
+            out.write(printable(text, keep_newlines=True))
             out.flush()
     out.write("\n")
     return 0

@@ -31,6 +31,8 @@ from ._commands import (
     cmd_run,
     cmd_serve,
 )
+from ._signals import EXIT_TERMINATED, Terminated
+from ._text import printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -144,7 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     notes = [" ".join(n.split()) for n in getattr(exc, "__notes__", ())]
-    return "; ".join([text, *notes])
+    return printable("; ".join([text, *notes]))  # the message may quote the server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -169,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("arkor-trio: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("arkor-trio: terminated (SIGTERM)", file=sys.stderr, flush=True)
+        return EXIT_TERMINATED
     except ConfigError as exc:
         print(f"arkor-trio: error: {_one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_USAGE

@@ -22,6 +22,8 @@ from .._models import BlobDataset
 from .._trainer import Trainer, create_trainer
 from ._chart import can_draw_unicode, loss_chart
 from ._progress import ProgressDisplay, format_elapsed
+from ._signals import Terminated, sigterm_cancels
+from ._text import printable
 
 if TYPE_CHECKING:
     from .._models import TrainingResult
@@ -86,7 +88,7 @@ def print_summary(
         lines.append("artifacts:")
     for artifact in result.artifacts:
         lines.append("  " + _artifact(artifact, data_dir))
-    out.write("\n".join(lines) + "\n")
+    out.write(printable("\n".join(lines), keep_newlines=True) + "\n")  # the error is server text
     out.flush()
 
 
@@ -146,10 +148,12 @@ async def demo(
 async def _run(trainer: Trainer, display: ProgressDisplay) -> TrainingResult:
     try:
         with display:
-            return await trainer.run(cancel_on_abort=True)
-    except KeyboardInterrupt:
+            async with sigterm_cancels():
+                return await trainer.run(cancel_on_abort=True)
+    except (KeyboardInterrupt, Terminated) as exc:
         if trainer.job_id is not None:
-            display.line(f"interrupted: sent the cancel for job {trainer.job_id} to the backend")
+            how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+            display.line(f"{how}: sent the cancel for job {trainer.job_id} to the backend")
         raise
 
 
@@ -161,7 +165,8 @@ def load_trainer(path: Path) -> Trainer:
     trainer is the global ``trainer``, else ``arkor``, else the only Trainer among the globals.
 
     Raises:
-        ConfigError: The file does not exist or defines no unambiguous Trainer.
+        ConfigError: The file does not exist, calls ``sys.exit()`` while imported, or defines
+            no unambiguous Trainer.
     """
     path = Path(path)
     if not path.is_file():
@@ -175,7 +180,15 @@ def load_trainer(path: Path) -> Trainer:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     sys.path.insert(0, str(resolved.parent))
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SystemExit as exc:  # not our exit: say so, rather than exit quietly with its code
+        raise ConfigError(
+            f"{path} called sys.exit({exc.code!r}) while it was imported, before any Trainer "
+            "was found; `arkor-trio run` imports the file (its `if __name__ == '__main__':` "
+            "block does not run)",
+            field="path",
+        ) from None
     found = vars(module)
     for attr in _TRAINER_NAMES:
         if isinstance(found.get(attr), Trainer):
@@ -219,7 +232,8 @@ async def run_trainer(
         0 completed, 1 failed or cancelled on the backend.
 
     Raises:
-        KeyboardInterrupt: After the backend cancel was sent.
+        KeyboardInterrupt: Ctrl-C, after the backend cancel was sent.
+        Terminated: SIGTERM, after the backend cancel was sent.
     """
     display = ProgressDisplay(out, live=live, samples=samples)
     trainer.callbacks = Callbacks.merge(trainer.callbacks, display.callbacks())
