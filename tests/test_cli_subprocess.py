@@ -245,3 +245,16 @@ def test_serve_start_up_errors_are_one_line_exit_2(tmp_path):
     done = run_command(env, tmp_path, "serve", "--port", "0", "--data-dir", str(a_file / "data"))
     assert (done.returncode, done.stdout) == (2, "")
     assert_one_line_error(done, f"cannot use data dir {a_file / 'data'}", "Not a directory")
+
+
+def test_v_logs_our_debug_messages_and_vv_adds_httpcore(bg, tmp_path):
+    env = {**client_env(bg), "HOME": str(tmp_path)}
+    quiet = run_command(env, tmp_path, "jobs", "list")
+    verbose = run_command(env, tmp_path, "-v", "jobs", "list")
+    very = run_command(env, tmp_path, "-vv", "jobs", "list")
+    assert quiet.returncode == verbose.returncode == very.returncode == 0
+    assert quiet.stderr == ""
+    assert "arkor-trio: INFO arkor_trio.client: using org" in verbose.stderr
+    assert "httpcore" not in verbose.stderr
+    assert "DEBUG httpcore" in very.stderr
+    assert "INFO arkor_trio.client" in very.stderr

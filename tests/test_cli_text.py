@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import re
 
@@ -52,6 +53,14 @@ class FakeClient:
 
     async def get_job(self, job_id: str) -> TrainingJob:
         return self.job
+
+    @contextlib.asynccontextmanager
+    async def events(self, job_id: str, after: str | None = None):
+        async def no_events():
+            return
+            yield
+
+        yield no_events()
 
 
 HOSTILE_JOB = TrainingJob(

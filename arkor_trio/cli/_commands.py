@@ -85,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _need_server_extra("serve")
-    data_dir = args.data_dir if args.data_dir is not None else DEFAULT_DATA_DIR
+    data_dir = args.data_dir
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops: exit 0
         _trio_run(partial(_serve, args.host, args.port, data_dir, args.ping_interval))
     print("arkor-trio serve: stopped", flush=True)

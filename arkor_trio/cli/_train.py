@@ -44,6 +44,7 @@ DEMO_NAME = "support-triage-demo"
 DEMO_MODEL = "unsloth/gemma-4-E4B-it"
 DEMO_PROMPT = "Why was my card charged twice for the Pro plan?"
 _TRAINER_NAMES = ("trainer", "arkor")
+GONE = "pass --data-dir DIR to keep them"
 
 
 def exit_code(result: TrainingResult) -> int:
@@ -62,10 +63,13 @@ def print_summary(
     display: ProgressDisplay,
     *,
     data_dir: Path | None = None,
+    kept: bool = True,
 ) -> None:
     """Print the outcome: a loss chart, initial vs final loss, wall time and the artifacts.
 
-    Artifact ``pathname``s are shown under ``data_dir`` when given (the local backend's).
+    Artifact ``pathname``s are shown under ``data_dir`` when given (the local backend's), else
+    as the backend sent them (relative to its data dir). ``kept=False`` says that ``data_dir``
+    is a temporary directory, deleted at exit.
     """
     history = display.history
     lines = ["", f"job {result.job.id}: {result.job.status}"]
@@ -84,8 +88,10 @@ def print_summary(
         eval_first, eval_last = history.eval[0][1], history.eval[-1][1]
         lines.append(f"eval loss: {eval_first:.4f} (first) -> {eval_last:.4f} (last)")
     lines.append(f"wall time: {format_elapsed(display.elapsed)} ({display.elapsed:.1f} s)")
-    if result.artifacts:
-        lines.append("artifacts:")
+    if result.artifacts and data_dir is None:
+        lines.append("artifacts (paths in the backend's data dir):")
+    elif result.artifacts:
+        lines.append("artifacts:" if kept else f"artifacts (deleted when the demo exits: {GONE}):")
     for artifact in result.artifacts:
         lines.append("  " + _artifact(artifact, data_dir))
     out.write(printable("\n".join(lines), keep_newlines=True) + "\n")  # the error is server text
@@ -126,7 +132,7 @@ async def demo(
     display = ProgressDisplay(out, live=live, samples=[prompt])
     logging_steps, eval_steps, save_steps = demo_cadence(steps)
     async with open_local_backend(data_dir) as backend:
-        kept = "" if data_dir is not None else " (temporary: pass --data-dir to keep it)"
+        kept = "" if data_dir is not None else f" (temporary, deleted at exit: {GONE})"
         display.line(f"local backend at {backend.base_url}, data dir {backend.data_dir}{kept}")
         async with backend.client() as client:
             trainer = create_trainer(
@@ -141,7 +147,9 @@ async def demo(
                 callbacks=display.callbacks(),
             )
             result = await _run(trainer, display)
-            print_summary(out, result, display, data_dir=backend.data_dir)
+            print_summary(
+                out, result, display, data_dir=backend.data_dir, kept=data_dir is not None
+            )
     return exit_code(result)
 
 
