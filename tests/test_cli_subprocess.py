@@ -258,3 +258,31 @@ def test_v_logs_our_debug_messages_and_vv_adds_httpcore(bg, tmp_path):
     assert "httpcore" not in verbose.stderr
     assert "DEBUG httpcore" in very.stderr
     assert "INFO arkor_trio.client" in very.stderr
+
+
+def test_the_chaos_example_of_the_docs_reaches_the_event_stream(bg, tmp_path):
+    job_id = bg.train(steps=6, logging_steps=1)
+    upstream = bg.env()["ARKOR_CLOUD_API_URL"].removeprefix("http://")
+    chaos = Process(
+        command("chaos", "--upstream", upstream, "--listen", "0", "--only", "/events/stream",
+                "--plan", "cut:3,mid:2,status:503:2:1"),
+        dict(os.environ),
+        tmp_path,
+    )  # fmt: skip
+    try:
+        url = chaos.read_until(r"^arkor-trio chaos: (http://\S+) -> ").group(1)
+        env = {**client_env(bg), "ARKOR_CLOUD_API_URL": url, "HOME": str(tmp_path)}
+        follow = run_command(env, tmp_path, "jobs", "events", job_id, "--follow", "--json")
+        direct = run_command(client_env(bg), tmp_path, "jobs", "events", job_id, "--json")
+    finally:
+        chaos.proc.send_signal(signal.SIGINT)
+        code, out, _ = chaos.finish()
+    assert follow.returncode == 0, follow.stderr
+    events = [json.loads(line) for line in follow.stdout.splitlines()]
+    assert events == [json.loads(line) for line in direct.stdout.splitlines()]
+    assert events[-1]["type"] == "training.completed"
+    assert code == 0
+    stream_lines = [line for line in out.splitlines() if "/events/stream" in line]
+    me_lines = [line for line in out.splitlines() if "/v1/me" in line]
+    assert len(stream_lines) == 5  # cut, mid-frame cut, 503 twice, then the rest
+    assert len(me_lines) == 1  # passed, without taking a step

@@ -202,5 +202,5 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     from ..testing import chaos_main
 
-    chaos_main(args.upstream, args.listen, args.plan)
+    chaos_main(args.upstream, args.listen, args.plan, args.only)
     return EXIT_OK

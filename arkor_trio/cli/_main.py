@@ -184,6 +184,11 @@ def build_parser() -> argparse.ArgumentParser:
     chaos.add_argument(
         "--plan", default="", help="fault plan, e.g. 'cut:3,mid:2,status:503:2' (docs/cli.md)"
     )
+    chaos.add_argument(
+        "--only", metavar="REGEX",
+        help="apply the plan only to requests whose path matches, e.g. /events/stream (default: "
+        "every request, each its own connection, takes the next step)",
+    )  # fmt: skip
     chaos.set_defaults(handler=cmd_chaos)
     return parser
 
