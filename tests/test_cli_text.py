@@ -90,9 +90,9 @@ async def test_jobs_show_escapes_and_bounds_every_value():
     text = out.getvalue()
     assert_inert(text)
     lines = text.splitlines()
-    assert all(len(line) <= VALUE_LIMIT + 11 for line in lines)
-    assert "error      boom\\x1b[2J" in lines
-    assert "model      m\\x1b]0;owned\\x07" in lines
+    assert all(len(line) <= VALUE_LIMIT + 12 for line in lines)
+    assert "error       boom\\x1b[2J" in lines
+    assert "model       m\\x1b]0;owned\\x07" in lines
 
 
 def test_event_lines_escape_types_keys_and_values():

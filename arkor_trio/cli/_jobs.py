@@ -122,13 +122,13 @@ def _show_lines(job: TrainingJob) -> list[str]:
         ("model", config.pop("model", None)),
         ("dataset", _value(dataset) if dataset is not None else None),
     ]
-    lines = [f"{key:<10} {clip(str(v), VALUE_LIMIT)}" for key, v in pairs if v is not None]
+    lines = [f"{key:<11} {clip(str(v), VALUE_LIMIT)}" for key, v in pairs if v is not None]
     if config:
         settings = " ".join(f"{k}={_value(v)}" for k, v in config.items())
-        lines.append("config     " + clip(settings, VALUE_LIMIT))
-    lines.extend(f"artifact   {clip(_artifact(a), VALUE_LIMIT)}" for a in job.artifacts or [])
+        lines.append("config      " + clip(settings, VALUE_LIMIT))
+    lines.extend(f"artifact    {clip(_artifact(a), VALUE_LIMIT)}" for a in job.artifacts or [])
     if job.artifacts:
-        lines.append("           (artifact paths are relative to the backend's data dir)")
+        lines.append("            (artifact paths are relative to the backend's data dir)")
     return lines
 
 
@@ -153,7 +153,7 @@ async def jobs_show(client: ArkorClient, out: TextIO, job_id: str, *, as_json: b
         return 0
     lines = _show_lines(job)
     steps = await checkpoint_steps(client, job)
-    lines.append(f"{'checkpoints':<10} {', '.join(map(str, steps)) if steps else 'none'}")
+    lines.append(f"{'checkpoints':<11} {', '.join(map(str, steps)) if steps else 'none'}")
     out.write("\n".join(lines) + "\n")
     return 0
 
