@@ -17,6 +17,7 @@ import trio
 
 from .._codec import EVENT_TYPES, encode
 from .._errors import ApiError
+from .._infer import build_chat_body
 from .._models import Adapter, CheckpointSaved, UnknownEvent
 from ._text import CELL_LIMIT, VALUE_LIMIT, clip, printable
 
@@ -274,6 +275,15 @@ async def infer(
     streamed to ``out`` as it is generated; with ``as_json`` the whole completion is printed as
     JSON once it is complete.
     """
+    messages = [{"role": "user", "content": prompt}]
+    if system is not None:
+        messages.insert(0, {"role": "system", "content": system})
+    # Bad options (a NaN temperature, ...) are a ConfigError before anything is sent.
+    adapter = Adapter(kind="final" if step is None else "checkpoint", job_id=job_id, step=step)
+    build_chat_body(
+        messages, adapter=adapter, base_model=None, stream=False,
+        temperature=temperature, max_tokens=max_tokens,
+    )  # fmt: skip
     if step is None:
         job = await client.get_job(job_id)
         if job.status != "completed":
@@ -285,10 +295,7 @@ async def infer(
                     f"answering with its last checkpoint, step {step}"
                 )
                 print(printable(note), file=notes if notes is not None else sys.stderr)
-    adapter = Adapter(kind="final" if step is None else "checkpoint", job_id=job_id, step=step)
-    messages = [{"role": "user", "content": prompt}]
-    if system is not None:
-        messages.insert(0, {"role": "system", "content": system})
+                adapter = Adapter(kind="checkpoint", job_id=job_id, step=step)
     if as_json:
         completion = await client.chat(
             messages, adapter=adapter, max_tokens=max_tokens, temperature=temperature
