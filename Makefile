@@ -23,7 +23,8 @@ types: $(STAMP)
 test: lint types
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# The property tests with fresh random examples and a far larger budget (outside CI; minutes).
+# The property tests with fresh random examples and a far larger budget (outside CI): 50,000
+# examples per test by default, about 35 CPU minutes; ARKOR_HYPOTHESIS_EXAMPLES=N to change it.
 PROPERTY_TESTS := tests/test_codec.py tests/test_sse_properties.py tests/testing/test_proxy_frames.py
 properties: $(STAMP)
 	ARKOR_HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -p no:cacheprovider \
