@@ -9,6 +9,7 @@ Options left as None are omitted.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import AsyncGenerator, Mapping, Sequence
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, cast
@@ -104,8 +105,8 @@ def _check_option(name: str, value: Any) -> None:
         number = not isinstance(value, bool) and isinstance(value, int | float)
         if name == "max_tokens" and not (number and isinstance(value, int) and value >= 1):
             raise ConfigError(f"max_tokens must be an int >= 1, got {value!r}", field=name)
-        if not number or value < 0 or (name == "top_p" and value > 1):
-            bounds = "in [0, 1]" if name == "top_p" else ">= 0"
+        if not number or not math.isfinite(value) or value < 0 or (name == "top_p" and value > 1):
+            bounds = "in [0, 1]" if name == "top_p" else "finite and >= 0"
             raise ConfigError(f"{name} must be a number {bounds}, got {value!r}", field=name)
 
 

@@ -80,7 +80,9 @@ class ResolvedConfig:
             where = self.credentials_path or "~/.arkor/credentials.json"
             raise ConfigError(
                 f"no API token: set {_ENV_TOKEN}, pass ArkorClient(token=...), or sign in with "
-                f"the Arkor CLI (`arkor login`), which writes {where}",
+                f"the Arkor CLI (`arkor login`), which writes {where}. For the local backend "
+                "(no account needed), run `arkor-trio serve` and export the ARKOR_CLOUD_API_URL "
+                f"and {_ENV_TOKEN} it prints",
                 field="token",
             )
         return self.token

@@ -73,9 +73,21 @@ def _dataset(value: Any) -> DatasetSource:
         if not isinstance(value.url, str) or not value.url:
             raise ConfigError("dataset.url must be a non-empty string", field="dataset.url")
         return value
+    if isinstance(value, str):
+        hint = (
+            f"for the string {value!r}, write HuggingfaceDataset({value!r}) for a Hugging Face "
+            f"dataset name or BlobDataset({value!r}) for a URL of a JSONL file"
+        )
+    elif isinstance(value, dict):
+        hint = "a dict is not accepted: wrap it, e.g. HuggingfaceDataset('org/name')"
+    else:
+        hint = (
+            "HuggingfaceDataset('org/name') names a Hugging Face dataset, "
+            "BlobDataset('https://.../data.jsonl') a JSONL file, BlobDataset.demo() the bundled one"
+        )
     raise ConfigError(
         f"dataset must be HuggingfaceDataset(...) or BlobDataset(...), got {type(value).__name__}"
-        " (a dict is not accepted: wrap it, e.g. HuggingfaceDataset('org/name'))",
+        f": {hint}",
         field="dataset",
     )
 

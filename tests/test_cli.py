@@ -14,9 +14,9 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from arkor_trio import TrainingCancelled
+from arkor_trio import BlobDataset, CheckpointSaved, TrainingCancelled, create_trainer
 from arkor_trio.cli import main
-from tests._cli_backend import BackgroundBackend
+from tests._cli_backend import FOREVER, MODEL, BackgroundBackend
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -80,6 +80,33 @@ def test_usage_errors_exit_2(capsys, argv):
     assert "usage: arkor-trio" in err
 
 
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["demo"], ["serve"], ["run"], ["jobs"], ["jobs", "list"], ["jobs", "show"],
+        ["jobs", "cancel"], ["jobs", "events"], ["infer"], ["chaos"],
+    ],
+)  # fmt: skip
+def test_every_subcommand_help_has_a_description_and_shows_defaults(capsys, argv):
+    code, out, _ = run_cli(capsys, *argv, "--help")
+    assert code == 0
+    usage, description = out.split("\n\n")[:2]
+    assert usage.startswith(f"usage: arkor-trio {' '.join(argv)}")
+    assert description[0].isupper()
+    assert description.rstrip().endswith(".")
+    assert "(default: None)" not in out
+    defaults = {
+        "demo": "(default: 300)",
+        "serve": "(default: 8787)",
+        "infer": "(default: 0.0)",
+        "chaos": "(default: 0)",
+    }
+    if argv[0] in defaults:
+        assert defaults[argv[0]] in " ".join(out.split())
+    if argv == ["infer"]:
+        assert "characters on the local backend" in " ".join(out.split())
+
+
 def test_version(capsys):
     code, out, _ = run_cli(capsys, "--version")
     assert code == 0
@@ -111,11 +138,44 @@ def test_jobs_show_as_text_and_json(capsys, done_job):
     assert fields["status"] == "completed"
     assert fields["model"] == "unsloth/gemma-4-E4B-it"
     assert "maxSteps=4" in fields["config"]
-    assert "final.npz" in fields["artifact"]
+    assert re.fullmatch(r"models/\S+/final\.npz \(\d+\.\d MB\)", fields["artifact"])
+    assert "(artifact paths are relative to the backend's data dir)" in out
+    assert fields["checkpoints"] == "2, 4"
+    assert fields["ended"]  # not labelled "completed": failed and cancelled jobs end too
 
     code, out, _ = run_cli(capsys, "jobs", "show", done_job, "--json")
     assert code == 0
     assert json.loads(out)["completedAt"]
+
+
+@pytest.fixture(scope="module")
+def cancelled_job(bg: BackgroundBackend) -> str:
+    """A job cancelled after its checkpoints at steps 2 and 4: it has no final adapter."""
+
+    async def run(client):
+        trainer = create_trainer(
+            name="cli-cancelled", model=MODEL, dataset=BlobDataset.demo(), max_steps=FOREVER,
+            logging_steps=FOREVER, eval_steps=FOREVER, save_steps=2, client=client,
+        )  # fmt: skip
+        job_id = await trainer.start()
+        async with client.events(job_id) as stream:
+            async for event in stream:
+                if isinstance(event, CheckpointSaved) and event.step == 4:
+                    break
+        await client.cancel_job(job_id)
+        return job_id
+
+    job_id = bg.call(run)
+    assert isinstance(bg.terminal_event(job_id), TrainingCancelled)
+    return job_id
+
+
+def test_jobs_show_of_a_cancelled_job_lists_its_checkpoints(capsys, cancelled_job):
+    code, out, _ = run_cli(capsys, "jobs", "show", cancelled_job)
+    assert code == 0
+    fields = dict(line.split(None, 1) for line in out.splitlines())
+    assert (fields["status"], fields["checkpoints"]) == ("cancelled", "2, 4")
+    assert fields["ended"]
 
 
 def test_unknown_job_is_a_one_line_error_exit_1(capsys):
@@ -170,7 +230,10 @@ def test_jobs_events_without_follow_stop_after_the_backlog_of_a_running_job(caps
     finally:
         code, out, _ = run_cli(capsys, "jobs", "cancel", job_id)
     assert code == 0
-    assert out == f"cancel requested for job {job_id} (status: running)\n"
+    # The backend may finish the cancel before the command reads the status back.
+    assert re.fullmatch(
+        rf"cancel requested for job {job_id} \(status: (running|cancelled)\)\n", out
+    )
     assert isinstance(bg.terminal_event(job_id), TrainingCancelled)
 
 
@@ -243,7 +306,30 @@ def test_infer_on_a_missing_checkpoint_is_a_one_line_error(capsys, done_job):
     code, out, err = run_cli(capsys, "infer", "--job", done_job, "--step", "3", "hi")
     assert code == 1
     assert out == ""
-    assert_one_line_error(err, "HTTP 404")
+    assert_one_line_error(err, "HTTP 404", "no checkpoint at step 3; saved steps: 2, 4")
+
+
+def test_infer_on_a_job_without_a_final_adapter_uses_its_last_checkpoint(capsys, cancelled_job):
+    code, out, err = run_cli(capsys, "infer", "--job", cancelled_job, "--max-tokens", "5", "hi")
+    assert code == 0
+    assert 1 <= len(out.rstrip("\n")) <= 5
+    assert err == (
+        f"note: job {cancelled_job} has no final adapter (it is cancelled); "
+        "answering with its last checkpoint, step 4\n"
+    )
+    code, out, _ = run_cli(capsys, "infer", "--job", cancelled_job, "--json", "hi")
+    assert json.loads(out)["model"] == f"adapter:{cancelled_job}@4"
+
+
+def test_infer_defaults_to_the_greedy_answer(capsys, done_job):
+    answers = set()
+    for _ in range(2):
+        code, out, _ = run_cli(capsys, "infer", "--job", done_job, "--json", "hi")
+        assert code == 0
+        completion = json.loads(out)
+        answers.add(completion["choices"][0]["message"]["content"])
+        assert completion["usage"]["completion_tokens"] <= 80
+    assert len(answers) == 1  # temperature 0: the same, most likely answer every time
 
 
 # --- run ---------------------------------------------------------------------------------------

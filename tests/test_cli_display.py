@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import math
+from pathlib import Path
 
 import pytest
 
@@ -17,12 +18,14 @@ from arkor_trio import (
     StartedContext,
     TrainingJob,
     TrainingLog,
+    TrainingResult,
     UnknownEvent,
 )
 from arkor_trio._errors import ApiError
 from arkor_trio.cli._chart import can_draw_unicode, loss_chart
 from arkor_trio.cli._jobs import describe_event, event_json
 from arkor_trio.cli._progress import ProgressDisplay, format_elapsed, wants_live
+from arkor_trio.cli._train import print_summary
 
 JOB = TrainingJob(id="job_1", name="demo", status="running", config={"maxSteps": 30, "model": "m"})
 
@@ -226,3 +229,29 @@ def test_unknown_events_keep_their_own_type_and_data():
     event = UnknownEvent(type="x.new", data={"type": "x.new", "note": "two words"})
     assert event_json(event) == {"id": None, "type": "x.new", "note": "two words"}
     assert describe_event(event) == '    -  x.new  note="two words"'
+
+
+@pytest.mark.parametrize(
+    ("data_dir", "kept", "header", "path"),
+    [
+        (None, True, "artifacts (paths in the backend's data dir):", "models/j/final.npz"),
+        ("/d", True, "artifacts:", "/d/models/j/final.npz"),
+        (
+            "/tmp/x",
+            False,
+            "artifacts (deleted when the demo exits: pass --data-dir DIR to keep them):",
+            "/tmp/x/models/j/final.npz",
+        ),
+    ],
+)
+def test_the_summary_says_where_artifacts_are(data_dir, kept, header, path):
+    out = io.StringIO()
+    job = TrainingJob(id="j", name="n", status="completed")
+    artifacts = [{"pathname": "models/j/final.npz", "bytes": 2_000_000}]
+    display = ProgressDisplay(io.StringIO(), live=False)
+    where = None if data_dir is None else Path(data_dir)
+    print_summary(
+        out, TrainingResult(job=job, artifacts=artifacts), display, data_dir=where, kept=kept
+    )
+    lines = out.getvalue().splitlines()
+    assert lines[lines.index(header) + 1] == f"  {path} (2.0 MB)"

@@ -10,6 +10,7 @@ import json
 import os
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -180,3 +181,119 @@ def test_serve_prints_the_exports_and_stops_on_ctrl_c_or_sigterm(tmp_path, signu
     assert code == 0, err
     assert "Traceback" not in err
     assert out.endswith("arkor-trio serve: stopped\n")
+
+
+def test_sigterm_during_run_cancels_the_job_like_ctrl_c_and_exits_143(bg, tmp_path):
+    path = tmp_path / "trainer.py"
+    path.write_text(TRAINER_FILE)
+    process = Process(command("run", str(path)), client_env(bg), tmp_path)
+    job_id = process.read_until(r"^started job (job_\w+) ").group(1)
+    process.read_until(r"^step +1/100000  loss ")
+    process.proc.send_signal(signal.SIGTERM)
+    code, out, err = process.finish()
+    assert code == 143, err
+    assert f"terminated: sent the cancel for job {job_id} to the backend" in out
+    assert err.strip() == "arkor-trio: terminated (SIGTERM)"
+    assert isinstance(bg.terminal_event(job_id), TrainingCancelled)
+
+
+def run_command(env: dict[str, str], cwd: Path, *argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(command(*argv), env=env, cwd=cwd, capture_output=True, text=True,
+                          timeout=60, check=False)  # fmt: skip
+
+
+def assert_one_line_error(done: subprocess.CompletedProcess[str], *fragments: str) -> None:
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("arkor-trio: error: ")
+    for fragment in fragments:
+        assert fragment in lines[0]
+
+
+@pytest.mark.parametrize("value", ["nan", "inf", "-1"])
+def test_infer_with_a_non_finite_temperature_is_a_usage_error(bg, tmp_path, value):
+    done = run_command(
+        client_env(bg), tmp_path, "infer", "--job", "job_x", "--temperature", value, "hi"
+    )
+    assert done.returncode == 2
+    assert_one_line_error(done, "temperature must be a number finite and >= 0")
+
+
+def test_sys_exit_in_a_trainer_file_is_reported_not_silent(bg, tmp_path):
+    at_import = tmp_path / "exits.py"
+    at_import.write_text("import sys\nsys.exit(0)\n")
+    done = run_command(client_env(bg), tmp_path, "run", str(at_import))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert_one_line_error(done, "exits.py called sys.exit(0) while it was imported")
+
+    in_callback = tmp_path / "exits_later.py"
+    in_callback.write_text(
+        TRAINER_FILE.replace(
+            "logging_steps=1,", "logging_steps=1,\n    callbacks={'on_log': lambda ctx: exit(3)},"
+        )
+    )
+    done = run_command(client_env(bg), tmp_path, "run", str(in_callback))
+    assert done.returncode == 1
+    job_id = re.search(r"^started job (job_\w+) ", done.stdout, re.MULTILINE).group(1)
+    assert_one_line_error(done, f"called sys.exit(3) during the run; job {job_id} keeps running")
+    bg.call(lambda client: client.cancel_job(job_id))
+
+
+def test_serve_start_up_errors_are_one_line_exit_2(tmp_path):
+    env = {**os.environ, "HOME": str(tmp_path)}
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = run_command(
+            env, tmp_path, "serve", "--port", str(port), "--data-dir", str(tmp_path / "d")
+        )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert_one_line_error(done, f"cannot listen on 127.0.0.1:{port}", "--port")
+
+    a_file = tmp_path / "a-file"
+    a_file.write_text("")
+    done = run_command(env, tmp_path, "serve", "--port", "0", "--data-dir", str(a_file / "data"))
+    assert (done.returncode, done.stdout) == (2, "")
+    assert_one_line_error(done, f"cannot use data dir {a_file / 'data'}", "Not a directory")
+
+
+def test_v_logs_our_debug_messages_and_vv_adds_httpcore(bg, tmp_path):
+    env = {**client_env(bg), "HOME": str(tmp_path)}
+    quiet = run_command(env, tmp_path, "jobs", "list")
+    verbose = run_command(env, tmp_path, "-v", "jobs", "list")
+    very = run_command(env, tmp_path, "-vv", "jobs", "list")
+    assert quiet.returncode == verbose.returncode == very.returncode == 0
+    assert quiet.stderr == ""
+    assert "arkor-trio: INFO arkor_trio.client: using org" in verbose.stderr
+    assert "httpcore" not in verbose.stderr
+    assert "DEBUG httpcore" in very.stderr
+    assert "INFO arkor_trio.client" in very.stderr
+
+
+def test_the_chaos_example_of_the_docs_reaches_the_event_stream(bg, tmp_path):
+    job_id = bg.train(steps=6, logging_steps=1)
+    upstream = bg.env()["ARKOR_CLOUD_API_URL"].removeprefix("http://")
+    chaos = Process(
+        command("chaos", "--upstream", upstream, "--listen", "0", "--only", "/events/stream",
+                "--plan", "cut:3,mid:2,status:503:2:1"),
+        dict(os.environ),
+        tmp_path,
+    )  # fmt: skip
+    try:
+        url = chaos.read_until(r"^arkor-trio chaos: (http://\S+) -> ").group(1)
+        env = {**client_env(bg), "ARKOR_CLOUD_API_URL": url, "HOME": str(tmp_path)}
+        follow = run_command(env, tmp_path, "jobs", "events", job_id, "--follow", "--json")
+        direct = run_command(client_env(bg), tmp_path, "jobs", "events", job_id, "--json")
+    finally:
+        chaos.proc.send_signal(signal.SIGINT)
+        code, out, _ = chaos.finish()
+    assert follow.returncode == 0, follow.stderr
+    events = [json.loads(line) for line in follow.stdout.splitlines()]
+    assert events == [json.loads(line) for line in direct.stdout.splitlines()]
+    assert events[-1]["type"] == "training.completed"
+    assert code == 0
+    stream_lines = [line for line in out.splitlines() if "/events/stream" in line]
+    me_lines = [line for line in out.splitlines() if "/v1/me" in line]
+    assert len(stream_lines) == 5  # cut, mid-frame cut, 503 twice, then the rest
+    assert len(me_lines) == 1  # passed, without taking a step

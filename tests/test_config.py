@@ -65,6 +65,9 @@ def test_defaults_without_any_source(home, cwd):
         config.require_token()
     assert info.value.field == "token"
     assert str(home / ".arkor" / "credentials.json") in str(info.value)
+    assert "run `arkor-trio serve` and export the ARKOR_CLOUD_API_URL and ARKOR_TOKEN" in str(
+        info.value
+    )
 
 
 @pytest.mark.parametrize("layers", [("arg", "env", "file"), ("env", "file"), ("file",), ()])

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from arkor_trio import (
@@ -120,3 +122,17 @@ def test_demo_dataset_points_at_the_bundled_file():
     url = BlobDataset.demo().url
     assert url.startswith("file://")
     assert url.endswith("triage-demo.jsonl")
+
+
+@pytest.mark.parametrize(
+    ("dataset", "hint"),
+    [
+        ("org/name", "write HuggingfaceDataset('org/name') for a Hugging Face dataset name"),
+        ("https://x/d.jsonl", "or BlobDataset('https://x/d.jsonl') for a URL of a JSONL file"),
+        ({"name": "a/b"}, "a dict is not accepted: wrap it"),
+        (42, "BlobDataset.demo() the bundled one"),
+    ],
+)
+def test_a_bad_dataset_says_what_a_dataset_is(dataset, hint):
+    with pytest.raises(ConfigError, match=re.escape(hint)):
+        create_trainer(**{**BASE, "dataset": dataset})

@@ -2,9 +2,11 @@
 
 The convention (also stated in docs/index.md, for authors):
 
-* The blocks of one Markdown file run in order, in one shared namespace whose ``__name__`` is
-  ``"__main__"``, in a worker thread with no trio run of its own: a block may end with
-  ``trio.run(main)``, exactly as a user's script would. State carries from block to block.
+* Each block runs on its own, as a reader who copies just that block would run it: in a fresh
+  namespace whose ``__name__`` is ``"__main__"``, in a worker thread with no trio run of its own
+  (a block may end with ``trio.run(main)``, exactly as a user's script would). The blocks of one
+  Markdown file run in order; nothing carries from one block to the next unless the block is
+  marked as continuing the previous one (below).
 * While a file runs, the environment points at a fresh local backend: ``ARKOR_CLOUD_API_URL`` and
   ``ARKOR_TOKEN`` are set, so ``ArkorClient()`` and ``create_trainer(...)`` without ``client=``
   talk to it; ``HOME`` and the working directory are an empty temporary directory (no stray
@@ -13,6 +15,8 @@ The convention (also stated in docs/index.md, for authors):
   ``/discord``, ``/teams``, ``/hook``). Blocks may also start their own ``open_local_backend()``.
 * An HTML comment on the line before a block (blank lines between are fine) changes that:
   ``<!-- no-run -->``: only compiled (for what cannot run here, such as a cloud-only dataset);
+  ``<!-- continues -->``: runs in the namespace the previous runnable block left (the prose must
+  say so, for the reader);
   ``<!-- excerpt: examples/NAME.py -->``: not compiled (it may be a fragment with ``await`` or
   ``return``), only checked to appear verbatim (up to indentation) in that file, which
   tests/test_examples.py runs.
@@ -91,7 +95,7 @@ def _marker(lines: list[str], fence: int) -> str | None:
 
 
 def mode(block: Block) -> str:
-    """``"run"``, ``"no-run"`` or ``"excerpt"``; a comment that looks like a mistyped marker fails.
+    """``"run"``, ``"continues"``, ``"no-run"`` or ``"excerpt"``; a mistyped marker fails.
 
     Other comments before a block (``<!-- prettier-ignore -->``, ...) leave it runnable.
     """
@@ -100,9 +104,11 @@ def mode(block: Block) -> str:
         return "run"
     if text == "no-run":
         return "no-run"
+    if text == "continues":
+        return "continues"
     if EXCERPT.match(text):
         return "excerpt"
-    if re.search(r"run|skip|excerpt|doctest", text, re.IGNORECASE):
+    if re.search(r"run|skip|excerpt|doctest|contin", text, re.IGNORECASE):
         raise AssertionError(f"{block.where}: unknown doc-test marker <!-- {text} -->")
     return "run"
 
@@ -122,10 +128,15 @@ def check_excerpt(block: Block, target: str) -> None:
 
 
 def run_blocks(blocks: list[Block]) -> None:
-    """In order: check excerpts, compile the rest, execute the runnable ones in one namespace."""
+    """In order: check excerpts, compile the rest, run each runnable one in a fresh namespace.
+
+    A ``continues`` block runs in the namespace of the runnable block before it.
+    """
     namespace: dict[str, Any] = {"__name__": "__main__"}
     for block in blocks:
         kind = mode(block)
+        if kind == "run":
+            namespace = {"__name__": "__main__"}
         if kind == "excerpt":  # a fragment (it may hold `await` or `return`): not compiled
             assert block.marker is not None
             check_excerpt(block, block.marker.partition(":")[2].strip())
@@ -172,7 +183,8 @@ def test_extract_reads_markers_and_line_numbers(tmp_path: Path) -> None:
     assert [mode(b) for b in blocks] == ["run", "no-run", "run"]
     assert mode(attrs.evolve(blocks[0], marker="prettier-ignore")) == "run"
     assert mode(attrs.evolve(blocks[0], marker="excerpt: examples/ci_run.py")) == "excerpt"
-    for typo in ("norun", "no_run", "skip", "excerpt examples/x.py"):
+    assert mode(attrs.evolve(blocks[0], marker="continues")) == "continues"
+    for typo in ("norun", "no_run", "skip", "excerpt examples/x.py", "continue", "continued"):
         with pytest.raises(AssertionError, match="unknown doc-test marker"):
             mode(attrs.evolve(blocks[0], marker=typo))
 
@@ -185,6 +197,20 @@ def test_excerpts_must_match_the_file_up_to_indentation() -> None:
     check_excerpt(block, "examples/ci_run.py")
     with pytest.raises(AssertionError, match="not \\(or no longer\\) in"):
         check_excerpt(attrs.evolve(block, code=window + "  # edited"), "examples/ci_run.py")
+
+
+def test_each_block_runs_in_a_fresh_namespace_unless_it_continues(tmp_path: Path) -> None:
+    page = tmp_path / "page.md"
+    page.write_text(
+        "```python\nx = 1\n```\n<!-- continues -->\n```python\nassert x == 1\n```\n"
+        "<!-- no-run -->\n```python\nx\n```\n<!-- continues -->\n```python\nx += 1\n```\n"
+        "```python\nprint(x)\n```\n",
+        encoding="utf-8",
+    )
+    blocks = extract(page)
+    run_blocks(blocks[:4])  # a no-run block in between does not break the continuation
+    with pytest.raises(AssertionError, match=r"page.md:17: the block raised(.|\n)*NameError"):
+        run_blocks(blocks)
 
 
 @pytest.fixture

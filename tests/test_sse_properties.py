@@ -5,13 +5,11 @@ from __future__ import annotations
 import itertools
 import re
 
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 from arkor_trio._errors import FrameTooLarge
 from arkor_trio.sse import SSEDecoder, SSEFrame
-
-SETTINGS = settings(max_examples=200, deadline=None)
 
 # --- a tiny reference: whole body in, the WHATWG steps one line at a time -------------------
 
@@ -166,7 +164,6 @@ def _decode(
 # --- properties ------------------------------------------------------------------------------
 
 
-@SETTINGS
 @given(st.data())
 def test_chunking_never_matters(data: st.DataObject) -> None:
     body = data.draw(streams())
@@ -179,7 +176,6 @@ def test_chunking_never_matters(data: st.DataObject) -> None:
     assert (single, single_decoder.last_event_id, single_decoder.retry) == expected
 
 
-@SETTINGS
 @given(st.data())
 def test_agrees_with_the_reference(data: st.DataObject) -> None:
     body = data.draw(streams())
@@ -191,7 +187,6 @@ def test_agrees_with_the_reference(data: st.DataObject) -> None:
     assert decoder.retry == reference.retry
 
 
-@SETTINGS
 @given(st.data(), st.integers(1, 51))
 def test_frame_limit_is_chunking_independent(data: st.DataObject, limit: int) -> None:
     body = data.draw(streams(valid_only=True))
@@ -246,7 +241,6 @@ _odd_block = st.sampled_from(
 )
 
 
-@SETTINGS
 @given(
     blocks=st.lists(_common_block | _odd_block, max_size=12),
     cuts=st.lists(st.integers(min_value=0, max_value=400), max_size=6),

@@ -23,6 +23,9 @@ from .._groups import collapse_groups
 if TYPE_CHECKING:
     import argparse
     from collections.abc import Awaitable, Callable
+    from typing import TextIO
+
+    from .._trainer import Trainer
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -82,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 def cmd_serve(args: argparse.Namespace) -> int:
     _need_server_extra("serve")
-    data_dir = args.data_dir if args.data_dir is not None else DEFAULT_DATA_DIR
+    data_dir = args.data_dir
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops: exit 0
         _trio_run(partial(_serve, args.host, args.port, data_dir, args.ping_interval,
                           allow_anonymous=args.allow_anonymous))  # fmt: skip
@@ -98,33 +101,75 @@ async def _serve(
 
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(
-                partial(serve, host, port, data_dir, ping_interval, allow_anonymous=allow_anonymous)
-            )
+            try:
+                with collapse_groups():
+                    await nursery.start(
+                        partial(
+                            serve,
+                            host,
+                            port,
+                            data_dir,
+                            ping_interval,
+                            allow_anonymous=allow_anonymous,
+                        )
+                    )
+            except OSError as exc:  # the port is taken, the data dir cannot be made or written
+                raise ConfigError(_startup_error(host, port, data_dir, exc)) from None
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break
     return EXIT_OK
 
 
+def _startup_error(host: str, port: int, data_dir: Path, exc: OSError) -> str:
+    reason = exc.strerror or str(exc)
+    if exc.filename is not None:
+        where = f"{reason}: {exc.filename}"
+        return f"cannot use data dir {data_dir}: {where} (choose one with --data-dir)"
+    return f"cannot listen on {host}:{port}: {reason} (choose another with --port, 0 for any)"
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from ._train import load_trainer, run_trainer
+    from ._train import load_trainer
 
     result_out = sys.stdout
     # With --json, stdout carries the result only: progress and whatever the trainer file
     # prints (at import or in its callbacks) go to stderr.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         trainer = load_trainer(args.path)
-        return _trio_run(
-            partial(
-                run_trainer,
-                trainer,
-                sys.stdout,
-                as_json=args.json,
-                result_out=result_out,
-                samples=tuple(args.sample),
+        try:
+            return _run_file_trainer(args, trainer, result_out)
+        except SystemExit as exc:  # from a callback of the file: reported, not a silent exit
+            running = (
+                ""
+                if trainer.job_id is None
+                else (
+                    f"; job {trainer.job_id} keeps running on the backend (`arkor-trio jobs cancel "
+                    f"{trainer.job_id}` stops it)"
+                )
             )
+            print(
+                f"arkor-trio: error: {args.path} called sys.exit({exc.code!r}) during the run"
+                + running,
+                file=sys.stderr,
+                flush=True,
+            )
+            return EXIT_FAILED
+
+
+def _run_file_trainer(args: argparse.Namespace, trainer: Trainer, result_out: TextIO) -> int:
+    from ._train import run_trainer
+
+    return _trio_run(
+        partial(
+            run_trainer,
+            trainer,
+            sys.stdout,
+            as_json=args.json,
+            result_out=result_out,
+            samples=tuple(args.sample),
         )
+    )
 
 
 def cmd_jobs(args: argparse.Namespace) -> int:
@@ -169,5 +214,5 @@ def cmd_infer(args: argparse.Namespace) -> int:
 def cmd_chaos(args: argparse.Namespace) -> int:
     from ..testing import chaos_main
 
-    chaos_main(args.upstream, args.listen, args.plan)
+    chaos_main(args.upstream, args.listen, args.plan, args.only)
     return EXIT_OK

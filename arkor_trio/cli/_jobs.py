@@ -10,16 +10,19 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
+from .._chat import build_chat_body
 from .._codec import EVENT_TYPES, encode
 from .._errors import ApiError
-from .._models import Adapter, UnknownEvent
+from .._models import Adapter, CheckpointSaved, UnknownEvent
+from ._text import CELL_LIMIT, VALUE_LIMIT, clip, printable
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from .._client import ArkorClient
     from .._models import JobEvent, TrainingJob
@@ -27,6 +30,7 @@ if TYPE_CHECKING:
 __all__ = [
     "FIRST_EVENT_WAIT",
     "IDLE_WINDOW",
+    "checkpoint_steps",
     "describe_event",
     "event_json",
     "infer",
@@ -34,6 +38,7 @@ __all__ = [
     "jobs_events",
     "jobs_list",
     "jobs_show",
+    "read_events",
 ]
 
 #: Without ``--follow``: stop once no event arrived for this long (the backlog was replayed).
@@ -70,11 +75,13 @@ def describe_event(event: JobEvent) -> str:
     """One line: ``<id>  <type>  key=value ...`` (jobId and timestamp left out)."""
     data = event_json(event)
     fields = " ".join(
-        f"{key}={_value(value)}"
+        f"{clip(str(key), CELL_LIMIT)}={clip(_value(value), VALUE_LIMIT)}"
         for key, value in data.items()
         if key not in ("id", "type", "jobId", "timestamp") and value is not None
     )
-    return f"{data['id'] or '-':>5}  {data.get('type', '?')}  {fields}".rstrip()
+    event_id = clip(str(data["id"] or "-"), CELL_LIMIT)
+    kind = clip(str(data.get("type", "?")), CELL_LIMIT)
+    return f"{event_id:>5}  {kind}  {fields}".rstrip()
 
 
 def _table(rows: Sequence[Sequence[str]]) -> list[str]:
@@ -93,8 +100,11 @@ async def jobs_list(client: ArkorClient, out: TextIO, *, as_json: bool = False) 
     if not jobs:
         out.write("no jobs\n")
         return 0
-    rows = [("ID", "STATUS", "NAME", "CREATED")]
-    rows += [(j.id, j.status, j.name, j.created_at or "-") for j in jobs]
+    rows: list[tuple[str, ...]] = [("ID", "STATUS", "NAME", "CREATED")]
+    rows += [
+        tuple(clip(cell, CELL_LIMIT) for cell in (j.id, j.status, j.name, j.created_at or "-"))
+        for j in jobs
+    ]
     out.write("\n".join(_table(rows)) + "\n")
     return 0
 
@@ -109,24 +119,43 @@ def _show_lines(job: TrainingJob) -> list[str]:
         ("error", job.error),
         ("created", job.created_at),
         ("started", job.started_at),
-        ("completed", job.completed_at),
+        ("ended", job.completed_at),  # completed, failed or cancelled: see status
         ("model", config.pop("model", None)),
         ("dataset", _value(dataset) if dataset is not None else None),
     ]
-    lines = [f"{key:<10} {value}" for key, value in pairs if value is not None]
+    lines = [f"{key:<11} {clip(str(v), VALUE_LIMIT)}" for key, v in pairs if v is not None]
     if config:
-        lines.append("config     " + " ".join(f"{k}={_value(v)}" for k, v in config.items()))
-    lines.extend(f"artifact   {_value(artifact)}" for artifact in job.artifacts or [])
+        settings = " ".join(f"{k}={_value(v)}" for k, v in config.items())
+        lines.append("config      " + clip(settings, VALUE_LIMIT))
+    lines.extend(f"artifact    {clip(_artifact(a), VALUE_LIMIT)}" for a in job.artifacts or [])
+    if job.artifacts:
+        lines.append("            (artifact paths are relative to the backend's data dir)")
     return lines
 
 
+def _artifact(artifact: Any) -> str:
+    if not isinstance(artifact, dict) or not isinstance(artifact.get("pathname"), str):
+        return _value(artifact)
+    path: str = artifact["pathname"]
+    size = artifact.get("bytes")
+    if isinstance(size, int) and not isinstance(size, bool):
+        return f"{path} ({size / 1e6:.1f} MB)"
+    return path
+
+
 async def jobs_show(client: ArkorClient, out: TextIO, job_id: str, *, as_json: bool = False) -> int:
-    """Print one job (or its JSON); exit code 0. ``JobNotFound`` propagates."""
+    """Print one job and its checkpoints (or the job's JSON); exit code 0.
+
+    ``JobNotFound`` propagates.
+    """
     job = await client.get_job(job_id)
     if as_json:
         _dump(out, encode(job))
-    else:
-        out.write("\n".join(_show_lines(job)) + "\n")
+        return 0
+    lines = _show_lines(job)
+    steps = await checkpoint_steps(client, job)
+    lines.append(f"{'checkpoints':<11} {', '.join(map(str, steps)) if steps else 'none'}")
+    out.write("\n".join(lines) + "\n")
     return 0
 
 
@@ -171,6 +200,35 @@ async def jobs_events(
     """
     if not follow:
         follow = (await client.get_job(job_id)).is_terminal
+
+    def show(event: JobEvent) -> None:
+        if as_json:
+            _dump(out, event_json(event), indent=None)
+        else:
+            out.write(describe_event(event) + "\n")
+            out.flush()
+
+    await read_events(
+        client, job_id, show, follow=follow, after=after, idle=idle, first_wait=first_wait
+    )
+    return 0
+
+
+async def read_events(
+    client: ArkorClient,
+    job_id: str,
+    on_event: Callable[[JobEvent], None],
+    *,
+    follow: bool,
+    after: str | None = None,
+    idle: float = IDLE_WINDOW,
+    first_wait: float = FIRST_EVENT_WAIT,
+) -> None:
+    """Call ``on_event`` for each event: to the terminal one (``follow``), else the backlog.
+
+    Without ``follow`` it stops once no event arrived for ``idle`` seconds (``first_wait`` for
+    the first one): the backend replays the backlog in one burst.
+    """
     async with client.events(job_id, after=after) as stream:
         window = first_wait
         while True:
@@ -180,12 +238,21 @@ async def jobs_events(
             if event is None:
                 break  # after the terminal event, or idle: the backlog is out
             window = idle
-            if as_json:
-                _dump(out, event_json(event), indent=None)
-            else:
-                out.write(describe_event(event) + "\n")
-                out.flush()
-    return 0
+            on_event(event)
+
+
+async def checkpoint_steps(client: ArkorClient, job: TrainingJob) -> list[int]:
+    """The steps of the job's saved checkpoints, in order, read from its event log."""
+    if job.status == "queued":
+        return []  # nothing trained yet: no need to wait for a first event
+    steps: list[int] = []
+
+    def collect(event: JobEvent) -> None:
+        if isinstance(event, CheckpointSaved):
+            steps.append(event.step)
+
+    await read_events(client, job.id, collect, follow=job.is_terminal)
+    return steps
 
 
 async def infer(
@@ -199,16 +266,36 @@ async def infer(
     max_tokens: int | None = None,
     temperature: float | None = None,
     as_json: bool = False,
+    notes: TextIO | None = None,
 ) -> int:
     """Chat with a job's final adapter (or the checkpoint at ``step``); exit code 0.
 
-    The answer is streamed to ``out`` as it is generated; with ``as_json`` the whole completion
-    is printed as JSON once it is complete.
+    A job that ended without a final adapter (cancelled, failed) or is still running answers
+    with its last checkpoint, with a note on ``notes`` (default stderr) saying so. The answer is
+    streamed to ``out`` as it is generated; with ``as_json`` the whole completion is printed as
+    JSON once it is complete.
     """
-    adapter = Adapter(kind="final" if step is None else "checkpoint", job_id=job_id, step=step)
     messages = [{"role": "user", "content": prompt}]
     if system is not None:
         messages.insert(0, {"role": "system", "content": system})
+    # Bad options (a NaN temperature, ...) are a ConfigError before anything is sent.
+    adapter = Adapter(kind="final" if step is None else "checkpoint", job_id=job_id, step=step)
+    build_chat_body(
+        messages, adapter=adapter, base_model=None, stream=False,
+        temperature=temperature, max_tokens=max_tokens,
+    )  # fmt: skip
+    if step is None:
+        job = await client.get_job(job_id)
+        if job.status != "completed":
+            steps = await checkpoint_steps(client, job)
+            if steps:
+                step = steps[-1]
+                note = (
+                    f"note: job {job_id} has no final adapter (it is {job.status}); "
+                    f"answering with its last checkpoint, step {step}"
+                )
+                print(printable(note), file=notes if notes is not None else sys.stderr)
+                adapter = Adapter(kind="checkpoint", job_id=job_id, step=step)
     if as_json:
         completion = await client.chat(
             messages, adapter=adapter, max_tokens=max_tokens, temperature=temperature
@@ -219,7 +306,7 @@ async def infer(
         messages, adapter=adapter, max_tokens=max_tokens, temperature=temperature
     ) as deltas:
         async for text in deltas:
-            out.write(text)
+            out.write(printable(text, keep_newlines=True))
             out.flush()
     out.write("\n")
     return 0

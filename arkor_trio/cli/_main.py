@@ -15,7 +15,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .._errors import ArkorError, ConfigError
 from .._version import __version__
@@ -32,6 +32,8 @@ from ._commands import (
     cmd_serve,
 )
 from ._credentials import add_parser as add_credentials_parser
+from ._signals import EXIT_TERMINATED, Terminated
+from ._text import printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -58,6 +60,13 @@ _ENV_HELP = (
 )
 
 
+def _command(commands: Any, name: str, text: str, description: str | None = None) -> Any:
+    """A subcommand whose ``--help`` starts with a description (its options show their defaults)."""
+    return commands.add_parser(
+        name, help=text, description=description or text[:1].upper() + text[1:] + "."
+    )
+
+
 def _add_json(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--json", action="store_true", help="print JSON for scripts")
 
@@ -71,27 +80,44 @@ def build_parser() -> argparse.ArgumentParser:
         "configuration error, 130 interrupted.",
     )
     parser.add_argument("--version", action="version", version=f"arkor-trio {__version__}")
-    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0,
+        help="-v: log arkor-trio's debug messages; -vv: also those of httpx and httpcore",
+    )  # fmt: skip
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    demo = commands.add_parser(
-        "demo", help="train the bundled support-triage demo on an in-process local backend"
+    demo = _command(
+        commands, "demo", "train the bundled support-triage demo on an in-process local backend"
     )
-    demo.add_argument("--steps", type=_positive_int, default=300, help="training steps (300)")
     demo.add_argument(
-        "--data-dir", type=Path, help="keep the backend's state here (default: a temporary dir)"
+        "--steps", type=_positive_int, default=300, help="training steps (default: %(default)s)"
     )
+    demo.add_argument(
+        "--data-dir", type=Path,
+        help="keep the backend's state (database, checkpoints, adapter) here; by default a "
+        "temporary dir, deleted when the demo exits",
+    )  # fmt: skip
     demo.set_defaults(handler=cmd_demo)
 
-    serve = commands.add_parser("serve", help="run the local backend until Ctrl-C")
-    serve.add_argument("--host", default="127.0.0.1", help="interface to bind (127.0.0.1)")
-    serve.add_argument("--port", type=int, default=8787, help="TCP port, 0 for any (8787)")
+    serve = _command(
+        commands, "serve", "run the local backend until Ctrl-C or SIGTERM",
+        "Run the local backend until Ctrl-C or SIGTERM; it prints the two exports that point a "
+        "client at it.",
+    )  # fmt: skip
     serve.add_argument(
-        "--data-dir", type=Path, help=f"database, token and checkpoints ({DEFAULT_DATA_DIR})"
+        "--host", default="127.0.0.1", help="interface to bind (default: %(default)s)"
     )
     serve.add_argument(
-        "--ping-interval", type=float, default=15.0, help="seconds between stream pings (15)"
+        "--port", type=int, default=8787, help="TCP port, 0 for any (default: %(default)s)"
     )
+    serve.add_argument(
+        "--data-dir", type=Path, default=DEFAULT_DATA_DIR,
+        help="database, token and checkpoints (default: %(default)s)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--ping-interval", type=float, default=15.0,
+        help="seconds between stream pings (default: %(default)s)",
+    )  # fmt: skip
     serve.add_argument(
         "--allow-anonymous", action="store_true",
         help="answer POST /v1/auth/anonymous for the TypeScript SDK (loopback, no Origin)",
@@ -99,9 +125,11 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(handler=cmd_serve)
     add_credentials_parser(commands, DEFAULT_DATA_DIR)
 
-    run = commands.add_parser(
-        "run", help="run the Trainer a Python file defines (start + wait, with progress)"
-    )
+    run = _command(
+        commands, "run", "run the Trainer a Python file defines (start + wait, with progress)",
+        "Run the Trainer a Python file defines: start it, follow it with a progress display, "
+        "print a summary. Ctrl-C or SIGTERM cancels the job on the backend.",
+    )  # fmt: skip
     run.add_argument("path", type=Path, help="a .py file defining `trainer = create_trainer(...)`")
     run.add_argument(
         "--sample", action="append", default=[], metavar="PROMPT",
@@ -110,16 +138,19 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(run)
     run.set_defaults(handler=cmd_run)
 
-    jobs = commands.add_parser("jobs", help="list, show, cancel jobs, print their events")
+    jobs = _command(commands, "jobs", "list, show, cancel jobs, print their events")
     jobs_commands = jobs.add_subparsers(dest="jobs_command", required=True, metavar="ACTION")
-    jobs_list = jobs_commands.add_parser("list", help="the project's jobs")
+    jobs_list = _command(jobs_commands, "list", "the project's jobs")
     _add_json(jobs_list)
-    for name, text in (("show", "one job"), ("cancel", "stop a job on the backend")):
-        sub = jobs_commands.add_parser(name, help=text)
+    for name, text in (
+        ("show", "one job: status, times, config, checkpoints, artifacts"),
+        ("cancel", "stop a job on the backend"),
+    ):
+        sub = _command(jobs_commands, name, text)
         sub.add_argument("id", help="the job id")
         _add_json(sub)
-    events = jobs_commands.add_parser(
-        "events", help="a job's events; without --follow, the backlog until the stream idles"
+    events = _command(
+        jobs_commands, "events", "a job's events; without --follow, the backlog until it idles"
     )
     events.add_argument("id", help="the job id")
     events.add_argument("--follow", "-f", action="store_true", help="until the job ends")
@@ -127,22 +158,43 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(events)
     jobs.set_defaults(handler=cmd_jobs)
 
-    infer = commands.add_parser("infer", help="chat with a job's adapter")
+    infer = _command(
+        commands, "infer", "chat with a job's adapter",
+        "Chat with a job's final adapter, or a checkpoint's (--step). A job without a final "
+        "adapter (cancelled, failed, running) answers with its last checkpoint.",
+    )  # fmt: skip
     infer.add_argument("--job", required=True, help="the job whose adapter answers")
-    infer.add_argument("--step", type=int, help="use the checkpoint of this step, not the final")
+    infer.add_argument(
+        "--step", type=int, help="use the checkpoint of this step (default: the final adapter)"
+    )
     infer.add_argument("--system", help="a system message to send first")
-    infer.add_argument("--max-tokens", type=_positive_int, help="upper bound on the answer")
-    infer.add_argument("--temperature", type=float, help="sampling temperature (0: greedy)")
+    infer.add_argument(
+        "--max-tokens", type=_positive_int, default=80,
+        help="upper bound on the answer, in tokens (characters on the local backend; "
+        "default: %(default)s)",
+    )  # fmt: skip
+    infer.add_argument(
+        "--temperature", type=float, default=0.0,
+        help="sampling temperature: 0 is greedy, the model's most likely answer, its best on "
+        "the local backend; higher values sample more freely (default: %(default)s)",
+    )  # fmt: skip
     infer.add_argument("prompt", help="the user message")
     _add_json(infer)
     infer.set_defaults(handler=cmd_infer)
 
-    chaos = commands.add_parser("chaos", help="a fault-injecting proxy in front of a backend")
+    chaos = _command(commands, "chaos", "a fault-injecting proxy in front of a backend")
     chaos.add_argument("--upstream", required=True, metavar="HOST:PORT", help="the backend")
-    chaos.add_argument("--listen", type=int, default=0, metavar="PORT", help="port (0: any)")
+    chaos.add_argument(
+        "--listen", type=int, default=0, metavar="PORT", help="port, 0 for any (default: 0)"
+    )
     chaos.add_argument(
         "--plan", default="", help="fault plan, e.g. 'cut:3,mid:2,status:503:2' (docs/cli.md)"
     )
+    chaos.add_argument(
+        "--only", metavar="REGEX",
+        help="apply the plan only to requests whose path matches, e.g. /events/stream (default: "
+        "every request, each its own connection, takes the next step)",
+    )  # fmt: skip
     chaos.set_defaults(handler=cmd_chaos)
     return parser
 
@@ -150,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _one_line(exc: BaseException) -> str:
     text = " ".join(str(exc).split()) or type(exc).__name__
     notes = [" ".join(n.split()) for n in getattr(exc, "__notes__", ())]
-    return "; ".join([text, *notes])
+    return printable("; ".join([text, *notes]))  # the message may quote the server
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -166,15 +218,20 @@ def main(argv: list[str] | None = None) -> int:
     except SystemExit as exc:  # --help, --version, or a usage error (argparse printed it)
         return exc.code if isinstance(exc.code, int) else EXIT_USAGE
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING,
+        level=logging.DEBUG if args.verbose >= 2 else logging.WARNING,
         format="arkor-trio: %(levelname)s %(name)s: %(message)s",
     )
+    if args.verbose:  # our loggers only: httpcore alone logs dozens of lines per request
+        logging.getLogger("arkor_trio").setLevel(logging.DEBUG)
     handler: Callable[[argparse.Namespace], int] = args.handler
     try:
         return handler(args)
     except KeyboardInterrupt:
         print("arkor-trio: interrupted", file=sys.stderr, flush=True)
         return EXIT_INTERRUPTED
+    except Terminated:
+        print("arkor-trio: terminated (SIGTERM)", file=sys.stderr, flush=True)
+        return EXIT_TERMINATED
     except ConfigError as exc:
         print(f"arkor-trio: error: {_one_line(exc)}", file=sys.stderr, flush=True)
         return EXIT_USAGE

@@ -20,6 +20,7 @@ import attrs
 
 from .._callbacks import Callbacks
 from .._errors import ArkorError
+from ._text import printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
@@ -173,7 +174,8 @@ class ProgressDisplay:
             self._progress = None
 
     def line(self, text: str) -> None:
-        """Print one line (above the live bar when there is one)."""
+        """Print one line (above the live bar when there is one), control characters escaped."""
+        text = printable(text, keep_newlines=True)  # job names, errors, answers: server text
         if self._progress is not None:
             self._progress.console.print(text, markup=False, highlight=False, soft_wrap=True)
         else:

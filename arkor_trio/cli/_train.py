@@ -22,6 +22,8 @@ from .._models import BlobDataset
 from .._trainer import Trainer, create_trainer
 from ._chart import can_draw_unicode, loss_chart
 from ._progress import ProgressDisplay, format_elapsed
+from ._signals import Terminated, sigterm_cancels
+from ._text import printable
 
 if TYPE_CHECKING:
     from .._models import TrainingResult
@@ -42,6 +44,7 @@ DEMO_NAME = "support-triage-demo"
 DEMO_MODEL = "unsloth/gemma-4-E4B-it"
 DEMO_PROMPT = "Why was my card charged twice for the Pro plan?"
 _TRAINER_NAMES = ("trainer", "arkor")
+GONE = "pass --data-dir DIR to keep them"
 
 
 def exit_code(result: TrainingResult) -> int:
@@ -60,10 +63,13 @@ def print_summary(
     display: ProgressDisplay,
     *,
     data_dir: Path | None = None,
+    kept: bool = True,
 ) -> None:
     """Print the outcome: a loss chart, initial vs final loss, wall time and the artifacts.
 
-    Artifact ``pathname``s are shown under ``data_dir`` when given (the local backend's).
+    Artifact ``pathname``s are shown under ``data_dir`` when given (the local backend's), else
+    as the backend sent them (relative to its data dir). ``kept=False`` says that ``data_dir``
+    is a temporary directory, deleted at exit.
     """
     history = display.history
     lines = ["", f"job {result.job.id}: {result.job.status}"]
@@ -82,11 +88,13 @@ def print_summary(
         eval_first, eval_last = history.eval[0][1], history.eval[-1][1]
         lines.append(f"eval loss: {eval_first:.4f} (first) -> {eval_last:.4f} (last)")
     lines.append(f"wall time: {format_elapsed(display.elapsed)} ({display.elapsed:.1f} s)")
-    if result.artifacts:
-        lines.append("artifacts:")
+    if result.artifacts and data_dir is None:
+        lines.append("artifacts (paths in the backend's data dir):")
+    elif result.artifacts:
+        lines.append("artifacts:" if kept else f"artifacts (deleted when the demo exits: {GONE}):")
     for artifact in result.artifacts:
         lines.append("  " + _artifact(artifact, data_dir))
-    out.write("\n".join(lines) + "\n")
+    out.write(printable("\n".join(lines), keep_newlines=True) + "\n")  # the error is server text
     out.flush()
 
 
@@ -124,7 +132,7 @@ async def demo(
     display = ProgressDisplay(out, live=live, samples=[prompt])
     logging_steps, eval_steps, save_steps = demo_cadence(steps)
     async with open_local_backend(data_dir) as backend:
-        kept = "" if data_dir is not None else " (temporary: pass --data-dir to keep it)"
+        kept = "" if data_dir is not None else f" (temporary, deleted at exit: {GONE})"
         display.line(f"local backend at {backend.base_url}, data dir {backend.data_dir}{kept}")
         display.line(f"live page (one-time login link): {backend.login_url}")
         async with backend.client() as client:
@@ -140,17 +148,21 @@ async def demo(
                 callbacks=display.callbacks(),
             )
             result = await _run(trainer, display)
-            print_summary(out, result, display, data_dir=backend.data_dir)
+            print_summary(
+                out, result, display, data_dir=backend.data_dir, kept=data_dir is not None
+            )
     return exit_code(result)
 
 
 async def _run(trainer: Trainer, display: ProgressDisplay) -> TrainingResult:
     try:
         with display:
-            return await trainer.run(cancel_on_abort=True)
-    except KeyboardInterrupt:
+            async with sigterm_cancels():
+                return await trainer.run(cancel_on_abort=True)
+    except (KeyboardInterrupt, Terminated) as exc:
         if trainer.job_id is not None:
-            display.line(f"interrupted: sent the cancel for job {trainer.job_id} to the backend")
+            how = "interrupted" if isinstance(exc, KeyboardInterrupt) else "terminated"
+            display.line(f"{how}: sent the cancel for job {trainer.job_id} to the backend")
         raise
 
 
@@ -162,7 +174,8 @@ def load_trainer(path: Path) -> Trainer:
     trainer is the global ``trainer``, else ``arkor``, else the only Trainer among the globals.
 
     Raises:
-        ConfigError: The file does not exist or defines no unambiguous Trainer.
+        ConfigError: The file does not exist, calls ``sys.exit()`` while imported, or defines
+            no unambiguous Trainer.
     """
     path = Path(path)
     if not path.is_file():
@@ -176,7 +189,15 @@ def load_trainer(path: Path) -> Trainer:
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     sys.path.insert(0, str(resolved.parent))
-    spec.loader.exec_module(module)
+    try:
+        spec.loader.exec_module(module)
+    except SystemExit as exc:  # not our exit: say so, rather than exit quietly with its code
+        raise ConfigError(
+            f"{path} called sys.exit({exc.code!r}) while it was imported, before any Trainer "
+            "was found; `arkor-trio run` imports the file (its `if __name__ == '__main__':` "
+            "block does not run)",
+            field="path",
+        ) from None
     found = vars(module)
     for attr in _TRAINER_NAMES:
         if isinstance(found.get(attr), Trainer):
@@ -220,7 +241,8 @@ async def run_trainer(
         0 completed, 1 failed or cancelled on the backend.
 
     Raises:
-        KeyboardInterrupt: After the backend cancel was sent.
+        KeyboardInterrupt: Ctrl-C, after the backend cancel was sent.
+        Terminated: SIGTERM, after the backend cancel was sent.
     """
     display = ProgressDisplay(out, live=live, samples=samples)
     trainer.callbacks = Callbacks.merge(trainer.callbacks, display.callbacks())

@@ -159,6 +159,19 @@ def _unsupported(body: Mapping[str, Any]) -> tuple[list[str], list[str] | None]:
     return found, choices
 
 
+def _saved_steps(store: Store, job_id: str) -> list[int]:
+    """The steps of a job's ``checkpoint.saved`` events (for the 404 of a missing checkpoint)."""
+    steps: list[int] = []
+    after = 0
+    while rows := store.events_after(job_id, after, 1000):
+        for _, kind, payload in rows:
+            step = json.loads(payload).get("step") if kind == "checkpoint.saved" else None
+            if isinstance(step, int) and not isinstance(step, bool):
+                steps.append(step)
+        after = rows[-1][0]
+    return sorted(set(steps))
+
+
 def chat_route(
     store: Store, engine: Engine, data_dir: Path, closing: trio.Event
 ) -> Callable[[Request], Awaitable[Response]]:
@@ -197,8 +210,12 @@ def chat_route(
         try:
             model = await trio.to_thread.run_sync(engine.load_weights, data_dir, job_id, step)
         except FileNotFoundError:
-            what = "final weights" if step is None else f"checkpoint at step {step}"
-            fail(404, f"job {job_id} has no {what}")
+            if step is None:
+                fail(404, f"job {job_id} has no final weights")
+            steps = _saved_steps(store, job_id)
+            saved = ", ".join(map(str, steps)) if steps else "none yet"
+            fail(404, f"job {job_id} has no checkpoint at step {step}; saved steps: {saved}",
+                 steps=steps)  # fmt: skip
         return model, f"adapter:{job_id}" + ("" if step is None else f"@{step}")
 
     slots = _Slots(MAX_CONCURRENT_INFERENCE)

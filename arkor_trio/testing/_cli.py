@@ -7,19 +7,25 @@ Plan syntax: comma-separated steps, one per connection; ``+`` composes faults on
     mid:K  reset:K  afterid:K half of frame K+1 then close / then RST; or up to its id line
     stall:K:S                 after K frames send nothing for S seconds, then close
     refuse:MS[:reset]         close (or RST) every connection for MS milliseconds
-    status:CODE[:N[:RETRY]]   answer N requests with CODE (Retry-After RETRY seconds)
+    status:CODE[:N[:RETRY]]   answer N requests with CODE (Retry-After: RETRY whole seconds)
     latency:MS[:JITTER]       delay each write by MS +- JITTER milliseconds
     throttle:BYTES_PER_S      limit bandwidth
     headers[:FRACTION]        send part of the response head, then close
 
 and two whole-plan options: ``cycle`` (repeat the steps) and ``mix:seed=N[:events=LO-HI]`` (draw
-a step per connection, seeded). Example: ``cut:3,mid:2,stall:1:5,status:503:2:1.5,mix:seed=1``.
+a step per connection, seeded). Example: ``cut:3,mid:2,stall:1:5,status:503:2:1,mix:seed=1``.
+
+Steps go to connections in accept order, and every request is a connection of its own (the proxy
+closes after each response): ``GET /v1/me`` and ``POST /v1/jobs`` take steps too. ``only`` (the
+CLI's ``--only REGEX``) aims the plan at the requests whose target matches, e.g.
+``/events/stream``; the others pass unchanged and take no step.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+import attrs
 import trio
 
 from .._errors import ConfigError
@@ -120,7 +126,8 @@ def _build(token: str, name: str, args: list[str]) -> Fault:
     if name == "status":
         code = _int(token, args[0], "code")
         count = _int(token, args[1], "count") if len(args) > 1 else 1
-        retry = _float(token, args[2], "retry-after") if len(args) > 2 else None
+        # HTTP's Retry-After is delay-seconds, a whole number: 1.5 would be ignored by clients.
+        retry = _int(token, args[2], "retry-after (seconds)") if len(args) > 2 else None
         return Status(code=code, count=count, retry_after=retry)
     if name == "latency":
         jitter = _float(token, args[1], "jitter") if len(args) > 1 else 0.0
@@ -203,13 +210,15 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def chaos_main(upstream: str, listen: int, plan: str) -> None:
+def chaos_main(upstream: str, listen: int, plan: str, only: str | None = None) -> None:
     """Entry point of ``arkor-trio chaos``: run until Ctrl-C.
 
+    ``only``: a regular expression; the plan then applies to the requests whose target matches.
+
     Raises:
-        ConfigError: A bad ``upstream`` or ``plan``, before anything listens.
+        ConfigError: A bad ``upstream``, ``plan`` or ``only``, before anything listens.
     """
-    parsed = parse_plan(plan)
+    parsed = attrs.evolve(parse_plan(plan), only=only)
     address = parse_upstream(upstream)
     try:
         trio.run(serve_chaos, address, listen, parsed)

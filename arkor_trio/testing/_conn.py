@@ -35,17 +35,19 @@ from ._http import (
 from ._plan import (
     CutAfterEvents,
     DropInHeaders,
+    Fault,
     Latency,
     Refuse,
     Stall,
     Status,
+    Step,
     Throttle,
     action_of,
 )
 from ._records import ConnState, CutKind
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 __all__ = ["serve_connection"]
 
@@ -87,9 +89,13 @@ class _Downstream:
         self._stream = stream
         self._state = state
         self._rng = rng
-        self._latency = next((f for f in state.faults if isinstance(f, Latency)), None)
-        self._throttle = next((f for f in state.faults if isinstance(f, Throttle)), None)
+        self.shape(state.faults)
         self.reset_on_close = False
+
+    def shape(self, faults: tuple[Fault, ...]) -> None:
+        """Take the latency and throttle of ``faults`` (from the next write on)."""
+        self._latency = next((f for f in faults if isinstance(f, Latency)), None)
+        self._throttle = next((f for f in faults if isinstance(f, Throttle)), None)
 
     async def send(self, data: bytes) -> None:
         if self._latency is not None:
@@ -122,11 +128,17 @@ class _Downstream:
 
 
 async def serve_connection(
-    stream: trio.SocketStream, state: ConnState, upstream: tuple[str, int], seed: int
+    stream: trio.SocketStream,
+    state: ConnState,
+    upstream: tuple[str, int],
+    seed: int,
+    choose: Callable[[str], Step] | None = None,
 ) -> None:
     """Serve one accepted connection under ``state.faults``; always closes ``stream``.
 
-    Peer failures end the connection and are recorded in ``state``; they are not raised.
+    With ``choose``, ``state.faults`` is replaced by ``choose(request_target)`` once the
+    request head is read (a plan aimed at some paths). Peer failures end the connection and are
+    recorded in ``state``; they are not raised.
     """
     down = _Downstream(stream, state, random.Random(f"{seed}:{state.index}"))
     action = action_of(state.faults)
@@ -136,7 +148,7 @@ async def serve_connection(
             down.reset_on_close = action.reset
             return
         with _ending(state):
-            await _exchange(stream, state, down, upstream)
+            await _exchange(stream, state, down, upstream, choose)
     finally:
         state.mark_closed()
         with trio.CancelScope(shield=True):
@@ -144,7 +156,11 @@ async def serve_connection(
 
 
 async def _exchange(
-    stream: trio.SocketStream, state: ConnState, down: _Downstream, upstream: tuple[str, int]
+    stream: trio.SocketStream,
+    state: ConnState,
+    down: _Downstream,
+    upstream: tuple[str, int],
+    choose: Callable[[str], Step] | None,
 ) -> None:
     client = ByteReader(stream)
     try:
@@ -161,6 +177,13 @@ async def _exchange(
         raise _ClientGone
     state.method, state.path = request.method, request.target
     state.last_event_id = request.get("last-event-id")
+    if choose is not None:
+        state.faults = choose(request.target)
+        down.shape(state.faults)
+        if isinstance(refuse := action_of(state.faults), Refuse):
+            state.cut(CutKind.REFUSED)
+            down.reset_on_close = refuse.reset
+            return
     action = action_of(state.faults)
     if isinstance(action, Status):
         state.status = action.code

@@ -4,13 +4,15 @@ A *step* is what one accepted connection gets: a tuple of faults holding at most
 (:class:`CutAfterEvents`, :class:`Stall`, :class:`Refuse`, :class:`Status`, :class:`DropInHeaders`)
 and at most one of each *shaping* fault (:class:`Latency`, :class:`Throttle`). A :class:`Plan` is an
 ordered list of steps, one per connection, with a default step for the connections beyond it; or,
-made with :meth:`Plan.random`, a seeded draw among steps for each connection.
+made with :meth:`Plan.random`, a seeded draw among steps for each connection. With ``only``, a
+plan applies to the requests whose target matches (say, the event stream) and no others.
 """
 
 from __future__ import annotations
 
 import math
 import random
+import re
 from collections.abc import Sequence
 from typing import Any, Literal, TypeAlias
 
@@ -206,6 +208,10 @@ class Plan:
         seed: Set for random plans: the seed of the draw.
         weights: Relative weights of ``steps`` in a random plan (None: uniform).
         events: ``(low, high)``: in a random plan, draw each cut's and stall's ``k`` in this range.
+        only: A regular expression searched in each request's target (path and query), e.g.
+            ``"/events/stream"``: when set, only the matching requests take steps (in the order
+            their heads arrive); the others are proxied unchanged and use up no step. None:
+            every connection takes a step, in accept order.
     """
 
     steps: tuple[Step, ...] = ()
@@ -214,8 +220,19 @@ class Plan:
     seed: int | None = None
     weights: tuple[float, ...] | None = None
     events: tuple[int, int] | None = None
+    only: str | None = None
+
+    def targets(self, target: str) -> bool:
+        """Whether a request for ``target`` (path and query) takes a step from this plan."""
+        return self.only is None or re.search(self.only, target) is not None
 
     def __attrs_post_init__(self) -> None:
+        if self.only is not None:
+            try:
+                re.compile(self.only)
+            except (re.error, TypeError) as exc:
+                message = f"plan only: not a regular expression: {self.only!r} ({exc})"
+                raise ConfigError(message, field="only") from None
         for index, step in enumerate(self.steps):
             _as_step(step, f"plan step {index}")
         _as_step(self.default, "plan default")
@@ -236,12 +253,14 @@ class Plan:
         *steps: Fault | Sequence[Fault],
         default: Fault | Sequence[Fault] = (),
         cycle: bool = False,
+        only: str | None = None,
     ) -> Plan:
         """Build a sequential plan; a sequence of faults as one step composes them."""
         return cls(
             steps=tuple(_as_step(s, f"plan step {i}") for i, s in enumerate(steps)),
             default=_as_step(default, "plan default") or (PassThrough(),),
             cycle=cycle,
+            only=only,
         )
 
     @classmethod
@@ -252,6 +271,7 @@ class Plan:
         *,
         weights: Sequence[float] | None = None,
         events: tuple[int, int] | None = None,
+        only: str | None = None,
     ) -> Plan:
         """Build a plan drawing one of ``kinds`` per connection with ``random.Random(seed)``.
 
@@ -262,6 +282,7 @@ class Plan:
             seed=seed,
             weights=None if weights is None else tuple(weights),
             events=events,
+            only=only,
         )
 
 

@@ -13,7 +13,7 @@ import trio
 from .._errors import ConfigError
 from .._groups import collapse_groups
 from ._conn import serve_connection
-from ._plan import Fault, Plan, PlanCursor, coerce_plan
+from ._plan import Fault, PassThrough, Plan, PlanCursor, Step, coerce_plan
 from ._records import ConnectionRecord, ConnState
 
 __all__ = ["ChaosProxy", "open_chaos_proxy", "parse_upstream"]
@@ -60,6 +60,7 @@ class ChaosProxy:
         on_close: Callable[[ConnectionRecord], None] | None,
     ) -> None:
         self._upstream = upstream
+        self._plan = plan
         self._cursor = PlanCursor(plan)
         self._seed = seed
         self._on_close = on_close
@@ -85,7 +86,8 @@ class ChaosProxy:
 
     def set_plan(self, plan: PlanLike) -> None:
         """Apply ``plan`` from its first step to connections accepted from now on."""
-        self._cursor = PlanCursor(coerce_plan(plan))
+        self._plan = coerce_plan(plan)
+        self._cursor = PlanCursor(self._plan)
 
     def gaps(self, *, wall: bool = False) -> list[float]:
         """For each cut connection that has a successor, seconds from its cut to the next open.
@@ -134,17 +136,25 @@ class ChaosProxy:
                         raise
                     await trio.sleep(0.1)
                     continue
-                # The step is chosen here, in accept order, so a seeded plan is deterministic.
-                state = ConnState(
-                    index=len(self._states), faults=self._cursor.next_step(trio.current_time())
-                )
+                # The step is chosen here, in accept order, so a seeded plan is deterministic;
+                # a plan with `only` chooses once the request head says what is asked.
+                choose = None if self._plan.only is None else self._choose
+                faults = (PassThrough(),) if choose else self._cursor.next_step(trio.current_time())
+                state = ConnState(index=len(self._states), faults=faults)
                 self._states.append(state)
                 self._notify()
-                nursery.start_soon(self._run, stream, state)
+                nursery.start_soon(self._run, stream, state, choose)
 
-    async def _run(self, stream: trio.SocketStream, state: ConnState) -> None:
+    def _choose(self, target: str) -> Step:
+        if self._plan.targets(target):
+            return self._cursor.next_step(trio.current_time())
+        return (PassThrough(),)
+
+    async def _run(
+        self, stream: trio.SocketStream, state: ConnState, choose: Callable[[str], Step] | None
+    ) -> None:
         try:
-            await serve_connection(stream, state, self._upstream, self._seed)
+            await serve_connection(stream, state, self._upstream, self._seed, choose)
         finally:
             self._notify()
             if self._on_close is not None:

@@ -89,7 +89,10 @@ async def test_adapter_final_and_checkpoint(http) -> None:
     missing = {"kind": "checkpoint", "jobId": job["id"], "step": 7}
     response = await _chat(http, {"messages": MESSAGES, "adapter": missing})
     assert response.status_code == 404
-    assert response.json() == {"error": f"job {job['id']} has no checkpoint at step 7"}
+    assert response.json() == {
+        "error": f"job {job['id']} has no checkpoint at step 7; saved steps: 2",
+        "steps": [2],
+    }
 
 
 async def test_adapter_errors(http) -> None:

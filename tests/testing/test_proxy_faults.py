@@ -320,3 +320,32 @@ async def test_bad_upstream_is_a_config_error(upstream):
     with pytest.raises(ConfigError, match="upstream"):
         async with open_chaos_proxy(upstream):
             pass  # pragma: no cover
+
+
+async def test_a_plan_with_only_takes_steps_for_matching_requests_only():
+    plan = Plan.of(Status(code=503), Refuse(), CutAfterEvents(1), only="/events/stream")
+    async with (
+        open_upstream(total=2) as upstream,
+        open_chaos_proxy(upstream.address, plan=plan) as proxy,
+        httpx.AsyncClient() as client,
+    ):
+        paths = ("/v1/me", STREAM, "/v1/jobs", STREAM, STREAM, "/v1/me", STREAM)
+        results = [await fetch(client, proxy.url + path) for path in paths]
+        await proxy.wait_closed(7)
+    assert [r.status for r in results] == [200, 503, 200, None, 200, 200, 200]
+    assert isinstance(results[3].error, httpx.TransportError)  # refused, after its head was read
+    assert results[4].body == sse_frame(1)  # cut after one frame
+    assert results[6].body == b"".join(frames(1, 2))  # past the plan: passed unchanged
+    records = proxy.records
+    assert [r.cut_kind for r in records] == [
+        None, CutKind.STATUS, None, CutKind.REFUSED, CutKind.CLEAN, None, None
+    ]  # fmt: skip
+    assert [r.path for r in records] == [
+        "/v1/me",
+        STREAM,
+        "/v1/jobs",
+        STREAM,
+        STREAM,
+        "/v1/me",
+        STREAM,
+    ]

@@ -105,13 +105,13 @@ def test_bad_values_raise_config_error_naming_the_field(make, field):
 
 
 def test_parse_plan_example():
-    plan = parse_plan("cut:3,mid:2,stall:1:5,status:503:2:1.5,refuse:500,mix:seed=1")
+    plan = parse_plan("cut:3,mid:2,stall:1:5,status:503:2:1,refuse:500,mix:seed=1")
     assert plan.seed == 1
     assert plan.steps == (
         (CutAfterEvents(3),),
         (CutAfterEvents(2, mode="mid_frame"),),
         (Stall(after_events=1, seconds=5),),
-        (Status(code=503, count=2, retry_after=1.5),),
+        (Status(code=503, count=2, retry_after=1),),
         (Refuse(ms=500),),
     )
 
@@ -148,6 +148,7 @@ def test_parse_plan_every_form():
         ("cut:-2", "cut:-2", "CutAfterEvents.k"),
         ("cut:1,mix", "mix", "mix needs seed=N"),
         ("cut:1,mix:salt=2", "mix:salt=2", "unknown mix option"),
+        ("status:503:2:1.5", "status:503:2:1.5", "retry-after \\(seconds\\) must be a whole"),
     ],
 )
 def test_parse_plan_errors_name_the_token(text, token, reason):
@@ -198,3 +199,14 @@ async def test_serve_chaos_prints_a_line_per_connection():
     assert lines[2].startswith("#1 GET /v1/jobs/j1/events/stream status=503 events=0 ")
     assert " cut=status@" in lines[2]
     assert len(lines) == 3
+
+
+def test_only_aims_a_plan_at_matching_request_targets():
+    plan = Plan.of(CutAfterEvents(1), only="/events/stream")
+    assert plan.targets("/v1/jobs/j/events/stream?orgSlug=o")
+    assert not plan.targets("/v1/me")
+    assert Plan().targets("/anything")
+    assert Plan.random([CutAfterEvents(1)], seed=1, only="x").only == "x"
+    with pytest.raises(ConfigError, match="not a regular expression") as info:
+        Plan(only="(")
+    assert info.value.field == "only"
