@@ -39,7 +39,7 @@ if TYPE_CHECKING:
     from ._callbacks import Callbacks
     from ._client import ArkorClient
 
-__all__ = ["apply_event", "dispatch", "result_for", "result_for_job"]
+__all__ = ["Dispatcher", "apply_event", "dispatch", "result_for", "result_for_job"]
 
 
 def apply_event(job: TrainingJob, event: JobEvent) -> TrainingJob:
@@ -123,6 +123,47 @@ def _context(event: JobEvent, job: TrainingJob, client: ArkorClient) -> Any:
     return CancelledContext(job=job)
 
 
+class Dispatcher:
+    """The callbacks of one trainer, looked up once: ``await dispatcher(event, job)`` per event."""
+
+    __slots__ = ("_client", "_handlers")
+
+    def __init__(self, callbacks: Callbacks, client: ArkorClient) -> None:
+        self._client = client
+        self._handlers: dict[type[Any], tuple[str, Any]] = {}
+        for event_type, name in _CALLBACK_NAMES.items():
+            fn = getattr(callbacks, name)
+            if fn is not None:
+                self._handlers[event_type] = (name, fn)
+
+    def wants(self, event: JobEvent) -> bool:
+        """Whether a callback runs for this event (else :meth:`__call__` would do nothing)."""
+        return type(event) in self._handlers
+
+    async def __call__(self, event: JobEvent, job: TrainingJob) -> None:
+        """As :func:`dispatch`."""
+        handler = self._handlers.get(type(event))
+        if handler is None:
+            return
+        name, fn = handler
+        try:
+            result = fn(_context(event, job, self._client))
+            if result is not None and (
+                type(result) is CoroutineType or inspect.isawaitable(result)
+            ):
+                await result
+        except Exception as exc:
+            _note(exc, name, event, job)
+            raise
+
+
+def _note(exc: Exception, name: str, event: JobEvent, job: TrainingJob) -> None:
+    exc.add_note(
+        f"raised by callback {name} on event id {event.event_id!r} of job {job.id}; "
+        "the cursor stays before this event, so the next wait()/attach re-delivers it"
+    )
+
+
 async def dispatch(
     event: JobEvent, job: TrainingJob, callbacks: Callbacks, client: ArkorClient
 ) -> None:
@@ -143,8 +184,5 @@ async def dispatch(
         if result is not None and (type(result) is CoroutineType or inspect.isawaitable(result)):
             await result
     except Exception as exc:
-        exc.add_note(
-            f"raised by callback {name} on event id {event.event_id!r} of job {job.id}; "
-            "the cursor stays before this event, so the next wait()/attach re-delivers it"
-        )
+        _note(exc, name, event, job)
         raise

@@ -13,15 +13,17 @@ import contextlib
 import logging
 import random
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from functools import partial
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
 from ._callbacks import Callbacks, CallbacksLike, as_callbacks
 from ._client import ArkorClient
-from ._dispatch import apply_event, dispatch, result_for, result_for_job
+from ._dispatch import Dispatcher, apply_event, result_for, result_for_job
 from ._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
 from ._job_stream import TERMINAL_TYPES, EventStream
+from ._models import TrainingLog
 from ._validate import build_job_config, check_name
 from .stream._cursor import (
     CursorStore,
@@ -35,7 +37,7 @@ from .stream._dedupe import DuplicateFilter, RecentIds
 from .stream._reconnect import Backoff, ReconnectPolicy
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncIterator, Callable
 
     from ._models import JobConfig, TrainingJob, TrainingResult
 
@@ -50,6 +52,17 @@ CANCEL_ON_ABORT_TIMEOUT = 10.0
 def _check_type(field: str, value: object, cls: type[Any], hint: str) -> None:
     if value is not None and not isinstance(value, cls):
         raise ConfigError(f"{field} must be {hint}, got {type(value).__name__}", field=field)
+
+
+def _inline_commit(store: CursorStore) -> Callable[..., None] | None:
+    """How to commit from the event loop: the store's ``commit``, or the save/mark fallback;
+    None for a ``blocking`` store (it commits from a worker thread)."""
+    if getattr(store, "blocking", False):
+        return None
+    commit = getattr(store, "commit", None)
+    if callable(commit):
+        return cast("Callable[..., None]", commit)
+    return partial(commit_cursor, store)
 
 
 class Trainer:
@@ -230,19 +243,21 @@ class Trainer:
         )
         last: str | None = None  # the last id dispatched by this wait()
         store = self._store
-        inline = not getattr(store, "blocking", False)  # else commits go to a worker thread
+        commit = _inline_commit(store)  # None: commits go to a worker thread
+        dispatcher = Dispatcher(self.callbacks, self._client)
         async with stream:
             try:
                 async for event in stream:
-                    job = apply_event(self._job, event)
-                    self._job = job
-                    await dispatch(event, job, self.callbacks, self._client)
+                    job = self._job
+                    if type(event) is not TrainingLog:  # logs leave the job as it is
+                        job = self._job = apply_event(job, event)
+                    await dispatcher(event, job)
                     terminal = type(event) in TERMINAL_TYPES
                     event_id = event.event_id
                     if event_id is not None or terminal:
                         # Cursor and finished mark in one atomic commit: a crash never splits them.
-                        if inline:
-                            commit_cursor(store, job_id, event_id, finished=terminal)
+                        if commit is not None:
+                            commit(job_id, event_id, finished=terminal)
                         else:
                             await commit_cursor_async(store, job_id, event_id, finished=terminal)
                     if event_id is not None:
