@@ -18,6 +18,9 @@ from ._errors import JobNotFound as JobNotFound
 from ._errors import ReconnectsExhausted as ReconnectsExhausted
 from ._errors import StreamError as StreamError
 from ._errors import UpgradeRequired as UpgradeRequired
+from ._feed import JobFeed as JobFeed
+from ._feed_job import FeedStats as FeedStats
+from ._feed_job import FeedSubscription as FeedSubscription
 from ._infer import Infer as Infer
 from ._models import Adapter as Adapter
 from ._models import BlobDataset as BlobDataset
@@ -48,6 +51,7 @@ from ._stream import StreamStats as StreamStats
 from ._trainer import Trainer as Trainer
 from ._trainer import create_trainer as create_trainer
 from ._version import __version__ as __version__
+from ._ws_stream import WebSocketEventStream as WebSocketEventStream
 
 __all__ = [
     "Adapter",
@@ -66,12 +70,15 @@ __all__ = [
     "DatasetSource",
     "EventStream",
     "FailedContext",
+    "FeedStats",
+    "FeedSubscription",
     "FileCursorStore",
     "FrameTooLarge",
     "HuggingfaceDataset",
     "Infer",
     "JobConfig",
     "JobEvent",
+    "JobFeed",
     "JobNotFound",
     "LogContext",
     "Lora",
@@ -91,6 +98,7 @@ __all__ = [
     "TrainingStarted",
     "UnknownEvent",
     "UpgradeRequired",
+    "WebSocketEventStream",
     "__version__",
     "create_trainer",
 ]

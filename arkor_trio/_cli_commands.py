@@ -84,18 +84,24 @@ def cmd_serve(args: argparse.Namespace) -> int:
     _need_server_extra("serve")
     data_dir = args.data_dir if args.data_dir is not None else DEFAULT_DATA_DIR
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops: exit 0
-        _trio_run(partial(_serve, args.host, args.port, data_dir, args.ping_interval))
+        _trio_run(
+            partial(_serve, args.host, args.port, data_dir, args.ping_interval, args.retain_events)
+        )
     print("arkor-trio serve: stopped", flush=True)
     return EXIT_OK
 
 
-async def _serve(host: str, port: int, data_dir: Path, ping_interval: float) -> int:
+async def _serve(
+    host: str, port: int, data_dir: Path, ping_interval: float, retain_events: int | None = None
+) -> int:
     """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM, shutting down cleanly on either."""
     from .server import serve
 
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
-            nursery.start_soon(serve, host, port, data_dir, ping_interval)
+            nursery.start_soon(
+                partial(serve, host, port, data_dir, ping_interval, retain_events=retain_events)
+            )
             async for _ in signals:
                 nursery.cancel_scope.cancel()
                 break

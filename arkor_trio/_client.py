@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import trio
@@ -35,15 +35,19 @@ from ._http_errors import _error_from as _error_from
 from ._http_errors import deprecation_notice, malformed, read_error_body, unreachable
 from ._infer import CHAT_ROUTE, build_chat_body, iter_chat_deltas, parse_completion
 from ._version import USER_AGENT
+from ._ws_connect import ws_url
 
 if TYPE_CHECKING:
     from types import TracebackType
     from typing import Unpack
 
+    from ._cursor import CursorStore
+    from ._feed import JobFeed
     from ._infer import ChatOptions, Messages
     from ._models import Adapter, ChatCompletion, JobConfig, TrainingJob
     from ._reconnect import ReconnectPolicy
     from ._stream import EventStream
+    from ._ws_stream import WebSocketEventStream
 
 __all__ = ["ArkorClient"]
 
@@ -318,12 +322,43 @@ class ArkorClient:
         await self._request("POST", path, params=await self._scope_params(), job_route=True)
 
     def events(
-        self, job_id: str, *, after: str | None = None, policy: ReconnectPolicy | None = None
-    ) -> EventStream:
-        """The job's resumable event stream, starting after event id ``after``."""
+        self,
+        job_id: str,
+        *,
+        after: str | None = None,
+        policy: ReconnectPolicy | None = None,
+        transport: str = "sse",
+    ) -> EventStream | WebSocketEventStream:
+        """The job's resumable event stream, starting after event id ``after``.
+
+        ``transport="websocket"`` follows it over the job feed socket (docs/websocket.md)
+        with the same semantics; SSE is the default (the cloud speaks SSE).
+        """
+        if transport == "websocket":
+            from ._ws_stream import WebSocketEventStream
+
+            return WebSocketEventStream(self, job_id, after=after, policy=policy)
+        if transport != "sse":
+            raise ConfigError(
+                f"transport must be 'sse' or 'websocket', got {transport!r}", field="transport"
+            )
         from ._stream import EventStream  # the stream layer imports this module: import late
 
         return EventStream(self, job_id, after=after, policy=policy)
+
+    def feed(
+        self, *, policy: ReconnectPolicy | None = None, cursor_store: CursorStore | None = None
+    ) -> JobFeed:
+        """A job feed: many jobs over one WebSocket (``async with client.feed() as feed:``)."""
+        from ._feed import JobFeed
+
+        return JobFeed(self, policy=policy, cursor_store=cursor_store)
+
+    async def websocket_target(self, path: str) -> tuple[str, list[tuple[bytes, bytes]]]:
+        """The ``ws(s)://`` URL of a route (with the project scope) and its handshake headers."""
+        query = urlencode(await self._scope_params())
+        headers = [(k.lower().encode(), v.encode()) for k, v in self._headers().items()]
+        return f"{ws_url(self._url(path))}?{query}", headers
 
     # --- chat --------------------------------------------------------------------------------
 

@@ -21,10 +21,12 @@ from ._client import ArkorClient
 from ._cursor import CursorStore, MemoryCursorStore, is_finished, mark_finished
 from ._dispatch import apply_event, dispatch, result_for, result_for_job
 from ._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
+from ._feed import JobFeed
 from ._reconnect import Backoff, ReconnectPolicy
 from ._stream import TERMINAL_TYPES, EventStream
 from ._stream_stats import RecentIds
 from ._validate import build_job_config, check_name
+from ._ws_stream import WebSocketEventStream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -63,8 +65,15 @@ class Trainer:
         reconnect: ReconnectPolicy | None = None,
         cursor_store: CursorStore | None = None,
         job_id: str | None = None,
+        transport: str | JobFeed = "sse",
     ) -> None:
         _check_type("client", client, ArkorClient, "an ArkorClient")
+        if not isinstance(transport, JobFeed) and transport not in ("sse", "websocket"):
+            raise ConfigError(
+                f"transport must be 'sse', 'websocket' or a JobFeed, got {transport!r}",
+                field="transport",
+            )
+        self._transport = transport
         _check_type("reconnect", reconnect, ReconnectPolicy, "a ReconnectPolicy")
         if cursor_store is not None and not isinstance(cursor_store, CursorStore):
             raise ConfigError(
@@ -99,11 +108,13 @@ class Trainer:
         client: ArkorClient | None = None,
         cursor_store: CursorStore | None = None,
         reconnect: ReconnectPolicy | None = None,
+        transport: str | JobFeed = "sse",
     ) -> Trainer:
         """Follow a job started elsewhere; ``wait()`` resumes after the stored cursor.
 
         With a :class:`FileCursorStore`, a process restarted mid-run resumes where the previous
-        one stopped, without dispatching any event twice.
+        one stopped, without dispatching any event twice. ``transport`` is ``"sse"``,
+        ``"websocket"`` or a running :class:`JobFeed` shared with other trainers.
         """
         if not isinstance(job_id, str) or not job_id:
             raise ConfigError(f"job_id must be a non-empty string, got {job_id!r}", field="job_id")
@@ -115,6 +126,7 @@ class Trainer:
             reconnect=reconnect,
             cursor_store=cursor_store,
             job_id=job_id,
+            transport=transport,
         )
 
     @property
@@ -208,14 +220,18 @@ class Trainer:
 
     async def _follow(self, job_id: str) -> TrainingResult:
         assert self._job is not None
-        stream = EventStream(
-            self._client,
-            job_id,
-            after=self._store.load(job_id),
-            policy=self._policy,
-            created_at=self._created_at,
-            seen=self._recent.ids(),
-        )
+        options: dict[str, Any] = {
+            "after": self._store.load(job_id),
+            "policy": self._policy,
+            "created_at": self._created_at,
+            "seen": self._recent.ids(),
+        }
+        stream: EventStream | WebSocketEventStream
+        if self._transport == "sse":
+            stream = EventStream(self._client, job_id, **options)
+        else:
+            feed = self._transport if isinstance(self._transport, JobFeed) else None
+            stream = WebSocketEventStream(self._client, job_id, feed=feed, **options)
         async with stream:
             async for event in stream:
                 job = apply_event(self._job, event)
@@ -319,12 +335,14 @@ def create_trainer(
     client: ArkorClient | None = None,
     reconnect: ReconnectPolicy | None = None,
     cursor_store: CursorStore | None = None,
+    transport: str | JobFeed = "sse",
 ) -> Trainer:
     """Describe a training run; nothing is sent until ``start()``/``wait()``/``run()``.
 
     Training arguments map onto the wire's ``JobConfig`` (None is omitted). ``callbacks`` is a
     :class:`Callbacks` or a mapping with its keys; ``client`` defaults to one configured from the
     environment (``ARKOR_CLOUD_API_URL``, ``ARKOR_TOKEN``, ``~/.arkor/credentials.json``).
+    ``transport`` is ``"sse"`` (default), ``"websocket"`` or a running :class:`JobFeed`.
 
     Raises:
         ConfigError: An invalid argument; ``field`` names it (empty name, ``max_steps=0``, a
@@ -357,4 +375,5 @@ def create_trainer(
         client=client,
         reconnect=reconnect,
         cursor_store=cursor_store,
+        transport=transport,
     )

@@ -91,6 +91,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument(
         "--ping-interval", type=float, default=15.0, help="seconds between stream pings (15)"
     )
+    serve.add_argument("--retain-events", type=_positive_int, help="keep the last N events per job")
     serve.set_defaults(handler=cmd_serve)
 
     run = commands.add_parser(

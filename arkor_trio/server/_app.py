@@ -33,6 +33,8 @@ from ._http import (
 )
 from ._runner import JobRunner
 from ._store import TERMINAL_STATUSES, Store, job_to_wire
+from ._ws import ws_route
+from ._ws_protocol import WsLimits
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -54,6 +56,7 @@ class AppState:
     engine: Engine
     data_dir: Path
     ping_interval: float
+    ws_limits: WsLimits = attrs.field(factory=WsLimits)
 
 
 def _job_or_404(state: AppState, job_id: str) -> dict[str, Any]:
@@ -204,7 +207,10 @@ class _LogErrors:
 def build_app(state: AppState, token: str) -> ASGIApp:
     """The gated ASGI app (see the module docstring)."""
     app = Starlette(
-        routes=_routes(state),
+        routes=[
+            *_routes(state),
+            ws_route(state.store, state.hub, token, state.ping_interval, state.ws_limits),
+        ],
         exception_handlers={
             ApiProblem: _problem,
             HTTPException: _http_error,

@@ -24,6 +24,7 @@ from ._engine import Engine, default_engine
 from ._events import EventHub
 from ._runner import JobRunner, recover_unfinished
 from ._store import Store
+from ._ws_protocol import MAX_MESSAGE_BYTES, WsLimits
 
 if TYPE_CHECKING:
     from .._client import ArkorClient
@@ -137,6 +138,8 @@ async def open_local_backend(
     engine: Engine | None = None,
     max_concurrent_jobs: int = 1,
     join_timeout: float = 10.0,
+    retain_events: int | None = None,
+    ws_limits: WsLimits | None = None,
 ) -> AsyncIterator[LocalBackend]:
     """Run the local backend in this trio run for the duration of the block.
 
@@ -149,6 +152,9 @@ async def open_local_backend(
         engine: The training/inference engine (tests pass a fake); None is the NumPy one.
         max_concurrent_jobs: How many jobs train at once; later ones wait ``queued``.
         join_timeout: How long exit waits for training threads to stop.
+        retain_events: Keep only the last N events of each job (None: all). A feed subscriber
+            whose cursor is older gets ``reset``, then the kept events.
+        ws_limits: Per-socket limits of ``GET /v1/events/ws`` (None: the defaults).
 
     Yields:
         The running :class:`LocalBackend`.
@@ -171,7 +177,7 @@ async def open_local_backend(
         resources.enter_context(_exclusive(root))
         token = load_or_create_token(root)
         hub = EventHub()
-        store = Store.in_dir(root, on_append=hub.notify)
+        store = Store.in_dir(root, on_append=hub.notify, retain_events=retain_events)
         try:
             recovered = recover_unfinished(store)
             if recovered:
@@ -181,6 +187,7 @@ async def open_local_backend(
                     backend = await nursery.start(
                         _serve_all, store, hub, engine, root, token, host, port,
                         ping_interval, max_concurrent_jobs, join_timeout,
+                        ws_limits or WsLimits(),
                     )  # fmt: skip
                     try:
                         yield backend
@@ -201,6 +208,7 @@ async def _serve_all(
     ping_interval: float,
     max_concurrent: int,
     join_timeout: float,
+    ws_limits: WsLimits,
     *,
     task_status: trio.TaskStatus[LocalBackend],
 ) -> None:
@@ -216,12 +224,14 @@ async def _serve_all(
             engine=engine,
             data_dir=root,
             ping_interval=ping_interval,
+            ws_limits=ws_limits,
         ),
         token,
     )
     config = Config()
     config.bind = [_bind(host, port)]
     config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.websocket_max_message_size = MAX_MESSAGE_BYTES
     config.loglevel = "WARNING"
     config.accesslog = None
     shutdown = trio.Event()
@@ -260,6 +270,7 @@ async def serve(
     ping_interval: float = 15.0,
     *,
     engine: Engine | None = None,
+    retain_events: int | None = None,
     task_status: trio.TaskStatus[LocalBackend] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the local backend until cancelled, printing how a client connects to it.
@@ -270,10 +281,16 @@ async def serve(
         data_dir: Where state lives; None uses a temporary directory (lost at exit).
         ping_interval: Seconds of idleness after which an event stream sends a ping.
         engine: The engine (None: the NumPy one).
+        retain_events: Keep only the last N events of each job (None: all).
         task_status: Receives the :class:`LocalBackend` once it listens.
     """
     async with open_local_backend(
-        data_dir, port, host=host, ping_interval=ping_interval, engine=engine
+        data_dir,
+        port,
+        host=host,
+        ping_interval=ping_interval,
+        engine=engine,
+        retain_events=retain_events,
     ) as backend:
         print(
             f"arkor-trio local backend listening on {backend.base_url}\n"
