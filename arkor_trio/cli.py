@@ -29,6 +29,7 @@ from ._cli_commands import (
     cmd_run,
     cmd_serve,
 )
+from ._cli_watch import add_watch_command
 from ._errors import ArkorError, ConfigError
 from ._version import __version__
 
@@ -121,6 +122,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--after", metavar="EVENT_ID", help="start after this event id")
     _add_json(events)
     jobs.set_defaults(handler=cmd_jobs)
+    add_watch_command(jobs_commands)
 
     infer = commands.add_parser("infer", help="chat with a job's adapter")
     infer.add_argument("--job", required=True, help="the job whose adapter answers")
