@@ -17,6 +17,7 @@ from arkor_trio import (
     Trainer,
 )
 from arkor_trio.server import open_local_backend
+from arkor_trio.server._store import Store
 from tests.server.conftest import FakeEngine, create_job, headers_for, prefill
 
 if TYPE_CHECKING:
@@ -157,3 +158,58 @@ async def test_websocket_trainer_end_to_end(backend) -> None:
         result = await trainer.wait()
     assert result.job.status == "completed"
     assert logs == [1, 2, 3]
+
+
+async def _serve_until(stop, data, port, engine, *, task_status=trio.TASK_STATUS_IGNORED):
+    """Serve until ``stop`` is set; ``stop`` is replaced by a pair (stop, stopped)."""
+    async with open_local_backend(data, port, engine=engine) as b:
+        task_status.started(b)
+        await stop[0].wait()
+    stop[1].set()
+
+
+async def test_feed_resumes_every_job_exactly_once_across_a_backend_restart(tmp_path) -> None:
+    """Backend A closes the socket with 1001 on shutdown; the feed reconnects to B (same data
+    dir and port) and resubscribes each job after its last event: the log, exactly once."""
+    fake, data = FakeEngine(), tmp_path / "d"
+    for i in range(5):
+        prefill(data, f"job_p{i}", 3)
+    with trio.fail_after(30):
+        async with trio.open_nursery() as nursery:
+            stop_a, stop_b = (trio.Event(), trio.Event()), (trio.Event(), trio.Event())
+            a = await nursery.start(_serve_until, stop_a, data, 0, fake.engine())
+            port = int(a.base_url.rsplit(":", 1)[1])
+            async with httpx.AsyncClient(base_url=a.base_url, headers=headers_for(a)) as http:
+                live = (await create_job(http, "live", logs=3, gate="never"))["id"]
+            jobs = [live] + [f"job_p{i}" for i in range(5)]
+            seen: dict[str, list[str | None]] = {job: [] for job in jobs}
+            live_started = trio.Event()
+            async with a.client() as client, client.feed() as feed:
+
+                async def follow(job: str) -> None:
+                    async with feed.subscribe(job, after="2" if job != live else None) as sub:
+                        async for event in sub:
+                            seen[job].append(event.event_id)
+                            if job == live and len(seen[job]) == 4:
+                                live_started.set()
+
+                async with trio.open_nursery() as followers:
+                    for job in jobs:
+                        followers.start_soon(follow, job)
+                    await live_started.wait()
+                    stop_a[0].set()  # A shuts down: the job thread stops, the socket gets 1001
+                    await stop_a[1].wait()
+                    await nursery.start(_serve_until, stop_b, data, port, fake.engine())
+                stats = feed.stats
+            stop_b[0].set()
+    store = Store.in_dir(data)
+    try:
+        log = {job: [str(row[0]) for row in store.events_after(job, 0, 100)] for job in jobs}
+    finally:
+        store.close()
+    assert seen[live] == log[live]
+    assert len(log[live]) == 5  # started, 3 logs, then a terminal event after the restart
+    for job in jobs[1:]:
+        assert seen[job] == log[job][2:]
+    assert stats.reconnects >= 1
+    assert stats.duplicates == 0
