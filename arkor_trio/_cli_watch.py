@@ -103,4 +103,5 @@ async def jobs_watch(
                 await all_done.wait()
             if all_done.is_set():
                 nursery.cancel_scope.cancel()
-                return 0
+                break
+    return 0
