@@ -21,6 +21,7 @@ failure (or, after progress, an immediate reconnect). See docs/websocket.md.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import random
@@ -236,10 +237,12 @@ class JobFeed:
             self._send({"type": "subscribe", "job": job.job_id, "after": job.resume})
 
     async def _sender(self, ws: WebSocketConnection) -> None:
-        while True:
-            while not self._outbox:
-                await self._outbox_ready.park()
-            await ws.send_message(self._outbox.popleft())
+        # A closed socket ends this task quietly: the reader reports how it closed.
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                while not self._outbox:
+                    await self._outbox_ready.park()
+                await ws.send_message(self._outbox.popleft())
 
     # --- the connection loop -------------------------------------------------------------------
 
@@ -316,7 +319,7 @@ class JobFeed:
                         while True:
                             raw = await ws.get_message()
                             watchdog.deadline = trio.current_time() + idle
-                            self._handle(raw)
+                            self._handle_raw(raw)
                     nursery.cancel_scope.cancel()
             return _Closed(ArkorError(f"no message for {idle} s (idle_timeout)"))
         except ConnectionClosed as exc:
@@ -336,13 +339,23 @@ class JobFeed:
 
     # --- incoming ------------------------------------------------------------------------------
 
-    def _handle(self, raw: str | bytes) -> None:
+    def _handle_raw(self, raw: str | bytes) -> None:
+        try:
+            decoded = json.loads(raw)
+        except ValueError:
+            log.debug("feed: skipped a message that is not JSON")
+            return
+        if isinstance(decoded, list):  # a batch: several messages in queue order
+            for message in decoded:
+                self._handle(message)
+        else:
+            self._handle(decoded)
+
+    def _handle(self, message: Any) -> None:
         counters = self._counters
         counters.messages += 1
-        try:
-            message = json.loads(raw)
-            kind = message["type"]
-        except (ValueError, TypeError, KeyError):
+        kind = message.get("type") if isinstance(message, dict) else None
+        if not isinstance(kind, str):
             log.debug("feed: skipped a malformed message")
             return
         if kind == "ping":

@@ -39,6 +39,78 @@ def ws_url(http_url: str) -> str:
     return "ws://" + http_url.removeprefix("http://")
 
 
+class _Watched(trio.abc.Stream):
+    """The TCP stream, reporting EOF or a reset (trio-websocket's handshake would wait on)."""
+
+    def __init__(self, inner: trio.abc.Stream) -> None:
+        self.inner = inner
+        self.closed_by_peer = trio.Event()
+
+    async def receive_some(self, max_bytes: int | None = None) -> bytes:
+        try:
+            data = await self.inner.receive_some(max_bytes)
+        except trio.BrokenResourceError:
+            self.closed_by_peer.set()
+            raise
+        if not data:
+            self.closed_by_peer.set()
+        return bytes(data)
+
+    async def send_all(self, data: bytes | bytearray | memoryview) -> None:
+        await self.inner.send_all(data)
+
+    async def wait_send_all_might_not_block(self) -> None:
+        await self.inner.wait_send_all_might_not_block()
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
+
+
+async def _handshake(
+    nursery: trio.Nursery,
+    stream: _Watched,
+    host: str,
+    resource: str,
+    headers: list[tuple[bytes, bytes]],
+    connect_timeout: float,
+    message_queue_size: int,
+    max_message_size: int,
+) -> WebSocketConnection:
+    """``wrap_client_stream`` bounded by ``connect_timeout`` and ended by the peer's close.
+
+    (trio-websocket waits for the handshake until its own timeout even after an EOF.)
+    """
+    result: list[WebSocketConnection] = []
+
+    async def open_it(cancel: trio.CancelScope) -> None:
+        result.append(
+            await wrap_client_stream(
+                nursery,
+                stream,  # type: ignore[arg-type]  # a Stream, as trio-websocket uses it
+                host,
+                resource,
+                extra_headers=headers,
+                message_queue_size=message_queue_size,
+                max_message_size=max_message_size,
+            )
+        )
+        cancel.cancel()
+
+    async def watch(cancel: trio.CancelScope) -> None:
+        await stream.closed_by_peer.wait()
+        cancel.cancel()
+
+    with trio.move_on_after(connect_timeout):
+        async with trio.open_nursery() as race:
+            race.start_soon(open_it, race.cancel_scope)
+            race.start_soon(watch, race.cancel_scope)
+    if result:
+        return result[0]
+    if stream.closed_by_peer.is_set():
+        raise HandshakeError("the server closed the connection during the WebSocket handshake")
+    raise HandshakeError(f"no WebSocket handshake within {connect_timeout} s")
+
+
 @asynccontextmanager
 async def open_ws(
     url: str,
@@ -67,21 +139,14 @@ async def open_ws(
     stream: trio.SocketStream | trio.SSLStream[trio.SocketStream] = tcp
     if secure:
         stream = trio.SSLStream(tcp, ssl.create_default_context(), server_hostname=host)
+    watched = _Watched(stream)
     try:
         with collapse_groups():
             async with trio.open_nursery() as nursery:
-                with trio.move_on_after(connect_timeout) as handshake:
-                    ws = await wrap_client_stream(
-                        nursery,
-                        stream,
-                        host,
-                        resource,
-                        extra_headers=headers,
-                        message_queue_size=message_queue_size,
-                        max_message_size=max_message_size,
-                    )
-                if handshake.cancelled_caught:
-                    raise HandshakeError(f"no WebSocket handshake within {connect_timeout} s")
+                ws = await _handshake(
+                    nursery, watched, host, resource, headers,
+                    connect_timeout, message_queue_size, max_message_size,
+                )  # fmt: skip
                 try:
                     yield ws
                 finally:

@@ -10,6 +10,9 @@ Ordering: a subscription's messages are ``subscribed``, maybe ``reset``, events 
 then ``end``. Re-subscribing or unsubscribing a job cancels its old subscription before
 anything of the new one is queued, and a cancelled subscription never queues another message,
 so a client that waits for ``subscribed`` never sees an event of an older subscription after it.
+
+Batching: when several messages are queued, the sender writes them as one text message holding
+a JSON array of message objects (at most ``BATCH_MESSAGES`` / ``BATCH_BYTES``), in queue order.
 """
 
 from __future__ import annotations
@@ -53,6 +56,10 @@ log = logging.getLogger("arkor_trio.server")
 
 WS_PATH = "/v1/events/ws"
 PING = encode({"type": "ping"})
+#: Queued messages are sent together, as one JSON array, up to these bounds: one WebSocket
+#: message (and one write) per message costs ~10x the throughput of SSE's coalesced chunks.
+BATCH_MESSAGES = 512
+BATCH_BYTES = 256 * 1024
 _CLOSE_ERRORS = (WebSocketDisconnect, RuntimeError, OSError, trio.BrokenResourceError)
 
 
@@ -115,7 +122,7 @@ class _Session:
             if not out.items:
                 with trio.move_on_after(self.ping_interval):
                     await out.not_empty.park()
-            message = out.take() if out.items else PING
+            message = _batch(out) if out.items else PING
             with trio.move_on_after(timeout) as sending:
                 try:
                     await self.ws.send_text(message)
@@ -197,6 +204,20 @@ class _Session:
                     return
             if not rows:
                 await changed.wait()
+
+
+def _batch(out: _SendQueue) -> str:
+    """The next text message: one queued message, or a JSON array of as many as fit a batch."""
+    first = out.take()
+    if not out.items:
+        return first
+    parts, size = [first], len(first)
+    while out.items and len(parts) < BATCH_MESSAGES:
+        size += len(out.items[0]) + 1
+        if size > BATCH_BYTES:
+            break
+        parts.append(out.take())
+    return first if len(parts) == 1 else "[" + ",".join(parts) + "]"
 
 
 def _start(store: Store, job: str, after: int | None) -> tuple[int, str | None]:

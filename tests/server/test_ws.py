@@ -43,13 +43,24 @@ async def connect(
     async with open_ws(
         ws_url(backend, query), headers, connect_timeout=5, max_message_size=1 << 20
     ) as ws:
-        yield ws
+        try:
+            yield ws
+        finally:
+            _pending.pop(id(ws), None)
+
+
+_pending: dict[int, list[dict[str, Any]]] = {}
 
 
 async def recv(ws: WebSocketConnection, *, skip_pings: bool = True) -> dict[str, Any]:
+    """The next protocol message (a text message may hold a batch: a JSON array of them)."""
+    queue = _pending.setdefault(id(ws), [])
     while True:
-        with trio.fail_after(5):
-            message = json.loads(await ws.get_message())
+        if not queue:
+            with trio.fail_after(5):
+                decoded = json.loads(await ws.get_message())
+            queue.extend(decoded if isinstance(decoded, list) else [decoded])
+        message = queue.pop(0)
         if not (skip_pings and message["type"] == "ping"):
             return message
 
@@ -282,3 +293,19 @@ async def test_unsubscribe_stops_a_live_job(backend, http, fake) -> None:
         await sub(ws, done["id"])
         got = await until_end(ws, done["id"])
     assert {m["job"] for m in got} == {done["id"]}
+
+
+async def test_queued_messages_are_batched_as_json_arrays_in_order(backend) -> None:
+    prefill(backend.data_dir, "job_big", 2000)
+    async with connect(backend) as ws:
+        await sub(ws, "job_big")
+        texts = 0
+        got: list[dict[str, Any]] = []
+        while not got or got[-1]["type"] != "end":
+            with trio.fail_after(5):
+                decoded = json.loads(await ws.get_message())
+            texts += 1
+            got.extend(decoded if isinstance(decoded, list) else [decoded])
+    events = [m for m in got if m["type"] == "event"]
+    assert [e["id"] for e in events] == [str(n) for n in range(1, 2003)]
+    assert texts < len(got) / 10  # thousands of messages in a few writes
