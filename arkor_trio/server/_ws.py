@@ -41,7 +41,7 @@ from ._ws_protocol import (
     encode,
     error_message,
     event_message,
-    parse_client_message,
+    parse_client_messages,
 )
 
 if TYPE_CHECKING:
@@ -144,15 +144,18 @@ class _Session:
             if message["type"] == "websocket.disconnect":
                 return
             try:
-                parsed = parse_client_message(message.get("text", message.get("bytes")))
+                batch = parse_client_messages(message.get("text", message.get("bytes")))
             except BadMessage as exc:
-                await self.out.put(error_message(exc.job, 400, str(exc)))
-                continue
-            old = self.subs.pop(parsed.job, None)
-            if old is not None:
-                old.cancel()
-            if isinstance(parsed, Subscribe):
-                await self._subscribe(nursery, parsed)
+                batch = [exc]
+            for parsed in batch:
+                if isinstance(parsed, BadMessage):
+                    await self.out.put(error_message(parsed.job, 400, str(parsed)))
+                    continue
+                old = self.subs.pop(parsed.job, None)
+                if old is not None:
+                    old.cancel()
+                if isinstance(parsed, Subscribe):
+                    await self._subscribe(nursery, parsed)
 
     async def _subscribe(self, nursery: trio.Nursery, sub: Subscribe) -> None:
         row = self.store.get_job(sub.job)

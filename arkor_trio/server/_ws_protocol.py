@@ -1,6 +1,7 @@
 """The job-feed WebSocket protocol of the local backend: close codes, limits, message parsing.
 
-Every message is one JSON object in a text message; its ``type`` names it (docs/websocket.md).
+Every message is a JSON object whose ``type`` names it; a text message holds one, or a JSON array
+of them (a batch, in order), both ways (docs/websocket.md).
 
 Client -> server: ``subscribe {job, after}`` (``after``: the last event id the client holds, a
 string of digits, or null) and ``unsubscribe {job}``.
@@ -37,7 +38,8 @@ __all__ = [
     "encode",
     "error_message",
     "event_message",
-    "parse_client_message",
+    "parse_client_messages",
+    "parse_message",
 ]
 
 CLOSE_GOING_AWAY = 1001
@@ -98,18 +100,35 @@ def _job_field(message: dict[str, Any]) -> str:
     return job
 
 
-def parse_client_message(raw: str | bytes | None) -> Subscribe | Unsubscribe:
-    """Decode one client message.
+def parse_client_messages(raw: str | bytes | None) -> list[Subscribe | Unsubscribe | BadMessage]:
+    """Decode one text message: a message object, or a JSON array of them (a batch).
+
+    Each element is a parsed message or the :class:`BadMessage` it raised, in order.
 
     Raises:
-        BadMessage: Binary, not JSON, not an object, an unknown ``type`` or a bad field.
+        BadMessage: Binary, not JSON, or neither an object nor an array.
     """
     if not isinstance(raw, str):
         raise BadMessage("binary messages are not part of the protocol; send JSON text")
     try:
-        message = json.loads(raw)
+        decoded = json.loads(raw)
     except ValueError as exc:
         raise BadMessage(f"malformed JSON: {exc}") from None
+    out: list[Subscribe | Unsubscribe | BadMessage] = []
+    for message in decoded if isinstance(decoded, list) else [decoded]:
+        try:
+            out.append(parse_message(message))
+        except BadMessage as exc:
+            out.append(exc)
+    return out
+
+
+def parse_message(message: Any) -> Subscribe | Unsubscribe:
+    """Validate one decoded client message.
+
+    Raises:
+        BadMessage: Not an object, an unknown ``type``, or a bad field.
+    """
     if not isinstance(message, dict):
         raise BadMessage(f"a message must be a JSON object, got {type(message).__name__}")
     kind = message.get("type")

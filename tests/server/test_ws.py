@@ -103,6 +103,7 @@ async def test_replay_carries_the_sse_ids_and_payloads_then_end(backend, http) -
 
 async def test_after_resumes_exactly_and_says_recovered(backend, http) -> None:
     job = await create_job(http, logs=3)
+    await read_stream(http, job["id"])  # the job has ended: event 3 exists
     async with connect(backend) as ws:
         await sub(ws, job["id"], "3")
         got = await until_end(ws, job["id"])
@@ -154,7 +155,7 @@ async def test_hostile_messages_get_errors_and_the_socket_keeps_working(backend,
         store.close()
     bad: list[str | bytes] = [
         "{not json",
-        "[1, 2]",
+        "42",
         json.dumps({"type": "dance"}),
         json.dumps({"type": "subscribe"}),
         json.dumps({"type": "subscribe", "job": "x" * 500}),
@@ -309,3 +310,23 @@ async def test_queued_messages_are_batched_as_json_arrays_in_order(backend) -> N
     events = [m for m in got if m["type"] == "event"]
     assert [e["id"] for e in events] == [str(n) for n in range(1, 2003)]
     assert texts < len(got) / 10  # thousands of messages in a few writes
+
+
+async def test_a_client_batch_is_handled_element_by_element(backend) -> None:
+    prefill(backend.data_dir, "job_b1", 1)
+    batch = [
+        {"type": "subscribe", "job": "job_b1", "after": "2"},
+        {"type": "nope"},
+        "not an object",
+    ]
+    async with connect(backend) as ws:
+        await ws.send_message(json.dumps(batch))
+        got = [await recv(ws) for _ in range(5)]
+    kinds = sorted((m["type"], m.get("id") or m.get("status")) for m in got)
+    assert kinds == [
+        ("end", None),
+        ("error", 400),
+        ("error", 400),
+        ("event", "3"),
+        ("subscribed", None),
+    ]
