@@ -79,15 +79,22 @@ def _emitter(path: Path, jobs: list[str], rate: float, notify, stop: threading.E
     conn.close()
 
 
-async def serve(data_dir: Path, jobs: int, rate: float) -> None:
-    async with open_local_backend(data_dir, max_concurrent_jobs=1) as backend:
+async def serve(data_dir: Path, jobs: int, rate: float, port: int = 0) -> None:
+    """The backend of the scale run (and of ``websocket_reconnect.py``): ``jobs`` running jobs
+    fed by the emitter once stdin says "go"; with ``rate == 0`` the jobs exist already (a
+    restart on the same data dir) and nothing is emitted."""
+    async with open_local_backend(data_dir, port, max_concurrent_jobs=1) as backend:
         store = Store.in_dir(backend.data_dir, on_append=backend._hub.notify)
         ids = [f"job_s{i:05d}" for i in range(jobs)]
-        for job in ids:
+        for job in ids if rate > 0 else ():
             store.create_job(job_id=job, org_id="org_local", project_id="proj_default",
                              name=job, config={})  # fmt: skip
             store.append(job, {"type": "training.started"})
         print(json.dumps({"base_url": backend.base_url, "token": backend.token}), flush=True)
+        if rate <= 0:
+            store.close()
+            await trio.to_thread.run_sync(sys.stdin.readline)  # EOF: stop
+            return
         store.close()
         stop = threading.Event()
         thread = threading.Thread(
@@ -207,9 +214,10 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--serve", type=Path)
+    parser.add_argument("--port", type=int, default=0)
     args = parser.parse_args()
     if args.serve is not None:
-        trio.run(serve, args.serve, args.jobs, args.rate)
+        trio.run(serve, args.serve, args.jobs, args.rate, args.port)
         return
     print(f"## Throughput, one job of {args.events:,} events\n")
     rows = trio.run(throughput, args.events)
