@@ -65,8 +65,11 @@ class WsLimits:
             ``error {status: 429}``.
         send_queue: Messages queued for one socket; producers (replay, live events, errors)
             wait while it is full, so a slow reader slows only its own socket.
-        send_timeout: A socket whose next message could not be written for this long is
-            closed with 4408 (too far behind); the client resumes from its cursors.
+        send_timeout: A socket whose send queue stays full for this long (the client reads
+            more slowly than its jobs produce) is closed with 4408 (too far behind); the client
+            resumes from its cursors. (hypercorn shields each socket write, so a client that
+            reads nothing at all holds its socket until TCP gives up on it; memory stays bounded
+            by the queue and the kernel buffers.)
     """
 
     max_subscriptions: int = 10_000

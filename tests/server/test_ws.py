@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -330,3 +331,55 @@ async def test_a_client_batch_is_handled_element_by_element(backend) -> None:
         ("event", "3"),
         ("subscribed", None),
     ]
+
+
+async def test_a_consumer_too_far_behind_is_closed_and_others_carry_on(
+    tmp_path, fake, caplog
+) -> None:
+    """A client that reads more slowly than its jobs produce (tiny receive buffer) keeps the
+    server's send queue full; after ``send_timeout`` of that its socket is closed with 4408,
+    while another socket is served normally."""
+    import socket
+
+    from trio_websocket import wrap_client_stream
+
+    caplog.set_level(logging.INFO, "arkor_trio.server")
+    limits = WsLimits(send_timeout=0.2, send_queue=64)
+    async with open_local_backend(tmp_path / "d", engine=fake.engine(), ws_limits=limits) as b:
+        for i in range(40):  # ~14 MB of messages: more than the kernel buffers hold
+            prefill(b.data_dir, f"job_{i}", 1500)
+        host, port = b.base_url.removeprefix("http://").split(":")
+        sock = trio.socket.socket()
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        await sock.connect((host, int(port)))
+        stream = trio.SocketStream(sock)
+        headers = [
+            (b"authorization", f"Bearer {b.token}".encode()),
+            (b"x-arkor-client", USER_AGENT.encode()),
+        ]
+        try:
+            async with trio.open_nursery() as nursery:
+                slow = await wrap_client_stream(
+                    nursery, stream, host, "/v1/events/ws" + SCOPE_QS, extra_headers=headers,
+                    message_queue_size=1,
+                )  # fmt: skip
+                for i in range(40):
+                    await sub(slow, f"job_{i}")
+                # The slow socket reads nothing for now; meanwhile another one works.
+                async with connect(b) as other:
+                    await sub(other, "job_0")
+                    assert len(await until_end(other, "job_0")) == 1504
+                # Then it reads, far more slowly than its 40 jobs' backlog arrives.
+                with trio.fail_after(20):
+                    while True:
+                        try:
+                            await slow.get_message()
+                        except ConnectionClosed as exc:
+                            code = exc.reason.code
+                            break
+                        await trio.sleep(0.005)
+                assert code == 4408
+                assert "stayed full" in caplog.text
+                nursery.cancel_scope.cancel()
+        finally:
+            await trio.aclose_forcefully(stream)
