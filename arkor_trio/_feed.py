@@ -26,7 +26,7 @@ import json
 import logging
 import random
 from collections import deque
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
@@ -39,11 +39,11 @@ from ._errors import (
     ConfigError,
     JobNotFound,
     ReconnectsExhausted,
-    UpgradeRequired,
 )
 from ._feed_job import FeedCounters, FeedJob, FeedStats, FeedSubscription, terminal_from_job
+from ._feed_socket import FeedClient, SocketEnd, end_from_close, end_from_rejection, take_batch
 from ._groups import collapse_groups, lone_exception
-from ._reconnect import PERMANENT_STATUSES, Backoff, ReconnectPolicy, parse_retry_after
+from ._reconnect import PERMANENT_STATUSES, Backoff, ReconnectPolicy
 from ._ws_connect import open_ws
 
 if TYPE_CHECKING:
@@ -54,47 +54,10 @@ if TYPE_CHECKING:
     from trio_websocket import WebSocketConnection
 
     from ._cursor import CursorStore
-    from ._models import TrainingJob
 
 __all__ = ["FeedClient", "FeedStats", "FeedSubscription", "JobFeed"]
 
 log = logging.getLogger("arkor_trio.feed")
-
-#: Largest batch of subscribe/unsubscribe messages sent as one text message (the server accepts
-#: messages up to 64 KiB): following 10,000 jobs then takes a handful of writes, not 10,000.
-SEND_BATCH_BYTES = 48 * 1024
-#: Close codes that ask for an immediate reconnect (going away, service restart).
-RESTART_CODES = frozenset({1001, 1012})
-
-
-class FeedClient(Protocol):
-    """What a feed needs from its client (``ArkorClient`` has both)."""
-
-    async def websocket_target(self, path: str) -> tuple[str, list[tuple[bytes, bytes]]]:
-        """URL and handshake headers of a WebSocket route."""
-        ...
-
-    async def get_job(self, job_id: str) -> TrainingJob:
-        """``GET /v1/jobs/:id``."""
-        ...
-
-
-class _Closed(Exception):
-    """How a socket ended: progress, an immediate-reconnect close, an error, a final error."""
-
-    def __init__(self, error: BaseException | None, *, restart: bool = False) -> None:
-        super().__init__(str(error))
-        self.error = error
-        self.restart = restart
-        self.retry_after: float | None = None
-
-
-def _final_error(status: int, reason: str) -> ApiError | None:
-    if status == 426:
-        return UpgradeRequired(status, reason or "this client is too old for the backend")
-    if status in PERMANENT_STATUSES or status == 404:
-        return ApiError(status, f"the job feed was refused: {reason or status}")
-    return None
 
 
 class JobFeed:
@@ -245,17 +208,7 @@ class JobFeed:
             while True:
                 while not self._outbox:
                     await self._outbox_ready.park()
-                await ws.send_message(self._take_batch())
-
-    def _take_batch(self) -> str:
-        """The next text message: one queued message, or a JSON array of several (a batch)."""
-        outbox = self._outbox
-        first = outbox.popleft()
-        parts, size = [first], len(first)
-        while outbox and size + len(outbox[0]) + 1 < SEND_BATCH_BYTES:
-            size += len(outbox[0]) + 1
-            parts.append(outbox.popleft())
-        return first if len(parts) == 1 else "[" + ",".join(parts) + "]"
+                await ws.send_message(take_batch(self._outbox))
 
     # --- the connection loop -------------------------------------------------------------------
 
@@ -287,7 +240,7 @@ class JobFeed:
                 if job.state != "done":
                     job.finish(exc)
 
-    async def _connection(self) -> _Closed:
+    async def _connection(self) -> SocketEnd:
         client = self._client
         url, headers = await client.websocket_target("/v1/events/ws")
         try:
@@ -299,21 +252,14 @@ class JobFeed:
             ) as ws:
                 return await self._use(ws)
         except ConnectionRejected as exc:
-            final = _final_error(exc.status_code, f"HTTP {exc.status_code}")
-            if final is not None:
-                raise final from None
-            closed = _Closed(ApiError(exc.status_code, f"HTTP {exc.status_code} opening the feed"))
-            if exc.status_code in (429, 503):
-                retry = dict(exc.headers or ()).get(b"retry-after", b"").decode("latin-1")
-                closed.retry_after = parse_retry_after(retry or None)
-            return closed
+            return end_from_rejection(exc)
         except (HandshakeError, OSError, trio.BrokenResourceError) as exc:
-            return _Closed(exc)
+            return SocketEnd(exc)
         finally:
             self._connected = False
             self._outbox.clear()
 
-    async def _use(self, ws: WebSocketConnection) -> _Closed:
+    async def _use(self, ws: WebSocketConnection) -> SocketEnd:
         counters = self._counters
         counters.connections += 1
         if self._ended_at is not None:
@@ -334,21 +280,11 @@ class JobFeed:
                             watchdog.deadline = trio.current_time() + idle
                             self._handle_raw(raw)
                     nursery.cancel_scope.cancel()
-            return _Closed(ArkorError(f"no message for {idle} s (idle_timeout)"))
+            return SocketEnd(ArkorError(f"no message for {idle} s (idle_timeout)"))
         except ConnectionClosed as exc:
-            return self._closed_by(exc)
+            return end_from_close(exc)
         finally:
             self._ended_at = trio.current_time()
-
-    def _closed_by(self, exc: ConnectionClosed) -> _Closed:
-        code = exc.reason.code if exc.reason is not None else 1006
-        text = (exc.reason.reason if exc.reason is not None else None) or ""
-        if 4000 <= code < 5000:
-            final = _final_error(code - 4000, text)
-            if final is not None:
-                raise final
-        return _Closed(ArkorError(f"the feed socket closed ({code} {text})".strip()),
-                       restart=code in RESTART_CODES)  # fmt: skip
 
     # --- incoming ------------------------------------------------------------------------------
 

@@ -19,7 +19,8 @@ if TYPE_CHECKING:
     from collections.abc import Iterable
     from types import TracebackType
 
-    from ._feed import FeedClient, FeedSubscription
+    from ._feed import FeedSubscription
+    from ._feed_socket import FeedClient
     from ._models import JobEvent
 
 __all__ = ["WebSocketEventStream"]
