@@ -213,3 +213,26 @@ async def test_feed_resumes_every_job_exactly_once_across_a_backend_restart(tmp_
         assert seen[job] == log[job][2:]
     assert stats.reconnects >= 1
     assert stats.duplicates == 0
+
+
+async def test_leaving_returns_at_once_while_handshaking_or_backing_off(backend) -> None:
+    """Cancellation reaches the feed wherever it waits: in a handshake the server never
+    answers (connect_timeout 10 s), and in a failure backoff (10 s)."""
+    listener = trio.socket.socket()
+    await listener.bind(("127.0.0.1", 0))
+    listener.listen(8)  # accepts (in the kernel) and never answers: a handshake that hangs
+    port = listener.getsockname()[1]
+    slow = ReconnectPolicy(connect_timeout=10.0, initial_delay=10.0, max_delay=10.0)
+    try:
+        for base_url in (f"http://127.0.0.1:{port}", "http://127.0.0.1:1"):
+            client = ArkorClient(
+                base_url=base_url, token="t", org_slug="local", project_slug="default"
+            )
+            started = trio.current_time()
+            with trio.move_on_after(0.3):
+                async with client.feed(policy=slow) as feed, feed.subscribe("job_x") as sub:
+                    await _ids(sub)
+            assert trio.current_time() - started < 1.0
+            assert feed.stats.connections == 0
+    finally:
+        listener.close()

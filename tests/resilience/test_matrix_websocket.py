@@ -85,7 +85,7 @@ async def test_websocket_row(tmp_path, row: str) -> None:
 
 
 async def test_feed_row_200_jobs_on_one_socket_through_cuts(tmp_path) -> None:
-    """200 jobs (prefilled logs of 20 events each, replayed while the proxy cuts the socket
+    """200 jobs (prefilled logs of 100 events each, replayed while the proxy cuts the socket
     again and again): every job's events arrive exactly once and in order."""
     from arkor_trio.server import open_local_backend
     from arkor_trio.testing import open_chaos_proxy
@@ -93,7 +93,7 @@ async def test_feed_row_200_jobs_on_one_socket_through_cuts(tmp_path) -> None:
 
     jobs = [f"job_f{i:03d}" for i in range(200)]
     for job in jobs:
-        prefill(tmp_path / "data", job, 18)
+        prefill(tmp_path / "data", job, 98)  # 100 events: ~40 batched messages, many cuts
     plan = Plan.of(
         *[CutAfterEvents(k, mode=m) for k, m in [(2, "clean"), (3, "mid_frame"), (1, "reset")]] * 3
     )
@@ -119,8 +119,8 @@ async def test_feed_row_200_jobs_on_one_socket_through_cuts(tmp_path) -> None:
                 stats = feed.stats
             logs = {job: [i for i, _ in await backend_log(backend, job)] for job in jobs[:5]}
     for job in jobs:
-        assert seen[job] == [str(n) for n in range(1, 21)], job
+        assert seen[job] == [str(n) for n in range(1, 101)], job
     for job, log in logs.items():
         assert seen[job] == log
     assert stats.reconnects >= 9
-    assert stats.events == 200 * 20  # queued once each: nothing replayed twice
+    assert stats.events == 200 * 100  # queued once each: nothing replayed twice
