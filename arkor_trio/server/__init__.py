@@ -8,5 +8,6 @@ from ._engine import Engine as Engine
 from ._serve import LocalBackend as LocalBackend
 from ._serve import open_local_backend as open_local_backend
 from ._serve import serve as serve
+from ._ws_protocol import WsLimits as WsLimits
 
-__all__ = ["Engine", "LocalBackend", "open_local_backend", "serve"]
+__all__ = ["Engine", "LocalBackend", "WsLimits", "open_local_backend", "serve"]

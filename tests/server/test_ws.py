@@ -14,9 +14,8 @@ from trio_websocket import ConnectionClosed
 
 from arkor_trio._version import USER_AGENT
 from arkor_trio._ws_connect import open_ws
-from arkor_trio.server import open_local_backend
+from arkor_trio.server import WsLimits, open_local_backend
 from arkor_trio.server._store import Store
-from arkor_trio.server._ws_protocol import WsLimits
 
 from .conftest import create_job, headers_for, prefill, read_stream
 
