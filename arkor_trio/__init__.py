@@ -21,6 +21,9 @@ from ._errors import JobNotFound as JobNotFound
 from ._errors import ReconnectsExhausted as ReconnectsExhausted
 from ._errors import StreamError as StreamError
 from ._errors import UpgradeRequired as UpgradeRequired
+from ._feed import JobFeed as JobFeed
+from ._feed_job import FeedStats as FeedStats
+from ._feed_job import FeedSubscription as FeedSubscription
 from ._infer import Infer as Infer
 from ._job_stream import EventStream as EventStream
 from ._models import Adapter as Adapter
@@ -43,6 +46,7 @@ from ._models import UnknownEvent as UnknownEvent
 from ._trainer import Trainer as Trainer
 from ._trainer import create_trainer as create_trainer
 from ._version import __version__ as __version__
+from ._ws_stream import WebSocketEventStream as WebSocketEventStream
 from .stream import CursorStore as CursorStore
 from .stream import FileCursorStore as FileCursorStore
 from .stream import MemoryCursorStore as MemoryCursorStore
@@ -66,12 +70,15 @@ __all__ = [
     "DatasetSource",
     "EventStream",
     "FailedContext",
+    "FeedStats",
+    "FeedSubscription",
     "FileCursorStore",
     "FrameTooLarge",
     "HuggingfaceDataset",
     "Infer",
     "JobConfig",
     "JobEvent",
+    "JobFeed",
     "JobNotFound",
     "LogContext",
     "Lora",
@@ -91,6 +98,7 @@ __all__ = [
     "TrainingStarted",
     "UnknownEvent",
     "UpgradeRequired",
+    "WebSocketEventStream",
     "__version__",
     "create_trainer",
 ]

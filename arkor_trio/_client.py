@@ -23,7 +23,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import httpx
 import trio
@@ -32,10 +32,13 @@ from ._chat import CHAT_ROUTE, build_chat_body, iter_chat_deltas, parse_completi
 from ._codec import MalformedPayload, decode_job, encode
 from ._config import pick_project, resolve_config, scope_from_me
 from ._errors import ConfigError
+from ._feed import JobFeed
 from ._http_errors import deprecation_notice, error_from, malformed, read_error_body, unreachable
 from ._job_stream import EventStream, JobStreamSource
 from ._pools import StreamPools
 from ._version import USER_AGENT
+from ._ws_connect import ws_url
+from ._ws_stream import WebSocketEventStream
 
 if TYPE_CHECKING:
     from types import TracebackType
@@ -44,7 +47,7 @@ if TYPE_CHECKING:
     from ._chat import ChatOptions, Messages
     from ._errors import ApiError
     from ._models import Adapter, ChatCompletion, JobConfig, TrainingJob
-    from .stream import ReconnectPolicy
+    from .stream import CursorStore, ReconnectPolicy
 
 __all__ = ["ArkorClient"]
 
@@ -322,9 +325,24 @@ class ArkorClient:
         await self._request("POST", path, params=await self._scope_params(), job_route=True)
 
     def events(
-        self, job_id: str, *, after: str | None = None, policy: ReconnectPolicy | None = None
-    ) -> EventStream:
-        """The job's resumable event stream, starting after event id ``after``."""
+        self,
+        job_id: str,
+        *,
+        after: str | None = None,
+        policy: ReconnectPolicy | None = None,
+        transport: str = "sse",
+    ) -> EventStream | WebSocketEventStream:
+        """The job's resumable event stream, starting after event id ``after``.
+
+        ``transport="websocket"`` follows it over the job feed socket (docs/websocket.md)
+        with the same semantics; SSE is the default (the cloud speaks SSE).
+        """
+        if transport == "websocket":
+            return WebSocketEventStream(self, job_id, after=after, policy=policy)
+        if transport != "sse":
+            raise ConfigError(
+                f"transport must be 'sse' or 'websocket', got {transport!r}", field="transport"
+            )
         return EventStream(self.stream_source(job_id), after=after, policy=policy)
 
     def stream_source(self, job_id: str) -> JobStreamSource:
@@ -355,6 +373,18 @@ class ArkorClient:
         error = error_from(status, text, job_route=True)
         error.add_note(f"route: {route} on {self.base_url}")
         return error
+
+    def feed(
+        self, *, policy: ReconnectPolicy | None = None, cursor_store: CursorStore | None = None
+    ) -> JobFeed:
+        """A job feed: many jobs over one WebSocket (``async with client.feed() as feed:``)."""
+        return JobFeed(self, policy=policy, cursor_store=cursor_store)
+
+    async def websocket_target(self, path: str) -> tuple[str, list[tuple[bytes, bytes]]]:
+        """The ``ws(s)://`` URL of a route (with the project scope) and its handshake headers."""
+        query = urlencode(await self._scope_params())
+        headers = [(k.lower().encode(), v.encode()) for k, v in self._headers().items()]
+        return f"{ws_url(self._url(path))}?{query}", headers
 
     # --- chat --------------------------------------------------------------------------------
 

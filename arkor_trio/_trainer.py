@@ -22,9 +22,11 @@ from ._callbacks import Callbacks, CallbacksLike, as_callbacks
 from ._client import ArkorClient
 from ._dispatch import Dispatcher, apply_event, result_for, result_for_job
 from ._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
+from ._feed import JobFeed
 from ._job_stream import TERMINAL_TYPES, EventStream
 from ._models import TrainingLog
 from ._validate import build_job_config, check_name
+from ._ws_stream import WebSocketEventStream
 from .stream._cursor import (
     CursorStore,
     MemoryCursorStore,
@@ -84,8 +86,15 @@ class Trainer:
         reconnect: ReconnectPolicy | None = None,
         cursor_store: CursorStore | None = None,
         job_id: str | None = None,
+        transport: str | JobFeed = "sse",
     ) -> None:
         _check_type("client", client, ArkorClient, "an ArkorClient")
+        if not isinstance(transport, JobFeed) and transport not in ("sse", "websocket"):
+            raise ConfigError(
+                f"transport must be 'sse', 'websocket' or a JobFeed, got {transport!r}",
+                field="transport",
+            )
+        self._transport = transport
         _check_type("reconnect", reconnect, ReconnectPolicy, "a ReconnectPolicy")
         if cursor_store is not None and not isinstance(cursor_store, CursorStore):
             raise ConfigError(
@@ -121,11 +130,13 @@ class Trainer:
         client: ArkorClient | None = None,
         cursor_store: CursorStore | None = None,
         reconnect: ReconnectPolicy | None = None,
+        transport: str | JobFeed = "sse",
     ) -> Trainer:
         """Follow a job started elsewhere; ``wait()`` resumes after the stored cursor.
 
         With a :class:`FileCursorStore`, a process restarted mid-run resumes where the previous
-        one stopped, without dispatching any event twice.
+        one stopped, without dispatching any event twice. ``transport`` is ``"sse"``,
+        ``"websocket"`` or a running :class:`JobFeed` shared with other trainers.
         """
         if not isinstance(job_id, str) or not job_id:
             raise ConfigError(f"job_id must be a non-empty string, got {job_id!r}", field="job_id")
@@ -137,6 +148,7 @@ class Trainer:
             reconnect=reconnect,
             cursor_store=cursor_store,
             job_id=job_id,
+            transport=transport,
         )
 
     @property
@@ -234,13 +246,29 @@ class Trainer:
         assert self._job is not None
         # Only dispatched ids count as seen: events read ahead but not dispatched come again.
         duplicates = DuplicateFilter(self._recent.ids(), anchors=self._anchors)
-        stream = EventStream(
-            self._client.stream_source(job_id),
-            after=self._store.load(job_id),
-            policy=self._policy,
-            created_at=self._created_at,
-            duplicates=duplicates,
-        )
+        after = self._store.load(job_id)
+        stream: EventStream | WebSocketEventStream
+        if self._transport == "sse":
+            stream = EventStream(
+                self._client.stream_source(job_id),
+                after=after,
+                policy=self._policy,
+                created_at=self._created_at,
+                duplicates=duplicates,
+            )
+            track = None  # the channel's window tells which ids were dispatched (_remember)
+        else:
+            feed = self._transport if isinstance(self._transport, JobFeed) else None
+            stream = WebSocketEventStream(
+                self._client,
+                job_id,
+                feed=feed,
+                after=after,
+                policy=self._policy,
+                created_at=self._created_at,
+                seen=self._recent.ids(),
+            )
+            track = self._recent
         last: str | None = None  # the last id dispatched by this wait()
         store = self._store
         commit = _inline_commit(store)  # None: commits go to a worker thread
@@ -262,11 +290,14 @@ class Trainer:
                             await commit_cursor_async(store, job_id, event_id, finished=terminal)
                     if event_id is not None:
                         last = event_id
+                        if track is not None:
+                            track.add(event_id)
                     if terminal:
                         self._result = result_for(job, event)
                         return self._result
             finally:
-                self._remember(duplicates, last)
+                if track is None:
+                    self._remember(duplicates, last)
         raise StreamError(f"the event stream of job {job_id} ended without a terminal event")
 
     def _remember(self, duplicates: DuplicateFilter, last: str | None) -> None:
@@ -368,12 +399,14 @@ def create_trainer(
     client: ArkorClient | None = None,
     reconnect: ReconnectPolicy | None = None,
     cursor_store: CursorStore | None = None,
+    transport: str | JobFeed = "sse",
 ) -> Trainer:
     """Describe a training run; nothing is sent until ``start()``/``wait()``/``run()``.
 
     Training arguments map onto the wire's ``JobConfig`` (None is omitted). ``callbacks`` is a
     :class:`Callbacks` or a mapping with its keys; ``client`` defaults to one configured from the
     environment (``ARKOR_CLOUD_API_URL``, ``ARKOR_TOKEN``, ``~/.arkor/credentials.json``).
+    ``transport`` is ``"sse"`` (default), ``"websocket"`` or a running :class:`JobFeed`.
 
     Raises:
         ConfigError: An invalid argument; ``field`` names it (empty name, ``max_steps=0``, a
@@ -406,4 +439,5 @@ def create_trainer(
         client=client,
         reconnect=reconnect,
         cursor_store=cursor_store,
+        transport=transport,
     )

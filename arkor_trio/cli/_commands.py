@@ -88,13 +88,20 @@ def cmd_serve(args: argparse.Namespace) -> int:
     data_dir = args.data_dir
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops: exit 0
         _trio_run(partial(_serve, args.host, args.port, data_dir, args.ping_interval,
-                          allow_anonymous=args.allow_anonymous))  # fmt: skip
+                          allow_anonymous=args.allow_anonymous,
+                          retain_events=args.retain_events))  # fmt: skip
     print("arkor-trio serve: stopped", flush=True)
     return EXIT_OK
 
 
 async def _serve(
-    host: str, port: int, data_dir: Path, ping_interval: float, *, allow_anonymous: bool = False
+    host: str,
+    port: int,
+    data_dir: Path,
+    ping_interval: float,
+    *,
+    allow_anonymous: bool = False,
+    retain_events: int | None = None,
 ) -> int:
     """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM, shutting down cleanly on either."""
     from ..server import serve
@@ -103,16 +110,10 @@ async def _serve(
         async with trio.open_nursery() as nursery:
             try:
                 with collapse_groups():
-                    await nursery.start(
-                        partial(
-                            serve,
-                            host,
-                            port,
-                            data_dir,
-                            ping_interval,
-                            allow_anonymous=allow_anonymous,
-                        )
+                    run = partial(
+                        serve, allow_anonymous=allow_anonymous, retain_events=retain_events
                     )
+                    await nursery.start(run, host, port, data_dir, ping_interval)
             except OSError as exc:  # the port is taken, the data dir cannot be made or written
                 raise ConfigError(_startup_error(host, port, data_dir, exc)) from None
             async for _ in signals:

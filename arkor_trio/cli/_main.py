@@ -34,6 +34,7 @@ from ._commands import (
 from ._credentials import add_parser as add_credentials_parser
 from ._signals import EXIT_TERMINATED, Terminated
 from ._text import printable
+from ._watch import add_watch_command
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -122,6 +123,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--allow-anonymous", action="store_true",
         help="answer POST /v1/auth/anonymous for the TypeScript SDK (loopback, no Origin)",
     )  # fmt: skip
+    serve.add_argument(
+        "--retain-events", type=_positive_int,
+        help="keep only the last N events per job (default: all)",
+    )  # fmt: skip
     serve.set_defaults(handler=cmd_serve)
     add_credentials_parser(commands, DEFAULT_DATA_DIR)
 
@@ -157,6 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
     events.add_argument("--after", metavar="EVENT_ID", help="start after this event id")
     _add_json(events)
     jobs.set_defaults(handler=cmd_jobs)
+    add_watch_command(jobs_commands)
 
     infer = _command(
         commands, "infer", "chat with a job's adapter",

@@ -10,10 +10,12 @@ from ._sdk import sdk_credentials as sdk_credentials
 from ._serve import LocalBackend as LocalBackend
 from ._serve import open_local_backend as open_local_backend
 from ._serve import serve as serve
+from ._ws_protocol import WsLimits as WsLimits
 
 __all__ = [
     "Engine",
     "LocalBackend",
+    "WsLimits",
     "load_or_create_token",
     "open_local_backend",
     "sdk_credentials",

@@ -37,6 +37,8 @@ from ._projects import ProjectStore, project_routes
 from ._runner import JobRunner
 from ._sdk import AnonymousSignIn
 from ._store import TERMINAL_STATUSES, Store, StoreError, job_to_wire
+from ._ws import ws_route
+from ._ws_protocol import WsLimits
 
 if TYPE_CHECKING:
     from starlette.requests import Request
@@ -59,6 +61,7 @@ class AppState:
     data_dir: Path
     ping_interval: float
     projects: ProjectStore
+    ws_limits: WsLimits = attrs.field(factory=WsLimits)
 
 
 def _job_or_404(state: AppState, job_id: str) -> dict[str, Any]:
@@ -201,7 +204,10 @@ class _LogErrors:
 def build_app(state: AppState, token: str, access: BrowserAccess | None = None) -> ASGIApp:
     """The gated ASGI app (see the module docstring), behind the browser gate (the page)."""
     app = Starlette(
-        routes=_routes(state),
+        routes=[
+            *_routes(state),
+            ws_route(state.store, state.hub, token, state.ping_interval, state.ws_limits),
+        ],
         exception_handlers={
             ApiProblem: _problem,
             HTTPException: _http_error,

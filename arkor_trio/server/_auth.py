@@ -27,6 +27,7 @@ __all__ = [
     "SUPPORTED_RANGE",
     "GateMiddleware",
     "answer_json",
+    "credential_problem",
     "load_or_create_token",
     "version_refusal",
 ]
@@ -153,3 +154,20 @@ async def answer_json(
         headers.append((b"www-authenticate", b'Bearer realm="arkor-local"'))
     await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": data})
+
+
+def credential_problem(headers: dict[bytes, bytes], token: str) -> tuple[int, str] | None:
+    """``(status, message)`` when a request fails the gate (426, then 401), else None.
+
+    For routes the middleware does not gate (WebSocket), which answer with a close code.
+    """
+    raw_client = headers.get(b"x-arkor-client")
+    problem = _client_problem(None if raw_client is None else raw_client.decode("latin-1"))
+    if problem is not None:
+        return 426, f"sdk_version_unsupported (supported {SUPPORTED_RANGE}): {UPGRADE_HINT}"
+    scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
+    if scheme.lower() != b"bearer" or not given.strip():
+        return 401, "missing bearer token"
+    if not hmac.compare_digest(given.strip(), token.encode()):
+        return 401, "invalid bearer token"
+    return None

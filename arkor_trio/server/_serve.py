@@ -29,6 +29,7 @@ from ._projects import ProjectStore
 from ._runner import RESTARTED, JobRunner, recover_unfinished
 from ._sdk import sdk_credentials
 from ._store import RECOVERY_ID_GAP, Store
+from ._ws_protocol import MAX_MESSAGE_BYTES, WsLimits
 
 if TYPE_CHECKING:
     from .._client import ArkorClient
@@ -161,6 +162,8 @@ async def open_local_backend(
     join_timeout: float = 10.0,
     busy_timeout: float = 5.0,
     allow_anonymous: bool = False,
+    retain_events: int | None = None,
+    ws_limits: WsLimits | None = None,
 ) -> AsyncIterator[LocalBackend]:
     """Run the local backend in this trio run for the duration of the block.
 
@@ -177,6 +180,9 @@ async def open_local_backend(
             write lock before it fails with "database locked" (a 503, or the job failing).
         allow_anonymous: Answer ``POST /v1/auth/anonymous`` (loopback clients without an
             ``Origin`` header get the token; see docs/local-backend.md).
+        retain_events: Keep only the last N events of each job (None: all). A feed subscriber
+            whose cursor is older gets ``reset``, then the kept events.
+        ws_limits: Per-socket limits of ``GET /v1/events/ws`` (None: the defaults).
 
     Yields:
         The running :class:`LocalBackend`.
@@ -200,7 +206,9 @@ async def open_local_backend(
         _remove_stale_temp_files(root)
         token = load_or_create_token(root)
         hub = EventHub()
-        store = Store.in_dir(root, on_append=hub.notify, busy_timeout=busy_timeout)
+        store = Store.in_dir(
+            root, on_append=hub.notify, busy_timeout=busy_timeout, retain_events=retain_events
+        )
         projects = ProjectStore(store.path)
         try:
             recovered, refused = recover_unfinished(store)
@@ -212,6 +220,7 @@ async def open_local_backend(
                         _serve_all, store, projects, hub, engine, root,
                         BrowserAccess(token, allow_anonymous=allow_anonymous), host, port,
                         ping_interval, max_concurrent_jobs, join_timeout, refused,
+                        ws_limits or WsLimits(),
                     )  # fmt: skip
                     try:
                         yield backend
@@ -235,6 +244,7 @@ async def _serve_all(
     max_concurrent: int,
     join_timeout: float,
     unrecorded: list[str],
+    ws_limits: WsLimits,
     *,
     task_status: trio.TaskStatus[LocalBackend],
 ) -> None:
@@ -251,6 +261,7 @@ async def _serve_all(
             data_dir=root,
             ping_interval=ping_interval,
             projects=projects,
+            ws_limits=ws_limits,
         ),
         access.token,
         access,
@@ -258,6 +269,7 @@ async def _serve_all(
     config = Config()
     config.bind = [_bind(host, port)]
     config.graceful_timeout = GRACEFUL_TIMEOUT
+    config.websocket_max_message_size = MAX_MESSAGE_BYTES
     config.loglevel = "WARNING"
     config.accesslog = None
     shutdown = trio.Event()
@@ -300,6 +312,7 @@ async def serve(
     *,
     engine: Engine | None = None,
     allow_anonymous: bool = False,
+    retain_events: int | None = None,
     task_status: trio.TaskStatus[LocalBackend] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the local backend until cancelled, printing how a client connects to it.
@@ -311,11 +324,12 @@ async def serve(
         ping_interval: Seconds of idleness after which an event stream sends a ping.
         engine: The engine (None: the NumPy one).
         allow_anonymous: Answer ``POST /v1/auth/anonymous`` for loopback clients.
+        retain_events: Keep only the last N events of each job (None: all).
         task_status: Receives the :class:`LocalBackend` once it listens.
     """
     async with open_local_backend(
         data_dir, port, host=host, ping_interval=ping_interval, engine=engine,
-        allow_anonymous=allow_anonymous,
+        allow_anonymous=allow_anonymous, retain_events=retain_events,
     ) as backend:  # fmt: skip
         credentials = json.dumps(sdk_credentials(backend.base_url, backend.token), indent=2)
         anonymous = "on (--allow-anonymous)" if allow_anonymous else "off"

@@ -199,6 +199,8 @@ class Store:
         path: The database file (created with its tables when missing).
         on_append: Called with the job id after every committed append, from the appending
             thread and outside the lock (the event hub uses it to wake stream followers).
+        retain_events: None keeps every event; N keeps only the last N events of each job
+            (older ones are deleted in the appending transaction; ids never restart).
     """
 
     def __init__(
@@ -207,10 +209,14 @@ class Store:
         *,
         on_append: Callable[[str], None] | None = None,
         busy_timeout: float = 5.0,
+        retain_events: int | None = None,
     ) -> None:
+        if retain_events is not None and retain_events < 1:
+            raise ValueError(f"retain_events must be None or >= 1, got {retain_events!r}")
         self.path = path
         self.on_append = on_append
         self.busy_timeout = busy_timeout
+        self.retain_events = retain_events
         self._lock = threading.Lock()
         self._closed = False
         # Loop-side writes wait for a thread here (cancellable) rather than for the lock.
@@ -349,6 +355,11 @@ class Store:
                 )
                 status = self._update_job(conn, job_id, status, event_type, data, timestamp)
                 last = int(seq)
+            if last is not None and self.retain_events is not None:
+                conn.execute(
+                    "DELETE FROM events WHERE job_id = ? AND seq <= ?",
+                    (job_id, last - self.retain_events),
+                )
             return last
 
         seq: int | None = self._write(txn)
@@ -430,6 +441,13 @@ class Store:
         """Every job, newest first."""
         rows = self._reader.execute(f"SELECT {_JOB_COLUMNS} FROM jobs ORDER BY num DESC")
         return [tuple(r) for r in rows]
+
+    def event_bounds(self, job_id: str) -> tuple[int, int] | None:
+        """``(first kept seq, last seq)`` of a job's events, or None when it has none."""
+        first, last = self._reader.execute(
+            "SELECT MIN(seq), MAX(seq) FROM events WHERE job_id = ?", (job_id,)
+        ).fetchone()
+        return None if first is None else (int(first), int(last))
 
     def events_after(self, job_id: str, after: int, limit: int) -> list[tuple[int, str, str]]:
         """Up to ``limit`` events of a job with ``seq > after``: ``(seq, type, payload_json)``."""

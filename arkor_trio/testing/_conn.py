@@ -45,6 +45,7 @@ from ._plan import (
     action_of,
 )
 from ._records import ConnState, CutKind
+from ._ws_relay import is_upgrade, relay_websocket
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
@@ -205,7 +206,10 @@ async def _exchange(
     async with up:
         headers = [(k, v) for k, v in request.headers if k.lower() not in _HOP_BY_HOP]
         start_line = f"{request.method} {request.target} {request.version}"
-        head = render_head(start_line, [*headers, ("Connection", "close")])
+        if is_upgrade(request.get("upgrade")):  # a WebSocket keeps its Connection: Upgrade
+            head = render_head(start_line, list(request.headers))
+        else:
+            head = render_head(start_line, [*headers, ("Connection", "close")])
         await up.send_all(head)
         state.bytes_up += len(head)
         async with trio.open_nursery() as nursery:
@@ -250,6 +254,10 @@ async def _relay(up: ByteReader, request: RequestHead, state: ConnState, down: _
     if isinstance(action, DropInHeaders):
         await down.send(raw[: int(len(raw) * action.fraction)])
         state.cut(CutKind.HEADERS_DROP)
+        return
+    if response.status == 101:
+        await down.send(raw)
+        await relay_websocket(up, state, down, action)
         return
     framing, length = body_framing(response, request.method)
     chunked = framing in ("chunked", "close")

@@ -339,6 +339,7 @@ async def follow_through_proxy(
     save_steps: int = 20,
     real: bool = False,
     hook: ProxyHook | None = None,
+    transport: str = "sse",
 ) -> Run:
     """Create a job through the proxy, install ``plan``, follow the job to its end.
 
@@ -352,6 +353,7 @@ async def follow_through_proxy(
         real: Train with the NumPy engine on the bundled demo dataset (``dry_run``).
         hook: Awaited as ``hook(proxy, n, identity)`` inside the n-th callback (see
             :class:`Recorder`).
+        transport: The trainer's transport (``"sse"`` or ``"websocket"``).
     """
     if engine is None and not real:
         engine = ScriptedEngine(pace=0.002).engine()
@@ -372,6 +374,7 @@ async def follow_through_proxy(
                     client=client,
                     reconnect=policy,
                     cursor_store=store,
+                    transport=transport,
                     **extra,
                 )
                 job_id = await trainer.start()

@@ -1,0 +1,116 @@
+"""``WebSocketEventStream``: one job's events over the job feed socket, as ``client.events``.
+
+Same surface and semantics as the SSE ``EventStream`` (design.md section 3): exactly once,
+resume after the last event queued, immediate reconnect after progress, backoff for failures,
+idle timeout, ``end`` handling, cancellation within one tick. It is a :class:`JobFeed` with one
+job; pass ``feed=`` to follow the job on a feed shared with other jobs instead.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Self
+
+from ._feed import JobFeed
+from .stream._reconnect import ReconnectPolicy
+from .stream._stats import StreamStats
+
+if TYPE_CHECKING:
+    import random
+    from collections.abc import Iterable
+    from types import TracebackType
+
+    from ._feed import FeedSubscription
+    from ._feed_socket import FeedClient
+    from ._models import JobEvent
+
+__all__ = ["WebSocketEventStream"]
+
+
+class WebSocketEventStream:
+    """The events of one job over WebSocket; use as ``async with``, then iterate.
+
+    Attributes:
+        job_id: The job followed.
+        cursor: The id of the last event yielded (starts at ``after``).
+        policy: The reconnect policy in force.
+    """
+
+    def __init__(
+        self,
+        client: FeedClient,
+        job_id: str,
+        *,
+        after: str | None = None,
+        policy: ReconnectPolicy | None = None,
+        created_at: float | None = None,
+        seen: Iterable[str] = (),
+        rng: random.Random | None = None,
+        feed: JobFeed | None = None,
+    ) -> None:
+        self.job_id = job_id
+        self.cursor = after
+        self.policy = policy if policy is not None else ReconnectPolicy()
+        self._own_feed = feed is None
+        self._feed = feed if feed is not None else JobFeed(client, policy=self.policy, rng=rng)
+        self._after = after
+        self._created_at = created_at
+        self._seen = tuple(seen)
+        self._sub: FeedSubscription | None = None
+
+    @property
+    def stats(self) -> StreamStats:
+        """The feed's counters as :class:`StreamStats` (shared-feed numbers cover all jobs)."""
+        s = self._feed.stats
+        return StreamStats(
+            connections=s.connections,
+            reconnects=s.reconnects,
+            failures=s.failures,
+            frames=s.messages,
+            events=s.events,
+            duplicates=s.duplicates,
+            pings=s.pings,
+            gaps=s.gaps,
+        )
+
+    @property
+    def resume_id(self) -> str:
+        """The id a reconnect would resume after ("" before any)."""
+        resume = None if self._sub is None else self._sub.resume_id
+        return resume or self._after or ""
+
+    @property
+    def resets(self) -> tuple[str, ...]:
+        """Reasons of the ``reset`` messages received for this job (history gone)."""
+        return () if self._sub is None else self._sub.resets
+
+    async def __aenter__(self) -> Self:
+        if self._sub is not None:
+            raise RuntimeError("a WebSocketEventStream can be entered only once")
+        if self._own_feed:
+            await self._feed.__aenter__()
+        self._sub = self._feed.subscribe(
+            self.job_id, after=self._after, created_at=self._created_at, seen=self._seen
+        )
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        assert self._sub is not None
+        self._feed.remove(self.job_id)
+        if self._own_feed:
+            return await self._feed.__aexit__(exc_type, exc, tb)
+        return False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> JobEvent:
+        if self._sub is None:
+            raise RuntimeError("use `async with client.events(...) as stream:` before iterating")
+        event = await self._sub.__anext__()
+        self.cursor = self._sub.cursor
+        return event

@@ -1,0 +1,288 @@
+"""``GET /v1/events/ws``: many jobs' event streams over one WebSocket (the job feed).
+
+The protocol (messages, close codes, limits) is in :mod:`._ws_protocol` and docs/websocket.md.
+One socket is one :class:`_Session`: a reader task parses client messages, one task per
+subscription replays the job's log after ``after`` and then tails it (woken by the
+:class:`~._events.EventHub`), and a sender task writes the bounded send queue to the socket,
+adding a ``ping`` whenever nothing was sent for ``ping_interval`` seconds.
+
+Ordering: a subscription's messages are ``subscribed``, maybe ``reset``, events in id order,
+then ``end``. Re-subscribing or unsubscribing a job cancels its old subscription before
+anything of the new one is queued, and a cancelled subscription never queues another message,
+so a client that waits for ``subscribed`` never sees an event of an older subscription after it.
+
+Batching: when several messages are queued, the sender writes them as one text message holding
+a JSON array of message objects (at most ``BATCH_MESSAGES`` / ``BATCH_BYTES``), in queue order.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import deque
+from contextlib import suppress
+from typing import TYPE_CHECKING
+
+import trio
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocketDisconnect
+
+from ._auth import credential_problem
+from ._events import PAGE_SIZE, TERMINAL_TYPES
+from ._http import LOCAL_ORG, LOCAL_PROJECT
+from ._ws_protocol import (
+    CLOSE_BAD_SCOPE,
+    CLOSE_GOING_AWAY,
+    CLOSE_NO_SCOPE,
+    CLOSE_TOO_SLOW,
+    BadMessage,
+    Subscribe,
+    WsLimits,
+    encode,
+    error_message,
+    event_message,
+    parse_client_messages,
+)
+
+if TYPE_CHECKING:
+    from starlette.websockets import WebSocket
+
+    from ._events import EventHub
+    from ._store import Store
+
+__all__ = ["WS_PATH", "ws_route"]
+
+log = logging.getLogger("arkor_trio.server")
+
+WS_PATH = "/v1/events/ws"
+PING = encode({"type": "ping"})
+#: Queued messages are sent together, as one JSON array, up to these bounds: one WebSocket
+#: message (and one write) per message costs ~10x the throughput of SSE's coalesced chunks.
+BATCH_MESSAGES = 512
+BATCH_BYTES = 256 * 1024
+_CLOSE_ERRORS = (WebSocketDisconnect, RuntimeError, OSError, trio.BrokenResourceError)
+
+
+class _SendQueue:
+    """The socket's bounded outgoing queue; ``put`` waits while it is full."""
+
+    def __init__(self, capacity: int) -> None:
+        self.items: deque[str] = deque()
+        self.capacity = capacity
+        self.not_empty = trio.lowlevel.ParkingLot()
+        self.not_full = trio.lowlevel.ParkingLot()
+
+    async def put(self, message: str) -> None:
+        # A cancelled producer (an unsubscribed job) must not queue anything more.
+        await trio.lowlevel.checkpoint_if_cancelled()
+        while len(self.items) >= self.capacity:
+            await self.not_full.park()
+        self.items.append(message)
+        self.not_empty.unpark_all()
+
+    def take(self) -> str:
+        message = self.items.popleft()
+        self.not_full.unpark_all()
+        return message
+
+
+class _Session:
+    def __init__(
+        self, ws: WebSocket, store: Store, hub: EventHub, limits: WsLimits, ping_interval: float
+    ) -> None:
+        self.ws = ws
+        self.store = store
+        self.hub = hub
+        self.limits = limits
+        self.ping_interval = ping_interval
+        self.out = _SendQueue(limits.send_queue)
+        self.subs: dict[str, trio.CancelScope] = {}
+        self.close_code: int | None = None
+
+    async def run(self) -> None:
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(self._sender, nursery.cancel_scope)
+            nursery.start_soon(self._watch_closing, nursery.cancel_scope)
+            await self._reader(nursery)
+            nursery.cancel_scope.cancel()
+        for scope in self.subs.values():
+            scope.cancel()
+        if self.close_code is not None:
+            with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):
+                await self.ws.close(self.close_code)
+
+    async def _watch_closing(self, cancel: trio.CancelScope) -> None:
+        await self.hub.closing.wait()
+        self.close_code = CLOSE_GOING_AWAY
+        cancel.cancel()
+
+    async def _sender(self, cancel: trio.CancelScope) -> None:
+        out, timeout = self.out, self.limits.send_timeout
+        full_since: float | None = None
+        while True:
+            if not out.items:
+                with trio.move_on_after(self.ping_interval):
+                    await out.not_empty.park()
+            message = _batch(out) if out.items else PING
+            try:
+                # (hypercorn shields the socket write: a reader that reads nothing at all holds
+                # this send until it goes away; one that reads too slowly is closed below.)
+                await self.ws.send_text(message)
+            except _CLOSE_ERRORS:
+                cancel.cancel()
+                return
+            if len(out.items) < out.capacity:
+                full_since = None
+                continue
+            now = trio.current_time()
+            if full_since is None:
+                full_since = now
+            elif now - full_since >= timeout:
+                log.info("closing a feed socket whose send queue stayed full %s s (4408)", timeout)
+                self.close_code = CLOSE_TOO_SLOW
+                cancel.cancel()
+                return
+
+    async def _reader(self, nursery: trio.Nursery) -> None:
+        while True:
+            try:
+                message = await self.ws.receive()
+            except _CLOSE_ERRORS:
+                return
+            if message["type"] == "websocket.disconnect":
+                return
+            try:
+                batch = parse_client_messages(message.get("text", message.get("bytes")))
+            except BadMessage as exc:
+                batch = [exc]
+            for parsed in batch:
+                if isinstance(parsed, BadMessage):
+                    await self.out.put(error_message(parsed.job, 400, str(parsed)))
+                    continue
+                old = self.subs.pop(parsed.job, None)
+                if old is not None:
+                    old.cancel()
+                if isinstance(parsed, Subscribe):
+                    await self._subscribe(nursery, parsed)
+
+    async def _subscribe(self, nursery: trio.Nursery, sub: Subscribe) -> None:
+        row = self.store.get_job(sub.job)
+        if row is None or row[2] != LOCAL_PROJECT["id"]:
+            # A job of another project is as unknown as a missing one (no existence leak).
+            await self.out.put(error_message(sub.job, 404, f"job {sub.job} not found"))
+            return
+        if len(self.subs) >= self.limits.max_subscriptions:
+            await self.out.put(
+                error_message(
+                    sub.job,
+                    429,
+                    f"this socket already follows {self.limits.max_subscriptions} jobs (the "
+                    "limit); unsubscribe one or open another socket",
+                )
+            )
+            return
+        scope = trio.CancelScope()
+        self.subs[sub.job] = scope
+        nursery.start_soon(self._follow, scope, sub)
+
+    async def _follow(self, scope: trio.CancelScope, sub: Subscribe) -> None:
+        with scope:
+            await self._replay_and_tail(sub)
+        if self.subs.get(sub.job) is scope:
+            del self.subs[sub.job]
+
+    async def _replay_and_tail(self, sub: Subscribe) -> None:
+        job, store, out = sub.job, self.store, self.out
+        job_json = json.dumps(job)
+        cursor, reason = _start(store, job, sub.after)
+        recovered = sub.after is not None and reason is None
+        await out.put(encode({"type": "subscribed", "job": job, "recovered": recovered}))
+        if reason is not None:
+            await out.put(encode({"type": "reset", "job": job, "reason": reason}))
+        while True:
+            changed = self.hub.changed(job)  # taken before reading: no append slips between
+            rows = store.events_after(job, cursor, PAGE_SIZE)
+            if not rows and store.job_status(job) in (None, "completed", "failed", "cancelled"):
+                rows = store.events_after(job, cursor, PAGE_SIZE)
+                if not rows:
+                    await out.put(encode({"type": "end", "job": job}))
+                    return
+            for seq, event_type, payload in rows:
+                await out.put(event_message(job_json, seq, event_type, payload))
+                cursor = seq
+                if event_type in TERMINAL_TYPES:
+                    await out.put(encode({"type": "end", "job": job}))
+                    return
+            if not rows:
+                await changed.wait()
+
+
+def _batch(out: _SendQueue) -> str:
+    """The next text message: one queued message, or a JSON array of as many as fit a batch."""
+    first = out.take()
+    if not out.items:
+        return first
+    parts, size = [first], len(first)
+    while out.items and len(parts) < BATCH_MESSAGES:
+        size += len(out.items[0]) + 1
+        if size > BATCH_BYTES:
+            break
+        parts.append(out.take())
+    return first if len(parts) == 1 else "[" + ",".join(parts) + "]"
+
+
+def _start(store: Store, job: str, after: int | None) -> tuple[int, str | None]:
+    """Where the replay starts, and the reason of a ``reset`` (None when there is none)."""
+    bounds = store.event_bounds(job)
+    if after is None or after == 0:
+        first = 1 if bounds is None else bounds[0]
+        if first > 1:
+            return first - 1, f"events 1 to {first - 1} are no longer kept (retain-events)"
+        return 0, None
+    if bounds is None or after > bounds[1]:
+        last = 0 if bounds is None else bounds[1]
+        return 0, f"event {after} is unknown (the job's last event is {last}); replaying all"
+    first = bounds[0]
+    if after < first - 1:
+        return first - 1, (
+            f"events {after + 1} to {first - 1} are no longer kept (retain-events); "
+            f"continuing from {first}"
+        )
+    return after, None
+
+
+def _scope_problem(ws: WebSocket) -> tuple[int, str] | None:
+    org, project = ws.query_params.get("orgSlug"), ws.query_params.get("projectSlug")
+    if not org or not project:
+        return CLOSE_BAD_SCOPE, "missing query parameters 'orgSlug' and 'projectSlug'"
+    if org != LOCAL_ORG["slug"] or project != LOCAL_PROJECT["slug"]:
+        return CLOSE_NO_SCOPE, f"org {org!r} / project {project!r} not found"
+    return None
+
+
+def ws_route(
+    store: Store, hub: EventHub, token: str, ping_interval: float, limits: WsLimits
+) -> WebSocketRoute:
+    """The ``GET /v1/events/ws`` route (gate, scope, then the session)."""
+
+    async def endpoint(ws: WebSocket) -> None:
+        await ws.accept()
+        problem = credential_problem(dict(ws.scope["headers"]), token)
+        if problem is not None:
+            status, message = problem
+            problem = 4000 + status, message
+        else:
+            problem = _scope_problem(ws)
+        if problem is not None:
+            code, reason = problem
+            with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):
+                await ws.close(code, reason[:120])  # a close reason is at most 123 bytes
+            return
+        try:
+            await _Session(ws, store, hub, limits, ping_interval).run()
+        except Exception:
+            log.exception("job feed socket failed")
+            with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):
+                await ws.close(1011)
+
+    return WebSocketRoute(WS_PATH, endpoint)

@@ -1,0 +1,230 @@
+"""WebSocket job feed: throughput vs SSE for one job, and one process following N running jobs.
+
+Throughput: a completed job of ``--events`` ticks (the same backlog) is read once over SSE
+(``client.events(job)``) and once over WebSocket (``transport="websocket"``), in this process,
+against a backend in its own process; both count and check every id.
+
+Scale: a backend process (this script with ``--serve``) creates ``--jobs`` running jobs and a
+thread appends ``training.log`` events round-robin at ``--rate`` events/s in all, each carrying
+its wall-clock append time. This process follows every job over one feed for ``--seconds`` and
+reports per-event latency (append to dispatch), RSS growth, the loop lag (a 10 ms ticker's
+lateness) and per-job cost. Every job's ids must arrive exactly once and in order.
+
+Usage: ``python benchmarks/websocket_feed.py [--events N] [--jobs N] [--rate R] [--seconds S]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import trio
+from _common import (
+    BACKLOG_JOB,
+    fill,
+    open_backend_process,
+    percentile,
+    rss_mb,
+    table,
+    tick_payloads,
+)
+
+from arkor_trio.server import open_local_backend
+from arkor_trio.server._serve import local_client
+from arkor_trio.server._store import Store
+
+
+def _emitter(path: Path, jobs: list[str], rate: float, notify, stop: threading.Event) -> None:
+    """Append ``training.log`` events round-robin over the jobs at ``rate`` events/s in all.
+
+    Every 10 ms one transaction inserts the tick's events straight into the events table (in
+    the store's row format, as ``_common.fill`` does), then wakes the jobs' followers: the
+    load generator must not be what limits the backend process (one ``Store.append`` per
+    event costs ~65 us of the backend's one core).
+    """
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA busy_timeout=5000")
+    seq = dict.fromkeys(jobs, 1)  # training.started is event 1
+    per_tick, step, start = max(1, round(rate / 100)), 0, time.perf_counter()
+    ticks = 0
+    while not stop.is_set():
+        rows, woken = [], []
+        for _ in range(per_tick):
+            job = jobs[step % len(jobs)]
+            step += 1
+            seq[job] += 1
+            payload = {"type": "training.log", "step": seq[job], "loss": time.time(),
+                       "jobId": job, "timestamp": "bench"}  # fmt: skip
+            rows.append((job, seq[job], "training.log", json.dumps(payload)))
+            woken.append(job)
+        conn.execute("BEGIN IMMEDIATE")
+        conn.executemany(
+            "INSERT INTO events (job_id, seq, type, payload) VALUES (?, ?, ?, ?)", rows
+        )
+        conn.execute("COMMIT")
+        for job in woken:
+            notify(job)
+        ticks += 1
+        delay = start + ticks * 0.01 - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    conn.close()
+
+
+async def serve(data_dir: Path, jobs: int, rate: float, port: int = 0) -> None:
+    """The backend of the scale run (and of ``websocket_reconnect.py``): ``jobs`` running jobs
+    fed by the emitter once stdin says "go"; with ``rate == 0`` the jobs exist already (a
+    restart on the same data dir) and nothing is emitted."""
+    async with open_local_backend(data_dir, port, max_concurrent_jobs=1) as backend:
+        store = Store.in_dir(backend.data_dir, on_append=backend._hub.notify)
+        ids = [f"job_s{i:05d}" for i in range(jobs)]
+        for job in ids if rate > 0 else ():
+            store.create_job(job_id=job, org_id="org_local", project_id="proj_default",
+                             name=job, config={})  # fmt: skip
+            store.append(job, {"type": "training.started"})
+        print(json.dumps({"base_url": backend.base_url, "token": backend.token}), flush=True)
+        if rate <= 0:
+            store.close()
+            await trio.to_thread.run_sync(sys.stdin.readline)  # EOF: stop
+            return
+        store.close()
+        stop = threading.Event()
+        thread = threading.Thread(
+            target=_emitter,
+            args=(store.path, ids, rate, backend._hub.notify, stop),  # the backend's own hub
+            daemon=True,
+        )
+        await trio.to_thread.run_sync(sys.stdin.readline)  # "go"
+        thread.start()
+        await trio.to_thread.run_sync(sys.stdin.readline)  # EOF: stop
+        stop.set()
+        thread.join()
+
+
+async def throughput(events: int) -> list[list[object]]:
+    rows: list[list[object]] = []
+    with tempfile.TemporaryDirectory(prefix="bench-ws-") as tmp:
+        fill(Path(tmp), BACKLOG_JOB, tick_payloads(events))
+        async with (
+            open_backend_process(Path(tmp)) as backend,
+            local_client(backend.base_url, backend.token) as client,
+        ):
+            for transport in ("sse", "websocket", "sse", "websocket"):
+                started = time.perf_counter()
+                count, last = 0, 0
+                async with client.events(BACKLOG_JOB, transport=transport) as stream:
+                    async for event in stream:
+                        count += 1
+                        if event.event_id is not None:
+                            assert int(event.event_id) == last + 1
+                            last = int(event.event_id)
+                took = time.perf_counter() - started
+                rows.append([transport, count, f"{took:.2f}", f"{count / took:,.0f}"])
+    return rows
+
+
+async def scale(jobs: int, rate: float, seconds: float) -> list[list[object]]:
+    with tempfile.TemporaryDirectory(prefix="bench-ws-") as tmp:
+        process = subprocess.Popen(  # noqa: ASYNC220  # a pipe-driven child, waited for below
+            [sys.executable, __file__, "--serve", tmp, "--jobs", str(jobs), "--rate", str(rate)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        )  # fmt: skip
+        assert process.stdin is not None
+        assert process.stdout is not None
+        info = json.loads(await trio.to_thread.run_sync(process.stdout.readline))
+        try:
+            return await _follow_all(info, jobs, rate, seconds, process.stdin)
+        finally:
+            process.stdin.close()
+            process.wait(30)
+
+
+async def _follow_all(info, jobs: int, rate: float, seconds: float, go) -> list[list[object]]:
+    gc.collect()
+    rss0 = rss_mb()
+    latencies: list[float] = []
+    last: dict[str, int] = {}
+    errors = 0
+    lags: list[float] = []
+
+    async def ticker() -> None:
+        while True:
+            before = trio.current_time()
+            await trio.sleep(0.01)
+            lags.append(trio.current_time() - before - 0.01)
+
+    async with local_client(info["base_url"], info["token"]) as client, client.feed() as feed:
+
+        async def follow(job: str) -> None:
+            nonlocal errors
+            async with feed.subscribe(job) as sub:
+                async for event in sub:
+                    n = int(event.event_id or 0)
+                    if n != last.get(job, 0) + 1:
+                        errors += 1
+                    last[job] = n
+                    loss = getattr(event, "loss", None)
+                    if loss is not None:
+                        latencies.append(time.time() - loss)
+
+        async with trio.open_nursery() as nursery:
+            subscribe_start = time.perf_counter()
+            for i in range(jobs):
+                nursery.start_soon(follow, f"job_s{i:05d}")
+            while len(last) < jobs:  # every job delivered its training.started  # noqa: ASYNC110
+                await trio.sleep(0.05)
+            subscribed = time.perf_counter() - subscribe_start
+            rss_subscribed = rss_mb()
+            go.write("go\n")
+            go.flush()
+            nursery.start_soon(ticker)
+            await trio.sleep(seconds)
+            rss_end = rss_mb()
+            stats = feed.stats
+            nursery.cancel_scope.cancel()
+    delivered = len(latencies)
+    return [
+        ["jobs on one socket", f"{jobs:,}"],
+        ["subscribe + first event of every job", f"{subscribed:.2f} s"],
+        ["events delivered / offered", f"{delivered:,} / {int(rate * seconds):,}"],
+        ["event latency p50 / p99 / max",
+         f"{percentile(latencies, 50) * 1e3:.1f} / {percentile(latencies, 99) * 1e3:.1f} / "
+         f"{max(latencies) * 1e3:.1f} ms"],
+        ["loop lag p50 / p99",
+         f"{percentile(lags, 50) * 1e3:.2f} / {percentile(lags, 99) * 1e3:.2f} ms"],
+        ["RSS growth: subscribed / end", f"{rss_subscribed - rss0:.1f} / {rss_end - rss0:.1f} MiB"],
+        ["per-job cost", f"{(rss_end - rss0) * 1024 / jobs:.1f} KiB"],
+        ["out-of-order or lost ids", errors],
+        ["sockets opened", stats.connections],
+    ]  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--jobs", type=int, default=1000)
+    parser.add_argument("--rate", type=float, default=1000.0)
+    parser.add_argument("--seconds", type=float, default=20.0)
+    parser.add_argument("--serve", type=Path)
+    parser.add_argument("--port", type=int, default=0)
+    args = parser.parse_args()
+    if args.serve is not None:
+        trio.run(serve, args.serve, args.jobs, args.rate, args.port)
+        return
+    print(f"## Throughput, one job of {args.events:,} events\n")
+    rows = trio.run(throughput, args.events)
+    print(table(["transport", "events", "seconds", "events/s"], rows))
+    print(f"\n## One feed, {args.jobs:,} running jobs, {args.rate:,.0f} events/s in all\n")
+    print(table(["measure", "value"], trio.run(scale, args.jobs, args.rate, args.seconds)))
+
+
+if __name__ == "__main__":
+    main()
