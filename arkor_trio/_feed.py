@@ -39,9 +39,10 @@ from ._errors import (
     JobNotFound,
     ReconnectsExhausted,
 )
-from ._feed_job import FeedCounters, FeedJob, FeedStats, FeedSubscription, terminal_from_job
+from ._feed_job import FeedCounters, FeedJob, FeedStats, FeedSubscription
 from ._feed_socket import FeedClient, SocketEnd, end_from_close, end_from_rejection, take_batch
 from ._groups import collapse_groups, lone_exception
+from ._models import terminal_event
 from ._ws_connect import open_ws
 from .stream._cursor import MemoryCursorStore
 from .stream._reconnect import PERMANENT_STATUSES, Backoff, ReconnectPolicy
@@ -385,7 +386,7 @@ class JobFeed:
             return
         if current.is_terminal:
             if job.state == "waiting":
-                job.accept(terminal_from_job(current, None))
+                job.accept(terminal_event(current, None))
                 self._counters.events += 1
             return
         await self._job_backoff(job, progress=progress)

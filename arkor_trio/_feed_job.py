@@ -10,13 +10,13 @@ in out of order.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Self
 
 import attrs
 import trio
 
 from ._errors import ArkorError
-from ._models import TrainingCancelled, TrainingCompleted, TrainingFailed, TrainingJob
+from ._models import TrainingCancelled, TrainingCompleted, TrainingFailed
 from .stream._dedupe import RecentIds
 from .stream._queue import EventQueue
 from .stream._reconnect import Backoff
@@ -35,7 +35,6 @@ __all__ = [
     "FeedJob",
     "FeedStats",
     "FeedSubscription",
-    "terminal_from_job",
 ]
 
 TERMINAL_EVENT_TYPES: frozenset[type[JobEvent]] = frozenset(
@@ -93,16 +92,6 @@ class FeedCounters:
         fields = attrs.asdict(self, recurse=False)
         fields["gaps"] = tuple(self.gaps)
         return FeedStats(reconnects=max(0, self.connections - 1), jobs=jobs, **fields)
-
-
-def terminal_from_job(job: TrainingJob, event_id: str | None) -> JobEvent:
-    """The terminal event a finished job stands for (after an ``end`` without one)."""
-    common: dict[str, Any] = {"job_id": job.id, "timestamp": job.completed_at, "event_id": event_id}
-    if job.status == "completed":
-        return TrainingCompleted(artifacts=list(job.artifacts or []), **common)
-    if job.status == "failed":
-        return TrainingFailed(error=job.error or "unknown error", **common)
-    return TrainingCancelled(**common)
 
 
 class FeedJob:

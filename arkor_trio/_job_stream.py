@@ -31,6 +31,7 @@ from ._models import (
     TrainingFailed,
     TrainingJob,
     UnknownEvent,
+    terminal_event,
 )
 from .stream._channel import SSEChannel
 from .stream._dedupe import DuplicateFilter
@@ -86,15 +87,6 @@ class _End:
 
 _PING: Final = "ping"
 _END: Final = "end"
-
-
-def _terminal_from_job(job: TrainingJob, event_id: str | None) -> JobEvent:
-    common: dict[str, Any] = {"job_id": job.id, "timestamp": job.completed_at, "event_id": event_id}
-    if job.status == "completed":
-        return TrainingCompleted(artifacts=list(job.artifacts or []), **common)
-    if job.status == "failed":
-        return TrainingFailed(error=job.error or "unknown error", **common)
-    return TrainingCancelled(**common)
 
 
 class EventStream:
@@ -213,7 +205,7 @@ class EventStream:
             log.debug("job %s: `end` frame, and the job could not be fetched: %r", self.job_id, exc)
             return None
         if job.is_terminal:
-            return _terminal_from_job(job, item.event_id)
+            return terminal_event(job, item.event_id)
         log.debug("job %s: `end` frame while the job is %s; following again", job.id, job.status)
         return None
 

@@ -30,6 +30,7 @@ __all__ = [
     "TrainingResult",
     "TrainingStarted",
     "UnknownEvent",
+    "terminal_event",
 ]
 
 JobStatus: TypeAlias = Literal["queued", "running", "completed", "failed", "cancelled"]
@@ -261,3 +262,13 @@ class ChatCompletion:
     tool_calls: list[Mapping[str, Any]] = attrs.field(factory=list)
     finish_reason: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+def terminal_event(job: TrainingJob, event_id: str | None) -> JobEvent:
+    """The terminal event a finished job stands for (an ``end`` frame came without one)."""
+    common: dict[str, Any] = {"job_id": job.id, "timestamp": job.completed_at, "event_id": event_id}
+    if job.status == "completed":
+        return TrainingCompleted(artifacts=list(job.artifacts or []), **common)
+    if job.status == "failed":
+        return TrainingFailed(error=job.error or "unknown error", **common)
+    return TrainingCancelled(**common)
