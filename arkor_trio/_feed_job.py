@@ -184,10 +184,10 @@ class FeedSubscription:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        self._remove(self.job_id)
         if exc_type is None:
             self._commit()
-        self._remove(self.job_id)
-        await trio.lowlevel.checkpoint()
+            await trio.lowlevel.checkpoint()
 
     def __aiter__(self) -> Self:
         return self

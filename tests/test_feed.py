@@ -236,3 +236,42 @@ async def test_leaving_returns_at_once_while_handshaking_or_backing_off(backend)
             assert feed.stats.connections == 0
     finally:
         listener.close()
+
+
+async def test_a_refused_subscription_is_retried_with_backoff_until_room(tmp_path) -> None:
+    """Over the socket's subscription cap the server answers ``error 429`` for that job: the
+    feed retries it (per-job backoff) while the other jobs flow, and it gets in once one ends."""
+    from arkor_trio.server import WsLimits
+
+    fake = FakeEngine()
+    limits = WsLimits(max_subscriptions=2)
+    async with (
+        open_local_backend(
+            tmp_path / "d", engine=fake.engine(), ws_limits=limits, max_concurrent_jobs=3
+        ) as b,
+        httpx.AsyncClient(base_url=b.base_url, headers=headers_for(b)) as http,
+    ):
+        jobs = [(await create_job(http, f"j{i}", logs=1, gate=f"g{i}"))["id"] for i in range(3)]
+        policy = ReconnectPolicy(initial_delay=0.01, max_delay=0.05)
+        seen: dict[str, list[str | None]] = {job: [] for job in jobs}
+        async with b.client() as client, client.feed(policy=policy) as feed:
+            two_in = trio.Event()
+
+            async def follow(job: str) -> None:
+                async with feed.subscribe(job) as sub:
+                    async for event in sub:
+                        seen[job].append(event.event_id)
+                        if sum(len(v) >= 2 for v in seen.values()) == 2:
+                            two_in.set()
+
+            async with trio.open_nursery() as nursery:
+                for job in jobs:
+                    nursery.start_soon(follow, job)
+                await two_in.wait()  # two jobs are live on the socket; one is refused
+                waiting = [job for job in jobs if not seen[job]]
+                assert len(waiting) == 1
+                first = next(job for job in jobs if seen[job])
+                fake.gates[f"g{jobs.index(first)}"].set()  # it ends: room for the third
+                for i in range(3):
+                    fake.gates[f"g{i}"].set()
+    assert all(seen[job] == ["1", "2", "3", "4"] for job in jobs), seen

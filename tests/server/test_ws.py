@@ -119,7 +119,7 @@ async def test_many_jobs_on_one_socket_live_and_replayed(backend, http, fake) ->
         await sub(ws, live["id"])
         await sub(ws, done["id"])
         seen: dict[str, list[str]] = {live["id"]: [], done["id"]: []}
-        while len(seen[live["id"]]) < 3 or not seen[done["id"]] or seen[done["id"]][-1] != "end":
+        while len(seen[live["id"]]) < 4 or not seen[done["id"]] or seen[done["id"]][-1] != "end":
             message = await recv(ws)
             seen[message["job"]].append(message.get("id") or message["type"])
         fake.gates["g"].set()
@@ -290,9 +290,14 @@ async def test_unsubscribe_stops_a_live_job(backend, http, fake) -> None:
         await sub(ws, live["id"])
         assert [(await recv(ws))["type"] for _ in range(3)] == ["subscribed", "event", "event"]
         await ws.send_message(json.dumps({"type": "unsubscribe", "job": live["id"]}))
-        fake.gates["u"].set()
         await sub(ws, done["id"])
-        got = await until_end(ws, done["id"])
+        first = await recv(ws)  # handled after the unsubscribe: live is no longer followed
+        assert first == {"type": "subscribed", "job": done["id"], "recovered": False}
+        fake.gates["u"].set()  # live now emits its last events, to nobody on this socket
+        got = [first, *await until_end(ws, done["id"])]
+        await read_stream(http, live["id"])  # live has ended: its last events were appended
+        await sub(ws, done["id"])  # a probe: anything still queued for live comes before it
+        got += await until_end(ws, done["id"])
     assert {m["job"] for m in got} == {done["id"]}
 
 
