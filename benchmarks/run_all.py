@@ -70,6 +70,27 @@ SECTIONS: list[tuple[str, str, list[str], str]] = [
         "cancelling the awaiting asyncio task takes to give control back.",
     ),
     (
+        "7. WebSocket feed: throughput and 1,000 running jobs",
+        "websocket_feed.py",
+        ["--events", "20000", "--jobs", "1000", "--rate", "1000", "--seconds", "15"],
+        "One job's backlog over WebSocket vs SSE, and one process following 1,000 running jobs "
+        "over one feed: latency from append to `async for`, loop lag, RSS per job.",
+    ),
+    (
+        "7b. WebSocket feed: 10,000 running jobs",
+        "websocket_feed.py",
+        ["--events", "20000", "--jobs", "10000", "--rate", "6000", "--seconds", "15"],
+        "The same with 10,000 jobs at 6,000 events/s in all (the local backend's fan-out does "
+        "not keep up with 10,000 events/s on this box: the limit is the backend, not the feed).",
+    ),
+    (
+        "7c. WebSocket reconnect gap and the herd",
+        "websocket_reconnect.py",
+        ["--followers", "1000"],
+        "Reconnect gaps and loss, WebSocket vs SSE, under the same seeded cuts; then 1,000 "
+        "followers (feed and SSE) across a backend restart.",
+    ),
+    (
         "8. Cursor commit cost",
         "cursor_commit.py",
         [],
@@ -77,8 +98,10 @@ SECTIONS: list[tuple[str, str, list[str], str]] = [
     ),
 ]
 #: Scripts that print tables only (no --json).
-NO_JSON = frozenset({"server_replay.py", "cursor_commit.py"})
-BUDGET_S = 600
+NO_JSON = frozenset(
+    {"server_replay.py", "cursor_commit.py", "websocket_feed.py", "websocket_reconnect.py"}
+)
+BUDGET_S = 1200
 
 
 def run(script: str, arguments: list[str], json_path: Path | None) -> tuple[str, float, int]:
