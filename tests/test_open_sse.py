@@ -465,3 +465,11 @@ async def test_the_replay_guard_limit_a_replay_on_the_first_connection():
         frames = await follow(server.feed_url, last_event_id="3")
         assert ids(frames) == numbers(1, 5)
         assert server.last_event_ids() == ["3", "4", "5"]
+
+
+@pytest.mark.parametrize("url", ["ftp://example.test/feed", "/relative/feed", "http://", "", None])
+async def test_a_url_that_is_not_http_is_a_config_error_at_once(url):
+    with pytest.raises(ConfigError, match="url must be an http") as info:
+        async with open_sse(url):
+            pass
+    assert info.value.field == "url"

@@ -19,12 +19,13 @@ import operator
 import random
 from contextlib import aclosing
 from typing import TYPE_CHECKING, Generic, Self, TypeVar, cast
+from urllib.parse import urlsplit
 
 import attrs
 import httpx
 import trio
 
-from .._errors import ArkorError, FrameTooLarge, ReconnectsExhausted, StreamError
+from .._errors import ArkorError, ConfigError, FrameTooLarge, ReconnectsExhausted, StreamError
 from .._groups import lone_exception
 from ..sse import SSEDecoder, SSEFrame
 from ._connect import (
@@ -133,6 +134,9 @@ class SSEChannel(Generic[T]):
         cursor_key: str | None = None,
         rng: random.Random | None = None,
     ) -> None:
+        parts = urlsplit(url) if isinstance(url, str) else None
+        if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ConfigError(f"url must be an http(s) URL with a host, got {url!r}", field="url")
         self.url = url
         self._store = cursor_store
         self._key = cursor_key if cursor_key is not None else url
