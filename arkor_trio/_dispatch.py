@@ -94,16 +94,8 @@ _CALLBACK_NAMES: dict[type[Any], str] = {
 
 
 def _context(event: JobEvent, job: TrainingJob, client: ArkorClient) -> Any:
-    if isinstance(event, TrainingLog):
-        return LogContext(
-            step=event.step,
-            loss=event.loss,
-            eval_loss=event.eval_loss,
-            learning_rate=event.learning_rate,
-            epoch=event.epoch,
-            samples_per_second=event.samples_per_second,
-            job=job,
-        )
+    if type(event) is TrainingLog:
+        return _log_context(event, job)
     if isinstance(event, CheckpointSaved):
         adapter = Adapter(kind="checkpoint", job_id=job.id, step=event.step)
         return CheckpointContext(
@@ -162,6 +154,35 @@ def _note(exc: Exception, name: str, event: JobEvent, job: TrainingJob) -> None:
         f"raised by callback {name} on event id {event.event_id!r} of job {job.id}; "
         "the cursor stays before this event, so the next wait()/attach re-delivers it"
     )
+
+
+#: The fields _log_context fills, in its order (tests/test_callbacks.py checks the list).
+LOG_CONTEXT_FIELDS = (
+    "step",
+    "loss",
+    "eval_loss",
+    "learning_rate",
+    "epoch",
+    "samples_per_second",
+    "job",
+)
+_SETTERS = tuple(LogContext.__dict__[name].__set__ for name in LOG_CONTEXT_FIELDS)
+_new = object.__new__
+
+
+def _log_context(event: TrainingLog, job: TrainingJob) -> LogContext:
+    """``LogContext(step=event.step, ..., job=job)`` filling the frozen slots directly: the
+    dispatcher builds one per log event, and attrs' frozen ``__init__`` costs twice as much."""
+    ctx = _new(LogContext)
+    s_step, s_loss, s_eval, s_lr, s_epoch, s_sps, s_job = _SETTERS
+    s_step(ctx, event.step)
+    s_loss(ctx, event.loss)
+    s_eval(ctx, event.eval_loss)
+    s_lr(ctx, event.learning_rate)
+    s_epoch(ctx, event.epoch)
+    s_sps(ctx, event.samples_per_second)
+    s_job(ctx, job)
+    return ctx
 
 
 async def dispatch(

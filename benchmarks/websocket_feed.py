@@ -124,7 +124,9 @@ async def throughput(events: int) -> list[list[object]]:
                     async for event in stream:
                         count += 1
                         if event.event_id is not None:
-                            assert int(event.event_id) == last + 1
+                            # In order, none missing; the backlog ends with the "backend restarted"
+                            # failure that recovery appends after a gap of ids (never reused).
+                            assert int(event.event_id) == last + 1 or count == events + 1
                             last = int(event.event_id)
                 took = time.perf_counter() - started
                 rows.append([transport, count, f"{took:.2f}", f"{count / took:,.0f}"])

@@ -69,3 +69,31 @@ async def test_an_exception_stops_the_chain():
     with pytest.raises(ValueError, match="x"):
         await _call(merged.on_log, None)
     assert seen == []
+
+
+def test_the_fast_log_context_equals_the_attrs_one():
+    # The dispatcher builds LogContext without its __init__: a new field, a validator or a
+    # converter must show up here first.
+    import attrs
+
+    from arkor_trio._contexts import LogContext
+    from arkor_trio._dispatch import LOG_CONTEXT_FIELDS, _context
+    from arkor_trio._models import TrainingJob, TrainingLog
+
+    fields = attrs.fields(LogContext)
+    assert [f.name for f in fields] == list(LOG_CONTEXT_FIELDS)
+    assert all(f.validator is None and f.converter is None for f in fields)
+    job = TrainingJob(id="j", org_id="o", project_id="p", name="n", status="running", config={})
+    event = TrainingLog(job_id="j", step=4, loss=0.25, epoch=0.5, event_id="9")
+    got = _context(event, job, client=None)
+    want = LogContext(
+        step=4,
+        loss=0.25,
+        eval_loss=None,
+        learning_rate=None,
+        epoch=0.5,
+        samples_per_second=None,
+        job=job,
+    )
+    assert type(got) is LogContext
+    assert (got, repr(got)) == (want, repr(want))

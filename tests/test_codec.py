@@ -163,3 +163,21 @@ def test_the_log_fast_path_agrees_with_the_converter(step, metrics, job_id):
     except MalformedPayload:
         got = None
     assert _comparable(got) == _comparable(expected)
+
+
+def test_the_fast_log_constructor_fills_every_field():
+    # The fast path builds TrainingLog without its __init__: a new field, a validator or a
+    # converter must show up here first.
+    from arkor_trio._codec import LOG_FIELDS
+
+    fields = attrs.fields(TrainingLog)
+    assert sorted(f.name for f in fields) == sorted(LOG_FIELDS)
+    assert all(f.validator is None and f.converter is None for f in fields)
+    assert not hasattr(TrainingLog, "__attrs_post_init__")
+    data = {"type": "training.log", "jobId": "j", "timestamp": "t", "step": 3, "loss": 0.5}
+    got = decode_event(data, "7")
+    want = TrainingLog(job_id="j", timestamp="t", event_id="7", step=3, loss=0.5)
+    assert type(got) is TrainingLog
+    assert got == want
+    assert hash(got) == hash(want)
+    assert repr(got) == repr(want)
