@@ -221,10 +221,10 @@ def main() -> None:
     if args.serve is not None:
         trio.run(serve, args.serve, args.jobs, args.rate, args.port)
         return
-    print(f"## Throughput, one job of {args.events:,} events\n")
+    print(f"### Throughput, one job of {args.events:,} events\n")
     rows = trio.run(throughput, args.events)
     print(table(["transport", "events", "seconds", "events/s"], rows))
-    print(f"\n## One feed, {args.jobs:,} running jobs, {args.rate:,.0f} events/s in all\n")
+    print(f"\n### One feed, {args.jobs:,} running jobs, {args.rate:,.0f} events/s in all\n")
     print(table(["measure", "value"], trio.run(scale, args.jobs, args.rate, args.seconds)))
 
 

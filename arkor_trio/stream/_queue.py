@@ -108,8 +108,12 @@ class EventQueue(Generic[T]):
         ``YIELD_EVERY`` items.
         """
         if self._items:
-            self._taken = 0
-            await trio.lowlevel.checkpoint()
+            self._taken += 1
+            if self._taken >= YIELD_EVERY:
+                self._taken = 0
+                await trio.lowlevel.checkpoint()
+            else:
+                await trio.lowlevel.checkpoint_if_cancelled()
         while not self._items:
             if self._closed:
                 await trio.lowlevel.checkpoint()
