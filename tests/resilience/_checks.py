@@ -6,10 +6,18 @@ import itertools
 import json
 from typing import TYPE_CHECKING, Any, TypeAlias
 
+from arkor_trio.testing import CutKind
+
 if TYPE_CHECKING:
     from collections.abc import Mapping, Sequence
 
-    from arkor_trio.testing import ConnectionRecord, CutKind
+    from arkor_trio.testing import ConnectionRecord
+
+#: Short names for the rows of the fault matrices.
+CLEAN, MID, RESET, AFTER_ID = CutKind.CLEAN, CutKind.MID_FRAME, CutKind.RESET, CutKind.AFTER_ID
+STALL, REFUSED, STATUS, DROP = CutKind.STALL, CutKind.REFUSED, CutKind.STATUS, CutKind.HEADERS_DROP
+#: The stall rows' watchdog: far below the proxy's 1 s stall, so the client must notice.
+IDLE = 0.3
 
 #: What a callback saw, and what the backend logged, reduced to comparable tuples.
 Identity: TypeAlias = tuple[Any, ...]

@@ -29,13 +29,21 @@ from arkor_trio.testing import (
     Throttle,
 )
 
-from ._checks import cuts, gaps_after
+from ._checks import (
+    AFTER_ID,
+    CLEAN,
+    DROP,
+    IDLE,
+    MID,
+    REFUSED,
+    RESET,
+    STALL,
+    STATUS,
+    cuts,
+    gaps_after,
+)
 from ._feed import FAST, assert_feed_run, follow_feed
 
-CLEAN, MID, RESET, AFTER_ID = CutKind.CLEAN, CutKind.MID_FRAME, CutKind.RESET, CutKind.AFTER_ID
-STALL, REFUSED, STATUS, DROP = CutKind.STALL, CutKind.REFUSED, CutKind.STATUS, CutKind.HEADERS_DROP
-#: The stall rows' watchdog: far below the proxy's 1 s stall, so the client must notice.
-IDLE = 0.3
 STALLING = attrs.evolve(FAST, idle_timeout=IDLE)
 
 
