@@ -44,8 +44,7 @@ from ._feed_socket import FeedClient, SocketEnd, end_from_close, end_from_reject
 from ._groups import collapse_groups, lone_exception
 from ._models import terminal_event
 from ._ws_connect import open_ws
-from .stream._cursor import MemoryCursorStore
-from .stream._reconnect import PERMANENT_STATUSES, Backoff, ReconnectPolicy
+from .stream import PERMANENT_STATUSES, Backoff, MemoryCursorStore, ReconnectPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -54,7 +53,7 @@ if TYPE_CHECKING:
 
     from trio_websocket import WebSocketConnection
 
-    from .stream._cursor import CursorStore
+    from .stream import CursorStore
 
 __all__ = ["FeedClient", "FeedStats", "FeedSubscription", "JobFeed"]
 

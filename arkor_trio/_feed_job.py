@@ -17,9 +17,7 @@ import trio
 
 from ._errors import ArkorError
 from ._models import TrainingCancelled, TrainingCompleted, TrainingFailed
-from .stream._dedupe import RecentIds
-from .stream._queue import EventQueue
-from .stream._reconnect import Backoff
+from .stream import Backoff, EventQueue, RecentIds
 
 if TYPE_CHECKING:
     import random
@@ -27,8 +25,7 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ._models import JobEvent
-    from .stream._cursor import CursorStore
-    from .stream._reconnect import ReconnectPolicy
+    from .stream import CursorStore, ReconnectPolicy
 
 __all__ = [
     "TERMINAL_EVENT_TYPES",

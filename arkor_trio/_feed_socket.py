@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from ._errors import ApiError, ArkorError, UpgradeRequired
-from .stream._reconnect import PERMANENT_STATUSES, parse_retry_after
+from .stream import PERMANENT_STATUSES, parse_retry_after
 
 if TYPE_CHECKING:
     from collections import deque

@@ -24,6 +24,7 @@ import httpx
 
 from ._errors import ApiError, JobNotFound, UpgradeRequired
 from ._version import PROTOCOL_VERSION, USER_AGENT, __version__
+from .stream import certificate_problem
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator
@@ -99,6 +100,9 @@ def malformed(status: int, route: str, detail: str) -> ApiError:
 def unreachable(exc: Exception, base_url: str, route: str, *, during: bool = False) -> ApiError:
     """The status-0 error for a request that got no (complete) HTTP answer."""
     detail = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+    problem = certificate_problem(exc)
+    if problem is not None:  # deep in the cause chain; httpx says only "ConnectError"
+        detail = f"TLS certificate verification failed: {problem}"
     what = f"connection to {base_url} lost during" if during else f"cannot reach {base_url} for"
     return ApiError(0, f"{what} {route}: {detail}")
 

@@ -33,9 +33,7 @@ from ._models import (
     UnknownEvent,
     terminal_event,
 )
-from .stream._channel import SSEChannel
-from .stream._dedupe import DuplicateFilter
-from .stream._reconnect import ReconnectPolicy
+from .stream import DuplicateFilter, ReconnectPolicy, SSEChannel
 
 if TYPE_CHECKING:
     import random

@@ -27,16 +27,18 @@ from ._job_stream import TERMINAL_TYPES, EventStream
 from ._models import TrainingLog
 from ._validate import build_job_config, check_name
 from ._ws_stream import WebSocketEventStream
-from .stream._cursor import (
+from .stream import (
+    Backoff,
     CursorStore,
+    DuplicateFilter,
     MemoryCursorStore,
+    RecentIds,
+    ReconnectPolicy,
     commit_cursor,
     commit_cursor_async,
     hold_follower,
     is_finished,
 )
-from .stream._dedupe import DuplicateFilter, RecentIds
-from .stream._reconnect import Backoff, ReconnectPolicy
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable

@@ -11,8 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Self
 
 from ._feed import JobFeed
-from .stream._reconnect import ReconnectPolicy
-from .stream._stats import StreamStats
+from .stream import ReconnectPolicy, StreamStats
 
 if TYPE_CHECKING:
     import random

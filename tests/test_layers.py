@@ -325,3 +325,16 @@ def test_importing_the_package_does_not_load_testing_or_the_server():
 def test_no_private_name_is_imported_across_packages():
     found = [i for name in modules() for i in imports_of(name)]
     assert private_imports(found, package_of) == []
+
+
+def test_the_layers_above_use_the_channel_through_its_package():
+    # arkor_trio.stream exports what the job stream, the feed and the trainer use; nothing
+    # outside it imports one of its private modules.
+    breaches = [
+        str(i)
+        for name in modules()
+        if not within(name, "arkor_trio.stream")
+        for i in imports_of(name)
+        if i.target.startswith("arkor_trio.stream._")
+    ]
+    assert breaches == []

@@ -16,7 +16,7 @@ import pytest
 import trio
 import trustme
 
-from arkor_trio import StreamError
+from arkor_trio import ApiError, ArkorClient, StreamError
 from arkor_trio.stream import ReconnectPolicy, open_sse
 from arkor_trio.stream._connect import MAX_REDIRECTS
 from tests.sse_feed_server import Reply, open_feed_server
@@ -64,6 +64,18 @@ async def test_an_untrusted_certificate_is_a_stream_error_without_retry(ca):
         assert isinstance(caught.value.__cause__, httpx.ConnectError)
         assert server.accepted == 1
         assert server.requests == []
+
+
+async def test_a_plain_request_names_the_certificate_problem_too(ca):
+    # Not only the stream: every ArkorClient request (here GET /v1/me) says what TLS refused.
+    async with open_feed_server(total=3, ssl_context=server_context(ca, "127.0.0.1")) as server:
+        base = server.feed_url.rsplit("/", 1)[0]
+        client = ArkorClient(base, "token", org_slug="o", project_slug="p")
+        async with client:
+            with pytest.raises(ApiError) as caught:
+                await client.me()
+    assert caught.value.status == 0
+    assert "TLS certificate verification failed: unable to get local issuer" in str(caught.value)
 
 
 async def test_a_certificate_for_another_host_is_named(ca):

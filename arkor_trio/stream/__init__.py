@@ -2,30 +2,53 @@
 
 An SSE endpoint followed as one channel keyed by ``Last-Event-ID``: reconnects with backoff,
 dedupe by id, an idle watchdog, cursor stores for resuming across processes (design.md section 10).
+``open_sse`` is the entry point for applications; the other names are the building blocks the
+layers above (the Arkor job stream, the job feed, the trainer) use, public so that no layer
+reaches into another's private modules.
 """
 
 from ._channel import SSEChannel as SSEChannel
 from ._connect import Headers as Headers
+from ._connect import certificate_problem as certificate_problem
 from ._cursor import CursorStore as CursorStore
 from ._cursor import FileCursorStore as FileCursorStore
 from ._cursor import MemoryCursorStore as MemoryCursorStore
+from ._cursor import commit_cursor as commit_cursor
+from ._cursor import commit_cursor_async as commit_cursor_async
+from ._cursor import hold_follower as hold_follower
+from ._cursor import is_finished as is_finished
 from ._dedupe import DuplicateFilter as DuplicateFilter
+from ._dedupe import RecentIds as RecentIds
 from ._open import SSEStream as SSEStream
 from ._open import open_sse as open_sse
+from ._queue import EventQueue as EventQueue
+from ._reconnect import PERMANENT_STATUSES as PERMANENT_STATUSES
+from ._reconnect import Backoff as Backoff
 from ._reconnect import ReconnectPolicy as ReconnectPolicy
+from ._reconnect import parse_retry_after as parse_retry_after
 from ._stats import StreamCounters as StreamCounters
 from ._stats import StreamStats as StreamStats
 
 __all__ = [
+    "PERMANENT_STATUSES",
+    "Backoff",
     "CursorStore",
     "DuplicateFilter",
+    "EventQueue",
     "FileCursorStore",
     "Headers",
     "MemoryCursorStore",
+    "RecentIds",
     "ReconnectPolicy",
     "SSEChannel",
     "SSEStream",
     "StreamCounters",
     "StreamStats",
+    "certificate_problem",
+    "commit_cursor",
+    "commit_cursor_async",
+    "hold_follower",
+    "is_finished",
     "open_sse",
+    "parse_retry_after",
 ]
