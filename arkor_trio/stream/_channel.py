@@ -4,7 +4,8 @@ A reader task owns the HTTP connection: it decodes frames, drops duplicates (and
 server that ignored ``Last-Event-ID``), turns frames into items with an optional decoder, and
 queues them on a bounded hand-over queue; the consumer iterates the channel. Cuts, stalls, 5xx
 bursts and restarts are survived by reconnecting from the id of the last *complete* frame
-(:mod:`._reconnect` holds the delay rules, :mod:`._connect` the rules for one connection).
+(:mod:`._reconnect` holds the delay rules, :mod:`._connect` opening one connection and
+:mod:`._reader` reading its body).
 
 Errors that stop the channel (a permanent status, exhausted reconnects, a frame too large twice
 at the same resume point) are raised by the consumer's next ``__anext__``, as the library's own
@@ -14,18 +15,15 @@ exception, never an ExceptionGroup.
 from __future__ import annotations
 
 import logging
-import math
 import operator
 import random
-from contextlib import aclosing
-from typing import TYPE_CHECKING, Generic, Self, TypeVar, cast
+from typing import TYPE_CHECKING, Generic, Self, TypeVar
 from urllib.parse import urlsplit
 
-import attrs
 import httpx
 import trio
 
-from .._errors import ArkorError, ConfigError, FrameTooLarge, ReconnectsExhausted, StreamError
+from .._errors import ArkorError, ConfigError, ReconnectsExhausted
 from .._groups import lone_exception
 from ..sse import SSEDecoder, SSEFrame
 from ._connect import (
@@ -38,11 +36,12 @@ from ._connect import (
 )
 from ._dedupe import DuplicateFilter
 from ._queue import EventQueue
+from ._reader import ChunkReader, Outcome
 from ._reconnect import Backoff, ReconnectPolicy
 from ._stats import StreamCounters, StreamStats
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncGenerator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
     from contextlib import AbstractAsyncContextManager
     from types import TracebackType
 
@@ -56,16 +55,6 @@ log = logging.getLogger("arkor_trio.stream")
 T = TypeVar("T")
 
 _TIMEOUT = httpx.Timeout(30.0, read=None)
-
-
-@attrs.define
-class _Outcome:
-    """How one connection ended."""
-
-    progress: bool = False
-    finished: bool = False
-    error: BaseException | None = None
-    retry_after: float | None = None
 
 
 _frame_id = operator.attrgetter("last_event_id")
@@ -151,9 +140,6 @@ class SSEChannel(Generic[T]):
         self._headers = headers
         self._params = params
         self._http = http
-        self._decode = decode
-        self._is_final = is_final
-        self._settle = settle
         permanent = self.policy.permanent_statuses
         self._is_permanent = is_permanent or permanent.__contains__
         self._on_response = on_response
@@ -166,7 +152,16 @@ class SSEChannel(Generic[T]):
         self._queue: EventQueue[T] | None = None
         self._done = False
         self._ended_at: float | None = None
-        self._too_large_at: str | None = None
+        self._body: ChunkReader[T] = ChunkReader(
+            decoder=self._decoder,
+            duplicates=self._filter,
+            counters=self.counters,
+            policy=self.policy,
+            resume_id=lambda: self.resume_id,
+            decode=decode,
+            is_final=is_final,
+            settle=settle,
+        )
 
     # --- public surface ------------------------------------------------------------------------
 
@@ -312,7 +307,7 @@ class SSEChannel(Generic[T]):
             headers["Last-Event-ID"] = resume
         return headers
 
-    async def _connection(self, queue: EventQueue[T], http: httpx.AsyncClient) -> _Outcome:
+    async def _connection(self, queue: EventQueue[T], http: httpx.AsyncClient) -> Outcome:
         opened = await open_connection(
             http,
             self.url,
@@ -324,9 +319,9 @@ class SSEChannel(Generic[T]):
             make_error=self._make_error,
         )
         if isinstance(opened, Failure):
-            return _Outcome(error=opened.error, retry_after=opened.retry_after)
+            return Outcome(error=opened.error, retry_after=opened.retry_after)
         if opened is FINISHED:
-            return _Outcome(finished=True)
+            return Outcome(finished=True)
         assert isinstance(opened, httpx.Response)
         response = opened
         counters = self.counters
@@ -335,9 +330,9 @@ class SSEChannel(Generic[T]):
             counters.gaps.append(trio.current_time() - self._ended_at)
         self._decoder.resume_from(self.resume_id)
         self._filter.connection(self.resume_id)
-        outcome = _Outcome()
+        outcome = Outcome()
         try:
-            await self._read(response, queue, outcome)
+            await self._body.read(response, queue, outcome)
         finally:
             if self._filter.skipping:
                 self._decoder.resume_from(self._filter.resume_id)
@@ -345,112 +340,3 @@ class SSEChannel(Generic[T]):
             self._ended_at = trio.current_time()
             await close_response(response)
         return outcome
-
-    async def _read(
-        self, response: httpx.Response, queue: EventQueue[T], outcome: _Outcome
-    ) -> None:
-        counters = self.counters
-        idle = self.policy.idle_timeout
-        decoder = self._decoder
-        seen = self._filter.seen
-        remember = self._filter.add
-        decode = self._decode
-        is_final = self._is_final
-        try:
-            with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
-                raw = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
-                async with aclosing(raw) as chunks:
-                    async for chunk in chunks:
-                        watchdog.deadline = trio.current_time() + idle
-                        counters.bytes += len(chunk)
-                        frames = decoder.feed(chunk)
-                        counters.frames += len(frames)
-                        batch: list[T] = []
-                        for frame in frames:
-                            frame_id = frame.id
-                            if seen(frame_id):
-                                counters.duplicates += 1
-                                continue
-                            if decode is None:
-                                item = cast("T", frame)
-                            else:
-                                decoded = decode(frame)
-                                if decoded is None:
-                                    continue
-                                item = decoded
-                            if is_final is not None and is_final(item):
-                                await self._queue_all(queue, batch, outcome, watchdog)
-                                await self._final(item, frame_id, queue, outcome, watchdog)
-                                return
-                            if frame_id:
-                                remember(frame_id)
-                            batch.append(item)
-                        if batch:
-                            await self._queue_all(queue, batch, outcome, watchdog)
-            if watchdog.cancelled_caught:
-                outcome.error = StreamError(f"no data for {idle} s (idle_timeout)")
-            else:
-                outcome.error = StreamError("the server closed the event stream")
-        except (httpx.TransportError, httpx.StreamError, httpx.DecodingError) as exc:
-            outcome.error = exc
-        except FrameTooLarge as exc:
-            self._frame_too_large(exc)
-            outcome.error = exc
-
-    def _frame_too_large(self, exc: FrameTooLarge) -> None:
-        """The same frame too large twice at one resume point is permanent: raise it."""
-        at = self.resume_id
-        if self._too_large_at == at:
-            exc.add_note(
-                f"the frame after id {at!r} exceeded max_frame_bytes "
-                f"({self.policy.max_frame_bytes}) on two connections in a row: the server sends "
-                "it again on every reconnect, so the channel stops; raise "
-                "ReconnectPolicy.max_frame_bytes to read it"
-            )
-            raise exc
-        self._too_large_at = at
-
-    async def _final(
-        self,
-        item: T,
-        frame_id: str | None,
-        queue: EventQueue[T],
-        outcome: _Outcome,
-        watchdog: trio.CancelScope,
-    ) -> None:
-        """A final item: settle it, queue it and end the channel (or go on reconnecting).
-
-        The connection has nothing more to say, so the idle watchdog no longer applies.
-        """
-        watchdog.deadline = math.inf
-        if self._settle is not None:
-            settled = await self._settle(item)
-            if settled is None:
-                outcome.error = StreamError("the stream ended, but it is not over; reconnecting")
-                return
-            item = settled
-        if frame_id:
-            self._filter.add(frame_id)
-        self.counters.events += 1
-        outcome.progress = outcome.finished = True
-        if queue.full:
-            await queue.wait_not_full()
-        queue.put(item)
-
-    async def _queue_all(
-        self, queue: EventQueue[T], batch: list[T], outcome: _Outcome, watchdog: trio.CancelScope
-    ) -> None:
-        """Queue the items of one chunk; while the consumer is behind, the watchdog is paused."""
-        if not batch:
-            return
-        self.counters.events += len(batch)
-        outcome.progress = True
-        if queue.room >= len(batch):
-            queue.extend(batch)
-            return
-        for item in batch:
-            if queue.full:
-                watchdog.deadline = math.inf
-                await queue.wait_not_full()
-                watchdog.deadline = trio.current_time() + self.policy.idle_timeout
-            queue.put(item)
