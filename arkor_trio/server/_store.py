@@ -47,6 +47,9 @@ import trio
 
 from ._projects_schema import PROJECTS_SCHEMA, ensure_default_project
 from ._redact import redact_config
+from ._store_errors import StoreClosed as StoreClosed
+from ._store_errors import StoreError as StoreError
+from ._store_errors import store_error
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -114,58 +117,6 @@ _JOB_COLUMNS = (
 #: A job row: (id, org_id, project_id, name, status, config, error, created_at, started_at,
 #: completed_at, artifacts), JSON columns still as text.
 JobRow = tuple[str, str, str, str, str, str, str | None, str, str | None, str | None, str | None]
-
-
-class StoreClosed(RuntimeError):
-    """The store was closed (the backend shut down) while a thread still wrote to it."""
-
-
-class StoreError(RuntimeError):
-    """SQLite refused a write (disk full, database locked, I/O error); nothing was written.
-
-    ``reason`` is the short cause (``"disk full"``, ``"database locked"``, ...), which also
-    starts the message.
-    """
-
-    def __init__(self, reason: str, message: str) -> None:
-        super().__init__(message)
-        self.reason = reason
-
-
-#: SQLite result code names -> the reason a StoreError reports.
-_REASONS = {
-    "SQLITE_FULL": "disk full",
-    "SQLITE_BUSY": "database locked",
-    "SQLITE_LOCKED": "database locked",
-    "SQLITE_IOERR": "disk I/O error",
-    "SQLITE_READONLY": "database read-only",
-    "SQLITE_CANTOPEN": "database cannot be opened",
-    "SQLITE_CORRUPT": "database corrupt",
-}
-_MESSAGE_REASONS = (
-    ("disk is full", "disk full"),
-    ("locked", "database locked"),
-    ("disk i/o", "disk I/O error"),
-    ("readonly", "database read-only"),
-)
-
-
-def _store_error(exc: sqlite3.Error, path: Path, busy_timeout: float) -> StoreError:
-    name = str(getattr(exc, "sqlite_errorname", "") or "")
-    # Extended codes (SQLITE_IOERR_WRITE, SQLITE_BUSY_SNAPSHOT) map as their primary code.
-    reason = _REASONS.get("_".join(name.split("_")[:2]), "")
-    if not reason:
-        text = str(exc).lower()
-        reason = next((r for word, r in _MESSAGE_REASONS if word in text), "database error")
-    detail = str(exc)
-    if reason == "database locked":
-        detail = (
-            f"another connection held the write lock of {path} for more than "
-            f"{busy_timeout:g} s ({exc})"
-        )
-    elif reason == "disk full":
-        detail = f"no space left for {path} ({exc})"
-    return StoreError(reason, f"{reason}: {detail}")
 
 
 def utc_now() -> str:
@@ -269,7 +220,7 @@ class Store:
                             conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise _store_error(exc, self.path, self.busy_timeout) from exc
+                raise store_error(exc, self.path, self.busy_timeout) from exc
             return result
 
     async def in_thread(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
@@ -413,7 +364,7 @@ class Store:
                     "SELECT status FROM jobs WHERE id = ?", (job_id,)
                 ).fetchone()
             except sqlite3.Error as exc:
-                raise _store_error(exc, self.path, self.busy_timeout) from exc
+                raise store_error(exc, self.path, self.busy_timeout) from exc
         return None if found is None else str(found[0])
 
     def unfinished_jobs(self) -> list[str]:
