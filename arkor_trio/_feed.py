@@ -44,7 +44,7 @@ from ._feed_socket import FeedClient, SocketEnd, end_from_close, end_from_reject
 from ._groups import collapse_groups, lone_exception
 from ._models import terminal_event
 from ._ws_connect import open_ws
-from .stream import PERMANENT_STATUSES, Backoff, MemoryCursorStore, ReconnectPolicy
+from .stream import Backoff, MemoryCursorStore, RecentIds, ReconnectPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -218,8 +218,12 @@ class JobFeed:
             while True:
                 closed = await self._connection()
                 progress, self._socket_progress = self._socket_progress, False
-                if closed.restart and not progress:
-                    delay = 0.0  # 1001/1012: reconnect at once, still counting the attempt
+                if closed.restart and not progress and backoff.attempt == 0:
+                    # 1001/1012: the server is going away or restarting: reconnect at once, once.
+                    # The attempt counts, so a server closing every socket that way right after
+                    # the handshake gets the failure backoff (and max_attempts) next time.
+                    backoff.attempt += 1
+                    delay = 0.0
                 elif progress:
                     delay = backoff.after_progress(None)
                 else:
@@ -322,7 +326,7 @@ class JobFeed:
             job.pending = max(0, job.pending - 1)
         elif kind == "reset":
             counters.resets += 1
-            job.recent = type(job.recent)(())
+            job.recent = RecentIds()
             job.resets.append(str(message.get("reason")))
             log.warning("feed: job %s: %s", job.job_id, message.get("reason"))
         elif kind == "end":
@@ -344,15 +348,15 @@ class JobFeed:
         if not isinstance(event_id, str) or event_id in job.recent:
             counters.duplicates += 1
             return
-        try:
-            event = decode_event(message.get("data"), event_id)
-        except MalformedPayload:
-            return
-        if job.queue.full:
+        if job.queue.full:  # before decoding: the event comes again after the resubscribe
             counters.pauses += 1
             job.state = "waiting"
             self._send({"type": "unsubscribe", "job": job.job_id})
             self._spawn(self._after_room, job)
+            return
+        try:
+            event = decode_event(message.get("data"), event_id)
+        except MalformedPayload:
             return
         job.accept(event)
         counters.events += 1
@@ -378,7 +382,7 @@ class JobFeed:
         try:
             current = await self._client.get_job(job.job_id)
         except ApiError as exc:
-            if exc.status in PERMANENT_STATUSES or exc.status == 404:
+            if exc.status in self.policy.permanent_statuses:
                 job.finish(exc)
                 return
             await self._job_backoff(job, progress=False)

@@ -10,13 +10,14 @@ in out of order.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Self
 
 import attrs
 import trio
 
 from ._errors import ArkorError
-from ._models import TrainingCancelled, TrainingCompleted, TrainingFailed
+from ._models import TERMINAL_TYPES
 from .stream import Backoff, EventQueue, RecentIds
 
 if TYPE_CHECKING:
@@ -28,15 +29,14 @@ if TYPE_CHECKING:
     from .stream import CursorStore, ReconnectPolicy
 
 __all__ = [
-    "TERMINAL_EVENT_TYPES",
+    "MAX_RESETS",
     "FeedJob",
     "FeedStats",
     "FeedSubscription",
 ]
 
-TERMINAL_EVENT_TYPES: frozenset[type[JobEvent]] = frozenset(
-    {TrainingCompleted, TrainingFailed, TrainingCancelled}
-)
+#: How many ``reset`` reasons a job keeps (a misbehaving server could send them without end).
+MAX_RESETS = 64
 
 
 @attrs.frozen(kw_only=True)
@@ -116,7 +116,7 @@ class FeedJob:
         #: feed decides when to subscribe again: queue full, ``end``, a per-job error) or "done".
         self.state = "active"
         self.progress = False
-        self.resets: list[str] = []
+        self.resets: deque[str] = deque(maxlen=MAX_RESETS)
 
     def accept(self, event: JobEvent) -> None:
         """Queue an event the caller checked (not full, not a duplicate)."""
@@ -125,7 +125,7 @@ class FeedJob:
             self.resume = event.event_id
             self.recent.add(event.event_id)
         self.progress = True
-        if type(event) in TERMINAL_EVENT_TYPES:
+        if type(event) in TERMINAL_TYPES:
             self.finish()
 
     def finish(self, error: ArkorError | None = None) -> None:
@@ -164,7 +164,7 @@ class FeedSubscription:
 
     @property
     def resets(self) -> tuple[str, ...]:
-        """The reasons of the ``reset`` messages this job received."""
+        """The reasons of the last ``reset`` messages this job received (at most MAX_RESETS)."""
         return tuple(self._job.resets)
 
     def _commit(self) -> None:
@@ -204,6 +204,6 @@ class FeedSubscription:
             raise
         if item.event_id is not None:
             self.cursor = self._uncommitted = item.event_id
-        if type(item) in TERMINAL_EVENT_TYPES:
+        if type(item) in TERMINAL_TYPES:
             self._done = True
         return item

@@ -16,7 +16,7 @@ from __future__ import annotations
 import logging
 import operator
 from collections.abc import Awaitable, Callable, Mapping
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Final, Self
 
 import attrs
 import httpx
@@ -25,6 +25,7 @@ import trio
 from ._codec import MalformedPayload, decode_event_json
 from ._errors import ApiError
 from ._models import (
+    TERMINAL_TYPES,
     JobEvent,
     TrainingCancelled,
     TrainingCompleted,
@@ -48,7 +49,6 @@ __all__ = ["TERMINAL_EVENTS", "TERMINAL_TYPES", "EventStream", "JobStreamSource"
 log = logging.getLogger("arkor_trio.stream")
 
 TERMINAL_EVENTS = (TrainingCompleted, TrainingFailed, TrainingCancelled)
-TERMINAL_TYPES: frozenset[type[Any]] = frozenset(TERMINAL_EVENTS)
 
 
 @attrs.frozen

@@ -12,6 +12,7 @@ import attrs
 
 __all__ = [
     "TERMINAL_STATUSES",
+    "TERMINAL_TYPES",
     "Adapter",
     "BlobDataset",
     "ChatCompletion",
@@ -262,6 +263,12 @@ class ChatCompletion:
     tool_calls: list[Mapping[str, Any]] = attrs.field(factory=list)
     finish_reason: str | None = None
     raw: Mapping[str, Any] = attrs.field(factory=dict)
+
+
+#: The event types that end a job's stream.
+TERMINAL_TYPES: frozenset[type[Any]] = frozenset(
+    {TrainingCompleted, TrainingFailed, TrainingCancelled}
+)
 
 
 def terminal_event(job: TrainingJob, event_id: str | None) -> JobEvent:
