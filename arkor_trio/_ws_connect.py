@@ -39,12 +39,19 @@ def ws_url(http_url: str) -> str:
     return "ws://" + http_url.removeprefix("http://")
 
 
+#: Bytes read before the handshake completes (response head and a refusal's body) at most.
+MAX_HANDSHAKE_BYTES = 1 << 20
+
+
 class _Watched(trio.abc.Stream):
     """The TCP stream, reporting EOF or a reset (trio-websocket's handshake would wait on)."""
 
     def __init__(self, inner: trio.abc.Stream) -> None:
         self.inner = inner
         self.closed_by_peer = trio.Event()
+        self.handshaken = False
+        self.oversized = False
+        self._before_handshake = 0
 
     async def receive_some(self, max_bytes: int | None = None) -> bytes:
         try:
@@ -54,6 +61,13 @@ class _Watched(trio.abc.Stream):
             raise
         if not data:
             self.closed_by_peer.set()
+        elif not self.handshaken:
+            # trio-websocket keeps a refused handshake's whole body in memory: bound it here.
+            self._before_handshake += len(data)
+            if self._before_handshake > MAX_HANDSHAKE_BYTES:
+                self.oversized = True
+                self.closed_by_peer.set()
+                return b""  # as an EOF: trio-websocket stops reading
         return bytes(data)
 
     async def send_all(self, data: bytes | bytearray | memoryview) -> None:
@@ -105,7 +119,12 @@ async def _handshake(
             race.start_soon(open_it, race.cancel_scope)
             race.start_soon(watch, race.cancel_scope)
     if result:
+        stream.handshaken = True
         return result[0]
+    if stream.oversized:
+        raise HandshakeError(
+            f"the server's answer to the WebSocket handshake exceeded {MAX_HANDSHAKE_BYTES} bytes"
+        )
     if stream.closed_by_peer.is_set():
         raise HandshakeError("the server closed the connection during the WebSocket handshake")
     raise HandshakeError(f"no WebSocket handshake within {connect_timeout} s")
