@@ -29,7 +29,7 @@ from starlette.websockets import WebSocketDisconnect
 
 from ._auth import credential_problem
 from ._events import PAGE_SIZE, TERMINAL_TYPES
-from ._http import LOCAL_ORG, LOCAL_PROJECT
+from ._http import LOCAL_ORG, ProjectScopes
 from ._ws_protocol import (
     CLOSE_BAD_SCOPE,
     CLOSE_GOING_AWAY,
@@ -88,9 +88,16 @@ class _SendQueue:
 
 class _Session:
     def __init__(
-        self, ws: WebSocket, store: Store, hub: EventHub, limits: WsLimits, ping_interval: float
+        self,
+        ws: WebSocket,
+        store: Store,
+        hub: EventHub,
+        limits: WsLimits,
+        ping_interval: float,
+        project_id: str,
     ) -> None:
         self.ws = ws
+        self.project_id = project_id
         self.store = store
         self.hub = hub
         self.limits = limits
@@ -167,7 +174,7 @@ class _Session:
 
     async def _subscribe(self, nursery: trio.Nursery, sub: Subscribe) -> None:
         row = self.store.get_job(sub.job)
-        if row is None or row[2] != LOCAL_PROJECT["id"]:
+        if row is None or row[2] != self.project_id:
             # A job of another project is as unknown as a missing one (no existence leak).
             await self.out.put(error_message(sub.job, 404, f"job {sub.job} not found"))
             return
@@ -251,13 +258,16 @@ def _start(store: Store, job: str, after: int | None) -> tuple[int, str | None]:
     return after, None
 
 
-def _scope_problem(ws: WebSocket) -> tuple[int, str] | None:
+def _scope(ws: WebSocket) -> str | tuple[int, str]:
+    """The id of the socket's project (the same lookup as every HTTP route), or why not."""
     org, project = ws.query_params.get("orgSlug"), ws.query_params.get("projectSlug")
     if not org or not project:
         return CLOSE_BAD_SCOPE, "missing query parameters 'orgSlug' and 'projectSlug'"
-    if org != LOCAL_ORG["slug"] or project != LOCAL_PROJECT["slug"]:
+    scopes: ProjectScopes = ws.app.state.projects
+    project_id = scopes.id_of(project) if org == LOCAL_ORG["slug"] else None
+    if project_id is None:
         return CLOSE_NO_SCOPE, f"org {org!r} / project {project!r} not found"
-    return None
+    return project_id
 
 
 def ws_route(
@@ -267,19 +277,15 @@ def ws_route(
 
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
-        problem = credential_problem(dict(ws.scope["headers"]), token)
-        if problem is not None:
-            status, message = problem
-            problem = 4000 + status, message
-        else:
-            problem = _scope_problem(ws)
-        if problem is not None:
-            code, reason = problem
+        refused = credential_problem(dict(ws.scope["headers"]), token)
+        scope = _scope(ws) if refused is None else (4000 + refused[0], refused[1])
+        if not isinstance(scope, str):
+            code, reason = scope
             with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):
                 await ws.close(code, reason[:120])  # a close reason is at most 123 bytes
             return
         try:
-            await _Session(ws, store, hub, limits, ping_interval).run()
+            await _Session(ws, store, hub, limits, ping_interval, scope).run()
         except Exception:
             log.exception("job feed socket failed")
             with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):

@@ -17,7 +17,7 @@ from arkor_trio._ws_connect import open_ws
 from arkor_trio.server import WsLimits, open_local_backend
 from arkor_trio.server._store import Store
 
-from .conftest import create_job, headers_for, prefill, read_stream
+from .conftest import FAKE_MODEL, create_job, headers_for, prefill, read_stream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -387,3 +387,34 @@ async def test_a_consumer_too_far_behind_is_closed_and_others_carry_on(
                 nursery.cancel_scope.cancel()
         finally:
             await trio.aclose_forcefully(stream)
+
+
+async def test_a_feed_in_another_project_follows_that_projects_jobs(backend, http) -> None:
+    # The socket's scope is looked up like every HTTP route's: a created project works, and
+    # its jobs are unknown to a socket of another project.
+    created = await http.post(
+        "/v1/projects", params={"orgSlug": "local"}, json={"name": "Bot", "slug": "bot"}
+    )
+    assert created.status_code == 201, created.text
+    response = await http.post(
+        "/v1/jobs",
+        params={"orgSlug": "local", "projectSlug": "bot"},
+        json={"name": "b", "config": {"model": FAKE_MODEL, "logs": 2}},
+    )
+    assert response.status_code == 201, response.text
+    job = response.json()["job"]["id"]
+    async with connect(backend, query="?orgSlug=local&projectSlug=bot") as ws:
+        await sub(ws, job)
+        got = await until_end(ws, job)
+    assert got[0]["type"] == "subscribed"
+    assert [m["type"] for m in got[1:-1]].count("event") >= 1
+    async with connect(backend) as ws:  # the default project's socket
+        await sub(ws, job)
+        assert await recv(ws) == {
+            "type": "error",
+            "job": job,
+            "status": 404,
+            "error": f"job {job} not found",
+        }
+    async with connect(backend, query="?orgSlug=local&projectSlug=nope") as ws:
+        assert await close_code(ws) == 4404
