@@ -221,7 +221,7 @@ def chat_route(
     slots = _Slots(MAX_CONCURRENT_INFERENCE)
 
     async def endpoint(request: Request) -> Response:
-        require_project_scope(request)
+        project_id = require_project_scope(request)  # 400/404 before a 429
         if slots.free == 0:
             raise ApiProblem(429, f"too many concurrent inference requests (the limit is "
                              f"{slots.limit}); retry when one finishes",
@@ -229,7 +229,7 @@ def chat_route(
         slots.free -= 1
         handed_off = False
         try:
-            response = await answer(request)
+            response = await answer(request, project_id)
             if isinstance(response, SSEStream):
                 response, handed_off = _Releasing(response, slots.release), True
             return response
@@ -237,8 +237,7 @@ def chat_route(
             if not handed_off:
                 slots.release()
 
-    async def answer(request: Request) -> Response:
-        project_id = require_project_scope(request)
+    async def answer(request: Request, project_id: str) -> Response:
         body = await read_json_object(request)
         unknown = sorted(set(body) - _KEYS)
         if unknown:

@@ -190,7 +190,10 @@ async def _fetch(
 
 
 async def _download(url: str, shown: str, token: str | None, max_bytes: int) -> bytearray:
-    headers = {"Authorization": f"Bearer {token}"} if token else {}
+    # identity: a compressed body would be inflated before the size bound could see it
+    headers = {"Accept-Encoding": "identity"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
     data = bytearray()
     try:
         async with (

@@ -18,9 +18,11 @@ import sqlite3
 import threading
 from typing import TYPE_CHECKING, Any
 
+import trio
 from starlette.routing import Route
 
 from ._http import LOCAL_ORG, fail, json_response, read_json_object, require_org
+from ._store_errors import store_error
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -34,6 +36,8 @@ __all__ = ["MAX_PROJECTS", "MAX_SLUG", "ProjectStore", "project_routes"]
 MAX_SLUG = 64
 MAX_NAME = 200
 MAX_PROJECTS = 1000
+#: How long a project write waits for another connection's write lock.
+_BUSY_TIMEOUT_S = 5.0
 _SLUG = re.compile(r"[a-z0-9](?:[a-z0-9-]*[a-z0-9])?")
 
 
@@ -46,9 +50,12 @@ class ProjectStore:
     """
 
     def __init__(self, path: Path) -> None:
+        self.path = path
         self._lock = threading.Lock()
         self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute("PRAGMA busy_timeout=5000")  # the table is the store's schema's
+        self._conn.execute(
+            f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}"
+        )  # the table is the store's schema's
 
     def close(self) -> None:
         """Close the connection."""
@@ -132,10 +139,12 @@ def project_routes(projects: ProjectStore) -> list[Route]:
         if not isinstance(name, str) or not name.strip() or len(name) > MAX_NAME:
             fail(400, f"name must be a non-empty string of at most {MAX_NAME} characters",
                  field="name")  # fmt: skip
-        try:
-            created = projects.create(slug, name)
+        try:  # a write: off the event loop, as every store write (it may wait for a lock)
+            created = await trio.to_thread.run_sync(projects.create, slug, name)
         except OverflowError as exc:
             fail(409, str(exc))
+        except sqlite3.OperationalError as exc:
+            raise store_error(exc, projects.path, _BUSY_TIMEOUT_S) from exc
         if created is None:
             fail(409, f"project slug {slug!r} already exists")
         return json_response({"project": created}, 201)
