@@ -408,6 +408,14 @@ class Store:
             (job_id, after, limit),
         ).fetchall()
 
+    def payloads_of_type(self, job_id: str, kind: str, limit: int) -> list[str]:
+        """The payloads (JSON text) of a job's first ``limit`` events of type ``kind``."""
+        rows = self._reader.execute(
+            "SELECT payload FROM events WHERE job_id = ? AND type = ? ORDER BY seq LIMIT ?",
+            (job_id, kind, limit),
+        ).fetchall()
+        return [str(row[0]) for row in rows]
+
 
 def _private_file(path: Path) -> None:
     """Create ``path`` empty with mode 0600 if missing, else set that mode (owner only)."""
