@@ -2,8 +2,10 @@
 
 A local-backend extension (the cloud has no such route). For every job of the scope it answers
 up to :data:`POINTS` train-loss values, evenly sampled from the job's ``training.log`` events.
-The events are read incrementally (each job's curve is cached with the last event id read, at
-most :data:`PAGES_PER_CALL` pages per job and call), so polling it stays cheap on long runs.
+The events are read incrementally: each job's curve is cached with the last event id read, and
+one call reads at most :data:`PAGES_PER_CALL` non-empty pages of events in all (the rest on the
+next poll), so a poll stays cheap however many and however long the runs; a cached curve keeps
+at most :data:`MAX_KEPT` values (halved, evenly, when it grows past that).
 """
 
 from __future__ import annotations
@@ -26,6 +28,8 @@ __all__ = ["POINTS", "losses_route"]
 POINTS = 40
 PAGE = 1000
 PAGES_PER_CALL = 5
+#: Values a cached curve keeps at most.
+MAX_KEPT = 4096
 #: Jobs (newest first) whose curves one call answers.
 MAX_JOBS = 200
 
@@ -41,10 +45,13 @@ def losses_route(store: Store) -> Route:
     """The route (its cache lives as long as the app)."""
     cache: dict[str, tuple[int, list[float]]] = {}
 
-    def curve(job_id: str) -> list[float]:
+    def curve(job_id: str, budget: list[int]) -> list[float]:
         seq, values = cache.get(job_id, (0, []))
-        for _ in range(PAGES_PER_CALL):
+        while budget[0] > 0:
             rows = store.events_after(job_id, seq, PAGE)
+            if not rows:
+                break  # nothing new: an indexed lookup, free of the budget
+            budget[0] -= 1
             for row_seq, kind, payload in rows:
                 seq = row_seq
                 if kind != "training.log":
@@ -52,6 +59,8 @@ def losses_route(store: Store) -> Route:
                 loss = json.loads(payload).get("loss")
                 if isinstance(loss, int | float) and not isinstance(loss, bool):
                     values.append(float(loss))
+            if len(values) > MAX_KEPT:
+                values = values[::2]
             if len(rows) < PAGE:
                 break
         cache[job_id] = (seq, values)
@@ -60,6 +69,7 @@ def losses_route(store: Store) -> Route:
     async def endpoint(request: Request) -> Response:
         project_id = require_project_scope(request)
         jobs = [row[0] for row in store.list_jobs() if row[2] == project_id][:MAX_JOBS]
-        return json_response({"losses": {job_id: curve(job_id) for job_id in jobs}})
+        budget = [PAGES_PER_CALL]  # pages this call may read, over all its jobs
+        return json_response({"losses": {job_id: curve(job_id, budget) for job_id in jobs}})
 
     return Route("/v1/local/losses", endpoint, methods=["GET"])
