@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from arkor_trio import Callbacks, ConfigError
-from arkor_trio._callbacks import as_callbacks
+from arkor_trio.trainer._callbacks import as_callbacks
 
 
 async def _call(fn, ctx):
@@ -76,9 +76,9 @@ def test_the_fast_log_context_equals_the_attrs_one():
     # converter must show up here first.
     import attrs
 
-    from arkor_trio._contexts import LogContext
-    from arkor_trio._dispatch import LOG_CONTEXT_FIELDS, _context
-    from arkor_trio._models import TrainingJob, TrainingLog
+    from arkor_trio.trainer._contexts import LogContext
+    from arkor_trio.trainer._dispatch import LOG_CONTEXT_FIELDS, _context
+    from arkor_trio.wire._models import TrainingJob, TrainingLog
 
     fields = attrs.fields(LogContext)
     assert [f.name for f in fields] == list(LOG_CONTEXT_FIELDS)

@@ -12,12 +12,12 @@ import pytest
 import trio
 import trio.testing
 
-from arkor_trio._client import ArkorClient
 from arkor_trio._errors import ApiError, ConfigError, JobNotFound, UpgradeRequired
-from arkor_trio._http_errors import error_from
-from arkor_trio._models import Adapter, HuggingfaceDataset, JobConfig, TrainingJob
 from arkor_trio._version import USER_AGENT, __version__
 from arkor_trio.stream import ReconnectPolicy
+from arkor_trio.wire._client import ArkorClient
+from arkor_trio.wire._http_errors import error_from
+from arkor_trio.wire._models import Adapter, HuggingfaceDataset, JobConfig, TrainingJob
 
 TOKEN = "tok-7f3a-secret"
 BASE = "http://arkor.test"

@@ -19,7 +19,7 @@ from arkor_trio import (
     TrainingStarted,
     UnknownEvent,
 )
-from arkor_trio._codec import (
+from arkor_trio.wire._codec import (
     MalformedPayload,
     converter,
     decode_event,
@@ -168,7 +168,7 @@ def test_the_log_fast_path_agrees_with_the_converter(step, metrics, job_id):
 def test_the_fast_log_constructor_fills_every_field():
     # The fast path builds TrainingLog without its __init__: a new field, a validator or a
     # converter must show up here first.
-    from arkor_trio._codec import LOG_FIELDS
+    from arkor_trio.wire._codec import LOG_FIELDS
 
     fields = attrs.fields(TrainingLog)
     assert sorted(f.name for f in fields) == sorted(LOG_FIELDS)

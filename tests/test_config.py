@@ -9,14 +9,14 @@ from pathlib import Path  # noqa: TC003  # fixtures' annotations, kept visible
 
 import pytest
 
-from arkor_trio._config import (
+from arkor_trio._errors import ConfigError
+from arkor_trio.wire._config import (
     DEFAULT_BASE_URL,
     ResolvedConfig,
     pick_project,
     resolve_config,
     scope_from_me,
 )
-from arkor_trio._errors import ConfigError
 
 TOKEN = "tok-7f3a-secret"
 

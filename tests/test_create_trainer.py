@@ -12,7 +12,7 @@ from arkor_trio import (
     Lora,
     create_trainer,
 )
-from arkor_trio._codec import encode
+from arkor_trio.wire._codec import encode
 
 BASE = {"name": "n", "model": "unsloth/gemma-4-E4B-it", "dataset": HuggingfaceDataset("a/b")}
 

@@ -17,9 +17,9 @@ import pytest
 import trio
 
 from arkor_trio import HuggingfaceDataset, ReconnectPolicy, create_trainer
-from arkor_trio._codec import MalformedPayload, decode_event_json
 from arkor_trio.sse import SSEDecoder
 from arkor_trio.stream._reconnect import Backoff, parse_retry_after
+from arkor_trio.wire._codec import MalformedPayload, decode_event_json
 from tests.sse_script_server import COMPLETED, JOB_ID, STARTED, Conn, frame, log_event
 
 MAX_DELAY = 5.0

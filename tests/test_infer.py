@@ -8,12 +8,12 @@ from typing import Any
 import httpx
 import pytest
 
-from arkor_trio._chat import build_chat_body, parse_completion
-from arkor_trio._client import ArkorClient
-from arkor_trio._codec import MalformedPayload
 from arkor_trio._errors import ApiError, ConfigError
-from arkor_trio._infer import Infer
-from arkor_trio._models import Adapter, ChatCompletion
+from arkor_trio.trainer._infer import Infer
+from arkor_trio.wire._chat import build_chat_body, parse_completion
+from arkor_trio.wire._client import ArkorClient
+from arkor_trio.wire._codec import MalformedPayload
+from arkor_trio.wire._models import Adapter, ChatCompletion
 
 USER = [{"role": "user", "content": "hi"}]
 CKPT = Adapter(kind="checkpoint", job_id="job-1", step=20)

@@ -11,16 +11,16 @@ import pytest
 import trio
 
 from arkor_trio import notify
-from arkor_trio._callbacks import CALLBACK_NAMES, Callbacks
-from arkor_trio._contexts import (
+from arkor_trio._errors import ConfigError
+from arkor_trio.trainer._callbacks import CALLBACK_NAMES, Callbacks
+from arkor_trio.trainer._contexts import (
     CancelledContext,
     CheckpointContext,
     CompletedContext,
     FailedContext,
     LogContext,
 )
-from arkor_trio._errors import ConfigError
-from arkor_trio._models import Adapter, ChatCompletion, TrainingJob
+from arkor_trio.wire._models import Adapter, ChatCompletion, TrainingJob
 from tests._receiver import Receiver
 
 SECRET = "s3cr3t-t0ken"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import trio
 
-from arkor_trio._pools import SHARDS
+from arkor_trio.wire._pools import SHARDS
 from tests.sse_script_server import STARTED, Conn, frame
 
 STREAMS = 150

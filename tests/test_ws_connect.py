@@ -8,7 +8,7 @@ import pytest
 import trio
 from trio_websocket import HandshakeError
 
-from arkor_trio._ws_connect import MAX_HANDSHAKE_BYTES, open_ws
+from arkor_trio.wire._ws_connect import MAX_HANDSHAKE_BYTES, open_ws
 
 CHUNK = b"x" * 65536
 

@@ -25,7 +25,7 @@ if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
     from typing import TextIO
 
-    from .._trainer import Trainer
+    from ..trainer._trainer import Trainer
 
 __all__ = [
     "DEFAULT_DATA_DIR",
@@ -56,7 +56,7 @@ def _trio_run(fn: Callable[[], Awaitable[int]]) -> int:
 
 async def _with_client(fn: Callable[..., Awaitable[int]], *args: Any, **kwargs: Any) -> int:
     """``fn(client, stdout, *args, **kwargs)`` with a client configured from the environment."""
-    from .._client import ArkorClient
+    from ..wire._client import ArkorClient
 
     async with ArkorClient() as client:
         return await fn(client, sys.stdout, *args, **kwargs)

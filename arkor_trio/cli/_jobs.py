@@ -15,17 +15,17 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 import trio
 
-from .._chat import build_chat_body
-from .._codec import EVENT_TYPES, encode
 from .._errors import ApiError
-from .._models import Adapter, CheckpointSaved, UnknownEvent
+from ..wire._chat import build_chat_body
+from ..wire._codec import EVENT_TYPES, encode
+from ..wire._models import Adapter, CheckpointSaved, UnknownEvent
 from ._text import CELL_LIMIT, VALUE_LIMIT, clip, printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
 
-    from .._client import ArkorClient
-    from .._models import JobEvent, TrainingJob
+    from ..wire._client import ArkorClient
+    from ..wire._models import JobEvent, TrainingJob
 
 __all__ = [
     "FIRST_EVENT_WAIT",

@@ -18,15 +18,15 @@ from typing import TYPE_CHECKING, Any, Self, TextIO
 
 import attrs
 
-from .._callbacks import Callbacks
 from .._errors import ArkorError
+from ..trainer._callbacks import Callbacks
 from ._text import printable
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Sequence
     from types import TracebackType
 
-    from .._contexts import (
+    from ..trainer._contexts import (
         CancelledContext,
         CheckpointContext,
         CompletedContext,

@@ -15,18 +15,18 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
-from .._callbacks import Callbacks
-from .._codec import encode
 from .._errors import ConfigError
-from .._models import BlobDataset
-from .._trainer import Trainer, create_trainer
+from ..trainer._callbacks import Callbacks
+from ..trainer._trainer import Trainer, create_trainer
+from ..wire._codec import encode
+from ..wire._models import BlobDataset
 from ._chart import can_draw_unicode, loss_chart
 from ._progress import ProgressDisplay, format_elapsed
 from ._signals import Terminated, sigterm_cancels
 from ._text import printable
 
 if TYPE_CHECKING:
-    from .._models import TrainingResult
+    from ..wire._models import TrainingResult
 
 __all__ = [
     "DEMO_MODEL",

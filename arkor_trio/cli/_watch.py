@@ -21,8 +21,8 @@ from ._jobs import describe_event, event_json
 if TYPE_CHECKING:
     import argparse
 
-    from .._client import ArkorClient
-    from .._feed import JobFeed
+    from ..wire._client import ArkorClient
+    from ..wire._feed import JobFeed
 
 __all__ = ["add_watch_command", "jobs_watch"]
 
@@ -45,7 +45,7 @@ def _cmd_watch(args: argparse.Namespace) -> int:
         raise ArkorError(f"--poll must be a positive number of seconds, got {args.poll}")
 
     async def main() -> int:
-        from .._client import ArkorClient
+        from ..wire._client import ArkorClient
 
         async with ArkorClient() as client:
             return await jobs_watch(

@@ -56,7 +56,7 @@ if TYPE_CHECKING:
 
     import httpx
 
-    from .._callbacks import Callbacks
+    from ..trainer._callbacks import Callbacks
 
 __all__ = [
     "DEFAULT_PROGRESS_EVERY",

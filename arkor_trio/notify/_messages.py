@@ -14,8 +14,8 @@ from typing import Any, Literal, TypeAlias
 
 import attrs
 
-from .._contexts import CheckpointContext, LogContext
-from .._models import TrainingJob  # noqa: TC001  # attrs fields resolve it
+from ..trainer._contexts import CheckpointContext, LogContext
+from ..wire._models import TrainingJob  # noqa: TC001  # attrs fields resolve it
 
 __all__ = [
     "EventKind",

@@ -17,14 +17,14 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 import httpx
 import trio
 
-from .._callbacks import Callbacks
 from .._errors import ConfigError
+from ..trainer._callbacks import Callbacks
 from ._messages import EventKind, Sample
 
 if TYPE_CHECKING:
     import ssl
 
-    from .._contexts import (
+    from ..trainer._contexts import (
         CancelledContext,
         CheckpointContext,
         CompletedContext,

@@ -32,7 +32,7 @@ from ._store import RECOVERY_ID_GAP, Store
 from ._ws_protocol import MAX_MESSAGE_BYTES, WsLimits
 
 if TYPE_CHECKING:
-    from .._client import ArkorClient
+    from ..wire._client import ArkorClient
 
 __all__ = ["LocalBackend", "open_local_backend", "serve"]
 
@@ -52,7 +52,7 @@ def local_client(base_url: str, token: str, /, **kwargs: Any) -> ArkorClient:
         token: Its bearer token.
         **kwargs: Passed on to ``ArkorClient`` (e.g. ``http=``), overriding the defaults.
     """
-    from .._client import ArkorClient
+    from ..wire._client import ArkorClient
 
     options: dict[str, Any] = {
         "base_url": base_url,

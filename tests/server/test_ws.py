@@ -13,9 +13,9 @@ import trio
 from trio_websocket import ConnectionClosed
 
 from arkor_trio._version import USER_AGENT
-from arkor_trio._ws_connect import open_ws
 from arkor_trio.server import WsLimits, open_local_backend
 from arkor_trio.server._store import Store
+from arkor_trio.wire._ws_connect import open_ws
 
 from .conftest import FAKE_MODEL, create_job, headers_for, prefill, read_stream
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from ._errors import ConfigError
-from ._models import BlobDataset, DatasetSource, HuggingfaceDataset, JobConfig, Lora
+from .._errors import ConfigError
+from ..wire._models import BlobDataset, DatasetSource, HuggingfaceDataset, JobConfig, Lora
 
 __all__ = ["build_job_config", "check_name"]
 

@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import attrs
 
-from ._errors import ConfigError
+from .._errors import ConfigError
 
 __all__ = [
     "DEFAULT_BASE_URL",

@@ -8,6 +8,7 @@ from typing import Any, TypeAlias, cast
 
 import attrs
 
+from .._errors import ConfigError
 from ._contexts import (
     CancelledContext,
     CheckpointContext,
@@ -16,7 +17,6 @@ from ._contexts import (
     LogContext,
     StartedContext,
 )
-from ._errors import ConfigError
 
 __all__ = ["CALLBACK_NAMES", "Callback", "Callbacks", "CallbacksLike", "as_callbacks"]
 

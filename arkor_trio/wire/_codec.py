@@ -15,7 +15,7 @@ import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 
-from ._errors import ArkorError
+from .._errors import ArkorError
 from ._models import (
     Adapter,
     BlobDataset,

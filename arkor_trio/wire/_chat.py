@@ -16,11 +16,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, cast
 
 import httpx
 
+from .._errors import ApiError, ConfigError
+from ..sse import SSEDecoder
 from ._codec import MalformedPayload, encode
-from ._errors import ApiError, ConfigError
 from ._http_errors import malformed, unreachable
 from ._models import Adapter, ChatCompletion
-from .sse import SSEDecoder
 
 if TYPE_CHECKING:
     from typing import Unpack

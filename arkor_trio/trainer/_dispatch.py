@@ -13,16 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from ._contexts import (
-    CancelledContext,
-    CheckpointContext,
-    CompletedContext,
-    FailedContext,
-    LogContext,
-    StartedContext,
-)
-from ._infer import Infer
-from ._models import (
+from ..wire._models import (
     Adapter,
     CheckpointSaved,
     JobEvent,
@@ -34,10 +25,19 @@ from ._models import (
     TrainingResult,
     TrainingStarted,
 )
+from ._contexts import (
+    CancelledContext,
+    CheckpointContext,
+    CompletedContext,
+    FailedContext,
+    LogContext,
+    StartedContext,
+)
+from ._infer import Infer
 
 if TYPE_CHECKING:
+    from ..wire._client import ArkorClient
     from ._callbacks import Callbacks
-    from ._client import ArkorClient
 
 __all__ = ["Dispatcher", "apply_event", "dispatch", "result_for", "result_for_job"]
 

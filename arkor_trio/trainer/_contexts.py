@@ -7,8 +7,8 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
+    from ..wire._models import Adapter, TrainingJob  # noqa: TC004
     from ._infer import Infer  # noqa: TC004  # contexts are never structured by cattrs
-    from ._models import Adapter, TrainingJob  # noqa: TC004
 
 __all__ = [
     "CancelledContext",

@@ -1,14 +1,14 @@
 """``ArkorClient``: the cloud routes (jobs, their event streams and feed, chat, projects).
 
 The plumbing every route shares (configuration, the httpx client, auth headers, the org/project
-scope, error translation) is :class:`~arkor_trio._session.ApiSession`, its base class. Every
+scope, error translation) is :class:`~arkor_trio.wire._session.ApiSession`, its base class. Every
 request carries ``X-Arkor-Client`` and ``Authorization: Bearer``; project-scoped routes
-carry ``orgSlug``/``projectSlug`` (configured, see :mod:`arkor_trio._config`, else resolved once
-from ``GET /v1/me``); path parameters are percent-encoded.
+carry ``orgSlug``/``projectSlug`` (configured, see :mod:`arkor_trio.wire._config`, else resolved
+once from ``GET /v1/me``); path parameters are percent-encoded.
 
 The methods raise only :class:`ArkorError` subclasses (and trio's ``Cancelled``); the translation
-table is :mod:`arkor_trio._http_errors`. A request that gets no HTTP answer at all (connect error,
-reset, transport timeout) raises ``ApiError`` with ``status == 0`` and the httpx exception as
+table is :mod:`arkor_trio.wire._http_errors`. A request that gets no HTTP answer at all (connect
+error, reset, transport timeout) raises ``ApiError`` with ``status == 0`` and the httpx exception as
 ``__cause__``: the design's error tree keeps "a request failed" in one branch, and no status-based
 rule mistakes 0 for a permanent 4xx. Error messages get a PEP 678 note naming the route. A
 missing token raises :class:`ConfigError` at the first request, not at construction.
@@ -28,9 +28,9 @@ from urllib.parse import urlencode
 import httpx
 import trio
 
+from .._errors import ConfigError
 from ._chat import CHAT_ROUTE, build_chat_body, iter_chat_deltas, parse_completion
 from ._codec import MalformedPayload, decode_job, encode
-from ._errors import ConfigError
 from ._feed import JobFeed
 from ._http_errors import error_from, malformed, unreachable
 from ._job_stream import EventStream, JobStreamSource
@@ -42,10 +42,10 @@ if TYPE_CHECKING:
     from collections.abc import AsyncIterator
     from typing import Unpack
 
+    from .._errors import ApiError
+    from ..stream import CursorStore, ReconnectPolicy
     from ._chat import ChatOptions, Messages
-    from ._errors import ApiError
     from ._models import Adapter, ChatCompletion, JobConfig, TrainingJob
-    from .stream import CursorStore, ReconnectPolicy
 
 __all__ = ["ArkorClient"]
 

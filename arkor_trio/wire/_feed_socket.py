@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Protocol
 
-from ._errors import ApiError, ArkorError, UpgradeRequired
-from .stream import PERMANENT_STATUSES, parse_retry_after
+from .._errors import ApiError, ArkorError, UpgradeRequired
+from ..stream import PERMANENT_STATUSES, parse_retry_after
 
 if TYPE_CHECKING:
     from collections import deque

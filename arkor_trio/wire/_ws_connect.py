@@ -16,7 +16,7 @@ from urllib.parse import urlsplit
 import trio
 from trio_websocket import HandshakeError, wrap_client_stream
 
-from ._groups import collapse_groups
+from .._groups import collapse_groups
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator

@@ -1,6 +1,6 @@
 """Wire models, job events and callback contexts (attrs, frozen).
 
-Field names are snake_case here; :mod:`arkor_trio._codec` maps them to the wire's camelCase.
+Field names are snake_case here; :mod:`arkor_trio.wire._codec` maps them to the wire's camelCase.
 """
 
 from __future__ import annotations

@@ -9,9 +9,9 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from typing import Unpack
 
-    from ._chat import ChatOptions, Messages
-    from ._client import ArkorClient
-    from ._models import Adapter, ChatCompletion
+    from ..wire._chat import ChatOptions, Messages
+    from ..wire._client import ArkorClient
+    from ..wire._models import Adapter, ChatCompletion
 
 __all__ = ["Infer"]
 

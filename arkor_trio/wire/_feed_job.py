@@ -16,17 +16,17 @@ from typing import TYPE_CHECKING, Self
 import attrs
 import trio
 
-from ._errors import ArkorError
+from .._errors import ArkorError
+from ..stream import Backoff, EventQueue, RecentIds
 from ._models import TERMINAL_TYPES
-from .stream import Backoff, EventQueue, RecentIds
 
 if TYPE_CHECKING:
     import random
     from collections.abc import Callable, Iterable
     from types import TracebackType
 
+    from ..stream import CursorStore, ReconnectPolicy
     from ._models import JobEvent
-    from .stream import CursorStore, ReconnectPolicy
 
 __all__ = [
     "MAX_RESETS",

@@ -31,20 +31,20 @@ from typing import TYPE_CHECKING, Any, Self
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
-from ._codec import MalformedPayload, decode_event
-from ._errors import (
+from .._errors import (
     ApiError,
     ArkorError,
     ConfigError,
     JobNotFound,
     ReconnectsExhausted,
 )
+from .._groups import collapse_groups, lone_exception
+from ..stream import Backoff, MemoryCursorStore, RecentIds, ReconnectPolicy
+from ._codec import MalformedPayload, decode_event
 from ._feed_job import FeedCounters, FeedJob, FeedStats, FeedSubscription
 from ._feed_socket import FeedClient, SocketEnd, end_from_close, end_from_rejection, take_batch
-from ._groups import collapse_groups, lone_exception
 from ._models import terminal_event
 from ._ws_connect import open_ws
-from .stream import Backoff, MemoryCursorStore, RecentIds, ReconnectPolicy
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
@@ -53,7 +53,7 @@ if TYPE_CHECKING:
 
     from trio_websocket import WebSocketConnection
 
-    from .stream import CursorStore
+    from ..stream import CursorStore
 
 __all__ = ["FeedClient", "FeedStats", "FeedSubscription", "JobFeed"]
 

@@ -22,8 +22,9 @@ import attrs
 import httpx
 import trio
 
+from .._errors import ApiError
+from ..stream import DuplicateFilter, ReconnectPolicy, SSEChannel
 from ._codec import MalformedPayload, decode_event_json
-from ._errors import ApiError
 from ._models import (
     TERMINAL_TYPES,
     JobEvent,
@@ -34,15 +35,14 @@ from ._models import (
     UnknownEvent,
     terminal_event,
 )
-from .stream import DuplicateFilter, ReconnectPolicy, SSEChannel
 
 if TYPE_CHECKING:
     import random
     from collections.abc import AsyncIterator, Iterable
     from types import TracebackType
 
-    from .sse import SSEFrame
-    from .stream import StreamStats
+    from ..sse import SSEFrame
+    from ..stream import StreamStats
 
 __all__ = ["TERMINAL_EVENTS", "TERMINAL_TYPES", "EventStream", "JobStreamSource"]
 

@@ -22,9 +22,9 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
-from ._errors import ApiError, JobNotFound, UpgradeRequired
-from ._version import PROTOCOL_VERSION, USER_AGENT, __version__
-from .stream import certificate_problem
+from .._errors import ApiError, JobNotFound, UpgradeRequired
+from .._version import PROTOCOL_VERSION, USER_AGENT, __version__
+from ..stream import certificate_problem
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator

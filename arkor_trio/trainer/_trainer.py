@@ -18,16 +18,8 @@ from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
-from ._callbacks import Callbacks, CallbacksLike, as_callbacks
-from ._client import ArkorClient
-from ._dispatch import Dispatcher, apply_event, result_for, result_for_job
-from ._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
-from ._feed import JobFeed
-from ._job_stream import TERMINAL_TYPES, EventStream
-from ._models import TrainingLog
-from ._validate import build_job_config, check_name
-from ._ws_stream import WebSocketEventStream
-from .stream import (
+from .._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
+from ..stream import (
     Backoff,
     CursorStore,
     DuplicateFilter,
@@ -39,11 +31,19 @@ from .stream import (
     hold_follower,
     is_finished,
 )
+from ..wire._client import ArkorClient
+from ..wire._feed import JobFeed
+from ..wire._job_stream import TERMINAL_TYPES, EventStream
+from ..wire._models import TrainingLog
+from ..wire._ws_stream import WebSocketEventStream
+from ._callbacks import Callbacks, CallbacksLike, as_callbacks
+from ._dispatch import Dispatcher, apply_event, result_for, result_for_job
+from ._validate import build_job_config, check_name
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
 
-    from ._models import JobConfig, TrainingJob, TrainingResult
+    from ..wire._models import JobConfig, TrainingJob, TrainingResult
 
 __all__ = ["Trainer", "create_trainer"]
 

@@ -3,7 +3,7 @@
 It holds the resolved configuration (base URL, token, scope), the httpx clients (one for plain
 requests, created lazily, and the stream pools), the request headers, the org/project scope
 (configured, else resolved once from ``GET /v1/me``) and the translation of HTTP answers into
-the library's errors. The routes themselves live in :mod:`arkor_trio._client`.
+the library's errors. The routes themselves live in :mod:`arkor_trio.wire._client`.
 """
 
 from __future__ import annotations
@@ -16,12 +16,12 @@ from urllib.parse import quote
 import httpx
 import trio
 
+from .._errors import ConfigError
+from .._version import USER_AGENT
 from ._codec import MalformedPayload
 from ._config import pick_project, resolve_config, scope_from_me
-from ._errors import ConfigError
 from ._http_errors import deprecation_notice, error_from, malformed, read_error_body, unreachable
 from ._pools import StreamPools
-from ._version import USER_AGENT
 
 if TYPE_CHECKING:
     from types import TracebackType

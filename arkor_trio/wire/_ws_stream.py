@@ -10,8 +10,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Self
 
+from ..stream import ReconnectPolicy, StreamStats
 from ._feed import JobFeed
-from .stream import ReconnectPolicy, StreamStats
 
 if TYPE_CHECKING:
     import random
