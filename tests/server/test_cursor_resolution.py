@@ -10,6 +10,7 @@ retention, the crash-recovery id gap, both together.
 from __future__ import annotations
 
 import json
+import random
 import sqlite3
 from typing import TYPE_CHECKING, Any
 
@@ -203,3 +204,55 @@ async def test_a_cursor_past_the_end_while_recovery_is_pending(tmp_path: Path) -
         (None, "end"),
     ]
     assert [(m["type"], m.get("id")) for m in rest] == [("event", str(9 + GAP)), ("end", None)]
+
+
+def _random_case(rng: random.Random, n: int) -> tuple[dict[str, Any], str | None, list[int]]:
+    """A random log (events, recovery or completion, retention) and cursor, and the ids the
+    log keeps."""
+    events, recovered = rng.randrange(0, 12), rng.random() < 0.5
+    keep = rng.choice([None, None, 1, 2, 3, 5])
+    ids = list(range(1, events + 1))
+    ids.append(events + 1 + (GAP if recovered else 0))
+    kept = ids if keep is None else ids[-keep:]
+    first, last = kept[0], kept[-1]
+    cursor = rng.choice(
+        [
+            None,
+            0,
+            rng.choice(kept),
+            first - 1,
+            rng.randrange(0, first),
+            events + rng.randrange(1, 5),  # in the gap, or past the end without one
+            last,
+            last + rng.randrange(1, 10**6),
+        ]
+    )
+    spec = {"job": f"job_rand{n:03d}", "events": events, "recovered": recovered, "keep": keep}
+    return spec, None if cursor is None else str(cursor), kept
+
+
+async def test_random_logs_and_cursors_get_the_same_events_on_both(tmp_path: Path) -> None:
+    """Seeded random logs and cursors: SSE and WebSocket deliver the kept events after the
+    cursor, the same on both, and the WebSocket says ``reset`` exactly where the rule says."""
+    rng = random.Random(17)
+    data = tmp_path / "data"
+    cases = [_random_case(rng, n) for n in range(30)]
+    for spec, _, _ in cases:
+        _write(data, spec["job"], spec["events"], recovered=spec["recovered"], keep=spec["keep"])
+    async with (
+        open_local_backend(data) as backend,
+        httpx.AsyncClient(base_url=backend.base_url, headers=headers_for(backend)) as http,
+        connect(backend) as ws,
+    ):
+        wrong = []
+        for spec, cursor, kept in cases:
+            after = int(cursor or 0)
+            dropped = spec["keep"] is not None and spec["keep"] < spec["events"] + 1
+            reset = after > kept[-1] or (dropped and after < kept[0] - 1)
+            case = Case(spec["job"], cursor, [i for i in kept if i > after], reset)
+            sse = await _sse(http, case)
+            got, messages = await _ws(ws, case)
+            has_reset = any(m["type"] == "reset" for m in messages)
+            if not sse == got == case.ids or has_reset is not reset:
+                wrong.append(f"{spec} {cursor}: kept {kept}, sse {sse}, ws {got} {has_reset}")
+    assert wrong == [], "\n".join(wrong)
