@@ -112,7 +112,11 @@ def _routes(state: AppState) -> list[Route]:
             config=config,
         )
         job = _job_or_404(state, job_id)
-        state.runner.submit(job_id, config)
+        runner = state.runner  # asked again: shutdown may have begun during the write
+        if runner.accepting:
+            runner.submit(job_id, config)
+        else:  # then the job stays queued, as every job shutdown finds queued
+            log.info("job %s created as the backend shuts down: the next start fails it", job_id)
         return json_response({"job": job}, 201)
 
     async def list_jobs(request: Request) -> Response:
