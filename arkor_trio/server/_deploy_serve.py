@@ -11,7 +11,9 @@ defaults to false, as OpenAI's does). It is turned into the backend's own
 ``POST /v1/inference/chat`` request (``top_p`` -> ``topP``, ``max_tokens`` -> ``maxTokens``, the
 target -> ``adapter``/``baseModel``) and handed to that route, so one set of checks, limits and
 the concurrency bound apply to both; the answer (``chat.completion`` JSON or chunk frames ending
-with ``data: [DONE]``) is OpenAI's shape already.
+with ``data: [DONE]``) is OpenAI's shape already. Errors take OpenAI's shape too,
+``{"error": {"message", "type", "param", "code"}}`` (``param`` is the backend's ``field``), so
+OpenAI clients show the message.
 """
 
 from __future__ import annotations
@@ -55,10 +57,37 @@ _IGNORED = frozenset({"model", "user", "stream_options", "n"})
 _CHAT_PATH = "/v1/inference/chat"
 
 
+_ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "permission_error",
+    404: "not_found_error",
+    405: "invalid_request_error",
+    409: "conflict_error",
+    413: "invalid_request_error",
+    429: "rate_limit_error",
+}
+#: Largest error body re-shaped (the backend's errors are a few hundred bytes).
+_MAX_ERROR_BODY = 64 * 1024
+
+
+def openai_error(status: int, body: dict[str, Any]) -> dict[str, Any]:
+    """OpenAI's error shape for the backend's ``{"error": message, "field"?, ...}``."""
+    message = body.get("error")
+    return {
+        "error": {
+            "message": message if isinstance(message, str) else f"HTTP {status}",
+            "type": _ERROR_TYPES.get(status, "server_error" if status >= 500 else "api_error"),
+            "param": body.get("field"),
+            "code": body.get("limit"),
+        }
+    }
+
+
 class _Refused(Exception):
     def __init__(self, status: int, message: str, **extra: Any) -> None:
         super().__init__(message)
-        self.status, self.body = status, {"error": message, **extra}
+        self.status, self.body = status, openai_error(status, {"error": message, **extra})
 
 
 def openai_to_chat(body: dict[str, Any], target: dict[str, Any]) -> dict[str, Any]:
@@ -118,7 +147,7 @@ class DeploymentServer:
                 return {"type": "http.request", "body": body, "more_body": False}
             return await receive()  # the client's disconnect, for a streamed answer
 
-        await self.api(inner_scope, replay, send)
+        await self.api(inner_scope, replay, _OpenAIErrors(send))
 
     async def _forward(self, scope: Scope, receive: Receive) -> tuple[Scope, bytes]:
         path: str = scope["path"]
@@ -173,6 +202,39 @@ class DeploymentServer:
             "headers": headers,
         }
         return inner, data
+
+
+class _OpenAIErrors:
+    """A ``send`` that re-shapes a JSON error answer (status >= 400) as :func:`openai_error`."""
+
+    def __init__(self, send: Send) -> None:
+        self.send = send
+        self.start: Message | None = None
+        self.parts: list[bytes] = []
+
+    async def __call__(self, message: Message) -> None:
+        if message["type"] == "http.response.start" and message["status"] >= 400:
+            self.start = message
+            return
+        if self.start is None or message["type"] != "http.response.body":
+            await self.send(message)
+            return
+        self.parts.append(message.get("body", b""))
+        if message.get("more_body", False):
+            return
+        raw, status = b"".join(self.parts), int(self.start["status"])
+        try:
+            parsed = json.loads(raw) if len(raw) <= _MAX_ERROR_BODY else None
+        except ValueError:
+            parsed = None
+        if isinstance(parsed, dict):
+            raw = json.dumps(openai_error(status, parsed), separators=(",", ":")).encode()
+        headers = [
+            (k, v) for k, v in self.start.get("headers", []) if k.lower() != b"content-length"
+        ]
+        headers.append((b"content-length", str(len(raw)).encode()))
+        await self.send({**self.start, "headers": headers})
+        await self.send({"type": "http.response.body", "body": raw, "more_body": False})
 
 
 def _given_key(headers: dict[bytes, bytes]) -> str | None:

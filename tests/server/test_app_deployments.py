@@ -106,6 +106,7 @@ async def test_keys_are_shown_once_hashed_at_rest_and_revocable(http, backend) -
         assert (await client.post(url, json=body)).status_code == 401
         wrong = await client.post(url, json=body, headers={"Authorization": "Bearer ark_live_x"})
         assert wrong.status_code == 401
+        assert wrong.json()["error"]["type"] == "authentication_error"
         ok = await client.post(url, json=body, headers={"x-api-key": key["plaintext"]})
         assert ok.status_code == 200, ok.text
         assert (await http.get(keys_url, params=SCOPE)).json()["keys"][0]["lastUsedAt"]
@@ -164,7 +165,24 @@ async def test_hostile_completion_requests_are_typed_4xx(http, backend, body, st
     async with _openai(backend) as client:
         response = await client.post("/d/open-bot/v1/chat/completions", json=body)
     assert response.status_code == status, response.text
-    assert needle in response.json()["error"]
+    error = response.json()["error"]  # OpenAI's error shape, so OpenAI clients show it
+    assert needle in error["message"]
+    assert error["type"] == "invalid_request_error"
+
+
+async def test_passed_on_errors_name_the_param(http, backend) -> None:
+    await _create(http, slug="param-bot")
+    body = {"messages": MESSAGES, "temperature": "hot"}
+    async with _openai(backend) as client:
+        response = await client.post("/d/param-bot/v1/chat/completions", json=body)
+    assert response.status_code == 400
+    assert int(response.headers["content-length"]) == len(response.content)
+    assert response.json()["error"] == {
+        "message": "temperature must be a number, got 'hot'",
+        "type": "invalid_request_error",
+        "param": "temperature",
+        "code": None,
+    }
 
 
 async def test_completion_url_edges(http, backend) -> None:
