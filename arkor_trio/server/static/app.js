@@ -129,6 +129,8 @@
         page.statuses.set(job.id, job.status);
       }
       renderList(jobs, losses);
+      // A queued job's note names what it waits behind: redraw it as the queue moves.
+      if (page.view && page.view.job && page.view.job.status === "queued") scheduleRender();
       if (page.listFailing) { page.listFailing = false; }
       if (streamHealthy()) setConn("ok");
     } catch (err) {
