@@ -23,7 +23,7 @@ import httpx
 import trio
 
 from .._errors import ApiError
-from ..stream import DuplicateFilter, ReconnectPolicy, SSEChannel
+from ..stream import DuplicateFilter, Ledger, ReconnectPolicy, SSEChannel
 from ._codec import MalformedPayload, decode_event_json
 from ._models import (
     TERMINAL_TYPES,
@@ -110,6 +110,7 @@ class EventStream:
         duplicates: DuplicateFilter | None = None,
         seen: Iterable[str] = (),
         rng: random.Random | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.job_id = source.job_id
         self.policy = policy if policy is not None else ReconnectPolicy()
@@ -128,8 +129,11 @@ class EventStream:
             is_permanent=self._is_permanent,
             on_response=source.on_response,
             make_error=source.make_error,
-            duplicates=duplicates if duplicates is not None else DuplicateFilter(seen),
+            duplicates=duplicates
+            if duplicates is not None or ledger is not None
+            else (DuplicateFilter(seen)),
             item_id=_event_id,
+            ledger=ledger,
             rng=rng,
         )
         self._counters = self._channel.counters
@@ -162,6 +166,11 @@ class EventStream:
     def cursor(self) -> str | None:
         """The id of the last event yielded (starts at ``after``)."""
         return self._channel.cursor
+
+    @property
+    def ledger(self) -> Ledger:
+        """The follower's ledger (commit rule, dedupe, lease)."""
+        return self._channel.ledger
 
     def __aiter__(self) -> AsyncIterator[JobEvent]:
         # Iterating the channel itself saves a layer per event; it yields what __anext__ does.
