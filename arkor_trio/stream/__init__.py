@@ -28,6 +28,7 @@ from ._reconnect import PERMANENT_STATUSES as PERMANENT_STATUSES
 from ._reconnect import Backoff as Backoff
 from ._reconnect import ReconnectPolicy as ReconnectPolicy
 from ._reconnect import parse_retry_after as parse_retry_after
+from ._stats import GapLog as GapLog
 from ._stats import StreamCounters as StreamCounters
 from ._stats import StreamStats as StreamStats
 from ._store import Cursor as Cursor
@@ -49,6 +50,7 @@ __all__ = [
     "DuplicateFilter",
     "EventQueue",
     "FileCursorStore",
+    "GapLog",
     "Headers",
     "Lease",
     "LeaseLost",

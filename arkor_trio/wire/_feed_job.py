@@ -18,7 +18,7 @@ import attrs
 import trio
 
 from .._errors import ArkorError
-from ..stream import Backoff, EventQueue, Ledger
+from ..stream import Backoff, EventQueue, GapLog, Ledger
 from ._models import TERMINAL_TYPES
 
 if TYPE_CHECKING:
@@ -56,7 +56,10 @@ class FeedStats:
         resets: ``reset`` messages (history the server no longer had).
         pauses: Times a job's queue was full and the job was unsubscribed until it drained.
         jobs: Jobs followed right now.
-        gaps: Seconds from each socket's end to the next successful open.
+        gaps: Seconds from a socket's end to the next successful open: the last 64.
+        gap_count: How many gaps there were in all.
+        gap_total: Their sum, seconds.
+        gap_max: The longest, seconds.
     """
 
     connections: int = 0
@@ -71,6 +74,9 @@ class FeedStats:
     pauses: int = 0
     jobs: int = 0
     gaps: tuple[float, ...] = ()
+    gap_count: int = 0
+    gap_total: float = 0.0
+    gap_max: float = 0.0
 
 
 @attrs.define
@@ -84,12 +90,20 @@ class FeedCounters:
     pings: int = 0
     resets: int = 0
     pauses: int = 0
-    gaps: list[float] = attrs.field(factory=list)
+    gaps: GapLog = attrs.field(factory=GapLog)
 
     def snapshot(self, jobs: int) -> FeedStats:
         fields = attrs.asdict(self, recurse=False)
-        fields["gaps"] = tuple(self.gaps)
-        return FeedStats(reconnects=max(0, self.connections - 1), jobs=jobs, **fields)
+        gaps = self.gaps
+        fields["gaps"] = tuple(gaps.recent)
+        return FeedStats(
+            reconnects=max(0, self.connections - 1),
+            jobs=jobs,
+            gap_count=gaps.count,
+            gap_total=gaps.total,
+            gap_max=gaps.longest,
+            **fields,
+        )
 
 
 class FeedJob:

@@ -71,6 +71,9 @@ class WebSocketEventStream:
             duplicates=s.duplicates,
             pings=s.pings,
             gaps=s.gaps,
+            gap_count=s.gap_count,
+            gap_total=s.gap_total,
+            gap_max=s.gap_max,
         )
 
     @property
