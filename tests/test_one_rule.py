@@ -202,3 +202,54 @@ async def test_a_callback_sees_its_delivery(autojump_clock, client, server):
     await trainer.wait()
     assert [(d.job_id, d.event_id) for d in seen] == [("job-1", "2"), ("job-1", "3")]
     assert all(d.token >= 1 and d.holder.startswith("pid ") for d in seen)
+
+
+async def test_open_sse_is_one_follower_per_key_in_a_file_store(tmp_path):
+    """Issue 21 item 6: two followers of one cursor_key in one FileCursorStore both handled
+    every event; now the second waits for the first's lease and resumes after its cursor."""
+    from arkor_trio.stream import FileCursorStore
+
+    path = tmp_path / "c.json"
+    policy = ReconnectPolicy(initial_delay=0.01, max_delay=0.05, idle_timeout=5.0)
+    handled: list[tuple[str, str | None]] = []
+    first_in = trio.Event()
+    with trio.fail_after(20):
+        async with open_feed_server(total=6) as server:
+
+            async def follow(name: str, stop_after: int) -> None:
+                store = FileCursorStore(path)  # one object per follower, as two processes
+                async with open_sse(
+                    server.feed_url, cursor_store=store, cursor_key="k", policy=policy
+                ) as stream:
+                    first_in.set()
+                    async for frame in stream:
+                        handled.append((name, frame.id))
+                        if name == "a":
+                            await trio.sleep(0.05)  # b is waiting meanwhile
+                        if len([h for h in handled if h[0] == name]) == stop_after:
+                            break
+
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(follow, "a", 3)
+                await first_in.wait()
+                nursery.start_soon(follow, "b", 3)
+    assert handled == [("a", "1"), ("a", "2"), ("a", "3"), ("b", "4"), ("b", "5"), ("b", "6")]
+    assert FileCursorStore(path).peek("k").id == "6"
+
+
+async def test_open_sse_commit_early_after_a_side_effect(tmp_path):
+    """``stream.commit()`` records the frame at once: a crash after it resumes past it."""
+    from arkor_trio.stream import FileCursorStore
+
+    path = tmp_path / "c.json"
+    with trio.fail_after(20):
+        async with open_feed_server(total=5) as server:
+            with pytest.raises(RuntimeError):
+                async with open_sse(
+                    server.feed_url, cursor_store=FileCursorStore(path), cursor_key="k"
+                ) as stream:
+                    async for frame in stream:
+                        if frame.id == "2":
+                            await stream.commit()  # the side effect is done: never repeat it
+                            raise RuntimeError("crash after the side effect")
+    assert FileCursorStore(path).peek("k").id == "2"

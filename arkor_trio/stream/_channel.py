@@ -134,12 +134,13 @@ class SSEChannel(Generic[T]):
         if ledger is None:
             key = cursor_key if cursor_key is not None else url
             ledger = Ledger(cursor_store, key)
-            ledger.committed = last_event_id
         self._ledger = ledger
         #: Resume from the store's cursor when entered (no ``last_event_id`` given).
         self._load = last_event_id is None and ledger.store is not None
         if last_event_id is not None:
             ledger.cursor = last_event_id
+            if ledger.committed is None:
+                ledger.committed = last_event_id
         self._item_id: Callable[[T], str | None] = item_id if item_id is not None else _frame_id
         self.policy = policy if policy is not None else ReconnectPolicy()
         self.counters = StreamCounters()
