@@ -242,14 +242,16 @@ async def test_open_sse_commit_early_after_a_side_effect(tmp_path):
     from arkor_trio.stream import FileCursorStore
 
     path = tmp_path / "c.json"
+
+    async def crash_after_a_side_effect(url: str) -> None:
+        async with open_sse(url, cursor_store=FileCursorStore(path), cursor_key="k") as stream:
+            async for frame in stream:
+                if frame.id == "2":
+                    await stream.commit()  # the side effect is done: never repeat it
+                    raise RuntimeError("crash after the side effect")
+
     with trio.fail_after(20):
         async with open_feed_server(total=5) as server:
             with pytest.raises(RuntimeError):
-                async with open_sse(
-                    server.feed_url, cursor_store=FileCursorStore(path), cursor_key="k"
-                ) as stream:
-                    async for frame in stream:
-                        if frame.id == "2":
-                            await stream.commit()  # the side effect is done: never repeat it
-                            raise RuntimeError("crash after the side effect")
+                await crash_after_a_side_effect(server.feed_url)
     assert FileCursorStore(path).peek("k").id == "2"

@@ -107,10 +107,8 @@ class AioIterator(Generic[T]):
         if task is None:
             return
         if not task.done() and self._token is not None and self._requests is not None:
-            try:
+            with contextlib.suppress(trio.RunFinishedError):
                 self._token.run_sync_soon(self._requests.close)
-            except trio.RunFinishedError:
-                pass
         try:
             await asyncio.shield(task)
         except asyncio.CancelledError:
@@ -226,7 +224,8 @@ def iterate(
     in flight, nothing buffered in between). Leaving the ``async with`` block normally leaves
     the source normally (a stream with a cursor store commits the last item handled, as in
     trio); leaving it with an exception (or ``aclose()``) cancels the trio side and waits until
-    it left the source; cancelling a consumer waiting for an item does the same. Plain ``async for`` without ``async with`` also works; the trio side
-    then ends when the source ends.
+    it left the source; cancelling a consumer waiting for an item does the same. Plain
+    ``async for`` without ``async with`` also works; the trio side then ends when the source
+    ends.
     """
     return AioIterator(source)

@@ -96,6 +96,8 @@ async def open_sse(
             yield stream
         return
     store = as_cursor_store(cursor_store)
-    async with store.lease(key, ttl=lease_ttl) as lease:
-        async with channel(Ledger(store, key, lease=lease)) as stream:
-            yield stream
+    async with (
+        store.lease(key, ttl=lease_ttl) as lease,
+        channel(Ledger(store, key, lease=lease)) as stream,
+    ):
+        yield stream
