@@ -21,7 +21,17 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 import trio
 
 from ._file_store import FileCursorStore
-from ._store import Cursor, CursorStore, Lease, LeaseLost, default_holder, keep_lease
+from ._store import (
+    Cursor,
+    CursorStore,
+    Lease,
+    LeaseLost,
+    commit_cursor,
+    default_holder,
+    is_finished,
+    keep_lease,
+    mark_finished,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -64,41 +74,6 @@ class SyncCursorStore(Protocol):
     def save(self, job_id: str, cursor: str) -> None:
         """Commit ``cursor`` as the last handled event id of ``job_id``."""
         ...
-
-
-def is_finished(store: Any, key: str) -> bool:
-    """True when ``store`` records that ``key``'s terminal event was handled (``finished``)."""
-    finished = getattr(store, "finished", None)
-    return bool(finished(key)) if callable(finished) else False
-
-
-def mark_finished(store: Any, key: str) -> None:
-    """Record that ``key``'s terminal event was handled, if ``store`` can."""
-    commit_cursor(store, key, None, finished=True)
-
-
-def commit_cursor(store: Any, key: str, cursor: str | None, *, finished: bool) -> None:
-    """Record ``cursor`` (None: unchanged) and, if ``finished``, the finished mark (sync).
-
-    A built-in store commits in one atomic write (``commit_nowait``); an old store's sync
-    ``commit`` likewise; else ``save`` then ``mark_finished`` (not atomic). A store whose
-    ``commit`` is async cannot be committed from sync code: ``await store.commit(...)``.
-    """
-    nowait = getattr(store, "commit_nowait", None)
-    if callable(nowait):
-        nowait(key, cursor, finished=finished)
-        return
-    commit = getattr(store, "commit", None)
-    if callable(commit):
-        if inspect.iscoroutinefunction(commit):
-            raise TypeError(f"{type(store).__name__}.commit is async: await store.commit(...)")
-        commit(key, cursor, finished=finished)
-        return
-    if cursor is not None:
-        store.save(key, cursor)
-    mark = getattr(store, "mark_finished", None)
-    if finished and callable(mark):
-        mark(key)
 
 
 async def commit_cursor_async(store: Any, key: str, cursor: str | None, *, finished: bool) -> None:

@@ -45,8 +45,11 @@ __all__ = [
     "LeaseLost",
     "SyncStoreAdapter",
     "as_cursor_store",
+    "commit_cursor",
     "default_holder",
+    "is_finished",
     "keep_lease",
+    "mark_finished",
 ]
 
 log = logging.getLogger("arkor_trio.stream")
@@ -236,6 +239,41 @@ async def _renew_loop(lease: Lease, renew: Callable[[Lease], Awaitable[bool]]) -
         lease.renewed_at = started
 
 
+def is_finished(store: Any, key: str) -> bool:
+    """True when ``store`` records that ``key``'s terminal event was handled (``finished``)."""
+    finished = getattr(store, "finished", None)
+    return bool(finished(key)) if callable(finished) else False
+
+
+def mark_finished(store: Any, key: str) -> None:
+    """Record that ``key``'s terminal event was handled, if ``store`` can."""
+    commit_cursor(store, key, None, finished=True)
+
+
+def commit_cursor(store: Any, key: str, cursor: str | None, *, finished: bool) -> None:
+    """Record ``cursor`` (None: unchanged) and, if ``finished``, the finished mark (sync).
+
+    A built-in store commits in one atomic write (``commit_nowait``); an old store's sync
+    ``commit`` likewise; else ``save`` then ``mark_finished`` (not atomic). A store whose
+    ``commit`` is async cannot be committed from sync code: ``await store.commit(...)``.
+    """
+    nowait = getattr(store, "commit_nowait", None)
+    if callable(nowait):
+        nowait(key, cursor, finished=finished)
+        return
+    commit = getattr(store, "commit", None)
+    if callable(commit):
+        if inspect.iscoroutinefunction(commit):
+            raise TypeError(f"{type(store).__name__}.commit is async: await store.commit(...)")
+        commit(key, cursor, finished=finished)
+        return
+    if cursor is not None:
+        store.save(key, cursor)
+    mark = getattr(store, "mark_finished", None)
+    if finished and callable(mark):
+        mark(key)
+
+
 _adapter_tokens = itertools.count(1)
 
 
@@ -264,8 +302,6 @@ class SyncStoreAdapter:
         return result
 
     def _load_now(self, key: str) -> Cursor:
-        from ._cursor import is_finished
-
         return Cursor(self.inner.load(key), is_finished(self.inner, key))
 
     async def load(self, key: str) -> Cursor:
@@ -292,8 +328,6 @@ class SyncStoreAdapter:
         lease: Lease | None = None,
     ) -> None:
         """The old store's commit, from sync code."""
-        from ._cursor import commit_cursor
-
         if lease is not None:
             lease.check()
         commit_cursor(self.inner, key, cursor_id, finished=finished)
