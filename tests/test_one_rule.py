@@ -255,3 +255,28 @@ async def test_open_sse_commit_early_after_a_side_effect(tmp_path):
             with pytest.raises(RuntimeError):
                 await crash_after_a_side_effect(server.feed_url)
     assert FileCursorStore(path).peek("k").id == "2"
+
+
+async def test_a_trainer_owning_its_client_leaves_a_users_stream_open(
+    autojump_clock, client, server
+):
+    """Also found in issue 17: a trainer that owns its client closed the shared stream pools
+    (``client.aclose()`` when its wait ended) under a stream the user had opened on
+    ``trainer.client``; that stream's next connection then failed on a closed httpx client."""
+    from tests.sse_script_server import Gate
+
+    gate = Gate()
+    body = _log(3)  # ids 1..5
+    cut = body.index(b"id: 3\n")
+    server.conns.append(Conn(body=[body[:cut], gate]))  # the user's stream: 1, 2, then waits
+    server.conns.append(Conn(body=[body]))  # the trainer's wait(): the whole job
+    server.conns.append(Conn(body=[body[cut:]]))  # the user's stream again, after 2
+    trainer = _trainer(client, {})
+    trainer._owns_client = True  # as create_trainer(client=None) makes it
+    seen: list[str | None] = []
+    async with trainer.client.events("job-1") as stream:
+        seen.extend([(await stream.__anext__()).event_id for _ in range(2)])
+        await trainer.wait()  # ends: the trainer would close the client it owns
+        gate.event.set()  # the user's connection ends; it reconnects through the pool
+        seen.extend([event.event_id async for event in stream])
+    assert seen == ["1", "2", "3", "4", "5"]

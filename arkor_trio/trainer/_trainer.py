@@ -290,7 +290,8 @@ class Trainer:
             yield
         finally:
             self._active -= 1
-            if self._owns_client and self._active == 0:
+            # Not under a stream the user opened on trainer.client (its pool would close).
+            if self._owns_client and self._active == 0 and not self._client.streams_open:
                 with trio.CancelScope(shield=True):
                     await self._client.aclose()
 

@@ -64,6 +64,8 @@ class JobStreamSource:
         get_job: Fetches the job (for the ``end`` frame).
         make_error: Builds the error for a non-2xx answer from ``(status, body_text, route)``.
         on_response: Sees every response (deprecation headers).
+        in_use: Called with +1 when a stream of this source is entered and -1 when it is
+            left (the client counts its open streams).
     """
 
     job_id: str
@@ -74,6 +76,7 @@ class JobStreamSource:
     get_job: Callable[[str], Awaitable[TrainingJob]]
     make_error: Callable[[int, str, str], Exception]
     on_response: Callable[[httpx.Response], None] | None = None
+    in_use: Callable[[int], None] | None = None
 
 
 @attrs.frozen
@@ -152,6 +155,8 @@ class EventStream:
 
     async def __aenter__(self) -> Self:
         await self._channel.__aenter__()
+        if self._source.in_use is not None:
+            self._source.in_use(1)
         return self
 
     async def __aexit__(
@@ -160,7 +165,11 @@ class EventStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        return await self._channel.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._channel.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._source.in_use is not None:
+                self._source.in_use(-1)
 
     @property
     def cursor(self) -> str | None:
