@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import random
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
@@ -154,13 +154,17 @@ class Trainer:
 
     @property
     def cursor(self) -> str | None:
-        """The id of the last event whose callback returned (the committed cursor)."""
+        """The id of the last event whose callback returned (the committed cursor).
+
+        Read from the store when it has a sync ``peek`` (the built-in stores do); for another
+        store, what this trainer last loaded or committed (None before its first ``wait()``).
+        """
         if self._job_id is None:
             return None
-        if self._ledger is not None:
-            return self._ledger.committed
-        peek = getattr(self._store, "peek", None)
-        return peek(self._job_id).id if callable(peek) else None
+        peek = getattr(self._store, "peek", None)  # the built-in stores read synchronously
+        if callable(peek):
+            return cast("str | None", peek(self._job_id).id)
+        return self._ledger.committed if self._ledger is not None else None
 
     @property
     def result(self) -> TrainingResult | None:

@@ -59,6 +59,7 @@ from arkor_trio import (
 from arkor_trio._version import USER_AGENT
 from arkor_trio.server import Engine, LocalBackend, open_local_backend
 from arkor_trio.sse import SSEDecoder
+from arkor_trio.stream import Cursor
 from arkor_trio.testing import ChaosProxy, ConnectionRecord, Plan, open_chaos_proxy
 
 from ._checks import (
@@ -75,7 +76,7 @@ if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
-    from arkor_trio.stream import Cursor, CursorStore, Lease
+    from arkor_trio.stream import CursorStore, Lease
 
 SCOPE = {"orgSlug": "local", "projectSlug": "default"}
 #: Longer than any row: no ping frame ever shifts the proxy's frame counts.
@@ -182,6 +183,11 @@ class RecordingStore:
     def lease(self, key: str, *, ttl: float) -> AbstractAsyncContextManager[Lease]:
         """Delegated: one follower per job per inner store."""
         return self.inner.lease(key, ttl=ttl)
+
+    def peek(self, key: str) -> Cursor:
+        """Delegated: the committed state now (the built-in stores read synchronously)."""
+        peek = getattr(self.inner, "peek", None)
+        return peek(key) if callable(peek) else Cursor()
 
 
 # --- the backend side ----------------------------------------------------------------------
