@@ -42,9 +42,11 @@ class FileCursorStore:
     file is renamed to ``<path>.prev`` and ``<path>.tmp`` to ``<path>``. No process erases
     another's cursors, and ``load``/``finished`` (under a shared lock) see every commit that
     returned, whichever process made it. A file left empty or cut short by a crash is recovered
-    from ``<path>.prev`` instead of refusing to open. One follower per key at a time:
-    ``try_claim`` locks ``<path>.followers/<hash of the key>``, a lock the kernel drops when its
-    process dies.
+    from ``<path>.prev`` instead of refusing to open. One follower per key at a time: a
+    :meth:`lease` locks ``<path>.followers/<hash of the key>`` (a lock the kernel drops when its
+    process dies, and that a forked child does not keep) and bumps the key's token in the file
+    (``"tokens"``); a commit carrying a lease whose token is no longer current raises
+    ``LeaseLost`` and writes nothing.
 
     What each mode survives:
 
