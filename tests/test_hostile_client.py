@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+import math
 import random
 import tracemalloc
 import zlib
@@ -23,6 +24,7 @@ import pytest
 import trio
 
 from arkor_trio import ApiError, ArkorClient, ReconnectsExhausted
+from arkor_trio._inflate import SLICE_BYTES, iter_body
 from arkor_trio.stream import ReconnectPolicy, SSEChannel, open_sse
 from arkor_trio.stream._reconnect import Backoff
 from tests.sse_feed_server import Reply, open_feed_server
@@ -99,8 +101,34 @@ async def test_a_gzip_bombed_event_stream_is_refused_in_bounded_slices():
     assert server.requests[0].headers["accept-encoding"] == "gzip, deflate"
     # It stopped near RATIO_FLOOR, far before the 32 MiB: about MAX_RATIO slices of 64 KiB.
     assert peak < 16 << 20, peak
-    # The loop ran between the slices (before: a handful of passes for the whole body).
-    assert ticker.ticks >= 50
+    # The loop ran between the slices: at least RATIO_FLOOR / 64 KiB = 16 of them came out
+    # before the refusal, a checkpoint before each but the first of a network read.
+    assert ticker.ticks >= 10
+
+
+async def test_a_cancel_lands_between_two_slices_of_one_read():
+    """Even with the ratio bound lifted, a cancel scope ends the read at the next slice: the
+    loop is never held for more than one 64 KiB slice of inflation."""
+    body = gzip_bomb(b"")
+    headers = {"Content-Type": "application/octet-stream", "Content-Encoding": "gzip"}
+    async with open_feed_server() as server, httpx.AsyncClient() as http:
+        server.routes["/bomb"] = Reply(200, headers, body)
+        request = http.build_request("GET", f"{server.url}/bomb")
+        response = await http.send(request, stream=True)
+        sizes: list[int] = []
+        after_cancel = 0
+        with trio.CancelScope() as scope:
+            async for piece in iter_body(response, max_ratio=math.inf):
+                if scope.cancel_called:
+                    after_cancel += 1
+                sizes.append(len(piece))
+                if sum(sizes) >= 4 << 20:
+                    scope.cancel()  # what a move_on_after firing does
+        await response.aclose()
+    assert scope.cancelled_caught
+    assert after_cancel == 0
+    assert 4 << 20 <= sum(sizes) < (4 << 20) + SLICE_BYTES  # nothing inflated after it
+    assert max(sizes) <= SLICE_BYTES
 
 
 async def test_a_gzip_bombed_json_body_is_a_typed_error_with_bounded_memory():
