@@ -305,7 +305,7 @@ class SSEChannel(Generic[T]):
             if outcome.finished:
                 return
             if outcome.progress:
-                delay = backoff.after_progress(self._decoder.retry)
+                delay = backoff.after_progress(self._decoder.retry, moved=outcome.moved)
             else:
                 self.counters.failures += 1
                 if backoff.exhausted():

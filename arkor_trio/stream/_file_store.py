@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, TypeAlias, TypeVar
 import trio
 
 from .._errors import ConfigError
-from ._filelock import FileLock, read_note, try_lock_file
+from ._filelock import FileLock, open_regular, read_note, read_regular, try_lock_file
 from ._store import Cursor, Lease, LeaseLost, default_holder, keep_lease
 
 if TYPE_CHECKING:
@@ -95,10 +95,12 @@ class FileCursorStore:
 
     def _parse(self, path: Path) -> tuple[_State | None, str | None]:
         """(state, None), (None, None) when missing, or (None, what is wrong)."""
-        try:
-            text = path.read_text(encoding="utf-8")
+        try:  # the cursor file may be a link of the user's; .tmp and .prev are the store's own
+            text = read_regular(path, follow=path == self.path)
         except FileNotFoundError:
             return None, None
+        except ConfigError as exc:  # a FIFO, a directory, a planted link: refused, not waited on
+            return None, str(exc).removeprefix(f"{path} ")
         except (OSError, UnicodeDecodeError) as exc:
             return None, f"cannot be read ({exc})"
         cache = self._cache
@@ -303,8 +305,9 @@ class FileCursorStore:
         takes. (Two renames are also cheaper than one rename over the file on ext4, whose
         replace-over-rename heuristic flushes the new file's data at once.)
         """
+        # A link planted as .tmp is refused, not written through; a directory or FIFO too.
+        fd = open_regular(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC)
         try:
-            fd = os.open(self._tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             try:
                 os.write(fd, payload.encode("utf-8"))
                 if self._fsync:
@@ -335,7 +338,12 @@ class FileCursorStore:
         The claim is an ``flock`` the kernel drops when its process dies, so a follower that
         crashed never blocks the key. Returns the function that releases it.
         """
-        self._followers.mkdir(exist_ok=True)
+        try:
+            self._followers.mkdir(exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"cannot create {self._followers}: {exc.strerror}", field="path"
+            ) from exc
         note = f"pid {os.getpid()} on {socket.gethostname()}"
         return try_lock_file(self._claim_path(key), note)
 

@@ -264,7 +264,7 @@ class ArkorClient(ApiSession):
             headers=self._headers(extra={"Accept": "text/event-stream"}),
         )
         try:
-            response = await http.send(request, stream=True)
+            response = await self._send(request, CHAT_ROUTE)
         except httpx.RequestError as exc:
             raise unreachable(exc, self.base_url, CHAT_ROUTE) from exc
         try:
