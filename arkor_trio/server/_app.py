@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from ._auth import GateMiddleware
+from ._body_deadline import BodyDeadline
 from ._browser import BrowserAccess, BrowserGate
 from ._chat import chat_route
 from ._engine import Engine
@@ -218,4 +219,4 @@ def build_app(state: AppState, token: str, access: BrowserAccess | None = None) 
     app.state.projects = state.projects  # for require_project_scope
     access = BrowserAccess(token) if access is None else access
     gated = GateMiddleware(app, token)
-    return _LogErrors(BrowserGate(gated, access, AnonymousSignIn(access)))
+    return BodyDeadline(_LogErrors(BrowserGate(gated, access, AnonymousSignIn(access))))
