@@ -55,7 +55,8 @@ def test_lookups_answer_while_a_create_waits_for_the_database(tmp_path: Path) ->
         assert time.monotonic() - start < 2
         blocker.execute("ROLLBACK")
         writer.join(timeout=10)
-        assert outcome and outcome[0] is not None
+        assert len(outcome) == 1
+        assert outcome[0] is not None
     finally:
         blocker.close()
         projects.close()
