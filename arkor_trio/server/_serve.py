@@ -27,6 +27,7 @@ from ._listen import serve_contained
 from ._projects import ProjectStore
 from ._runner import RESTARTED, JobRunner, recover_unfinished
 from ._sdk import sdk_credentials
+from ._sessions import SessionStore
 from ._store import RECOVERY_ID_GAP, Store
 from ._ws_guard import GuardedConfig
 from ._ws_protocol import MAX_MESSAGE_BYTES, WsLimits
@@ -210,7 +211,9 @@ async def open_local_backend(
             root, on_append=hub.notify, busy_timeout=busy_timeout, retain_events=retain_events
         )
         projects = ProjectStore(store.path)
+        sessions: SessionStore | None = None
         try:
+            sessions = SessionStore(store.path, token)
             recovered, refused = recover_unfinished(store)
             if recovered:
                 log.warning("marked %d unfinished job(s) failed: %s", len(recovered), recovered)
@@ -218,7 +221,8 @@ async def open_local_backend(
                 async with trio.open_nursery() as nursery:
                     backend = await nursery.start(
                         _serve_all, store, projects, hub, engine, root,
-                        BrowserAccess(token, allow_anonymous=allow_anonymous), host, port,
+                        BrowserAccess(token, allow_anonymous=allow_anonymous, sessions=sessions),
+                        host, port,
                         ping_interval, max_concurrent_jobs, join_timeout, refused,
                         ws_limits or WsLimits(),
                     )  # fmt: skip
@@ -227,6 +231,8 @@ async def open_local_backend(
                     finally:
                         await backend.aclose()
         finally:
+            if sessions is not None:
+                sessions.close()
             projects.close()
             store.close()
 
