@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 import secrets
 import sqlite3
 import threading
@@ -30,6 +31,8 @@ from .._errors import ConfigError
 from ._store import DB_NAME
 
 __all__ = ["MAX_SESSIONS", "SESSION_MAX_AGE", "SessionStore", "revoke_sessions"]
+
+log = logging.getLogger("arkor_trio.server")
 
 #: How long a session lasts from its login (seconds).
 SESSION_MAX_AGE = 7 * 24 * 3600
@@ -71,18 +74,29 @@ class SessionStore:
         self._tag = hmac.new(token.encode(), b"arkor-trio session tag", hashlib.sha256).hexdigest()
         self._read_lock = threading.Lock()
         self._write_lock = threading.Lock()
-        self._writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._writer.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
-        self._writer.execute(_SCHEMA)
-        self._writer.execute(
-            "DELETE FROM browser_sessions WHERE token_tag != ? OR expires <= ?",
-            (self._tag, time.time()),
+        self._writer = sqlite3.connect(
+            path, isolation_level=None, check_same_thread=False, timeout=0
         )
+        self._ready = False
+        try:  # a start must not wait for (or fail on) a database another process holds
+            self._prepare()
+        except sqlite3.OperationalError as exc:
+            log.warning("browser sessions: cannot prepare the table yet (%s); at first login", exc)
+        self._writer.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
         if str(path) == ":memory:":  # (one database only lives in one connection)
             self._reader, self._read_lock = self._writer, self._write_lock
             return
         self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         self._reader.execute(f"PRAGMA busy_timeout={_BUSY_MS}")
+
+    def _prepare(self) -> None:
+        """Create the table and drop sessions of another token and expired ones (a write)."""
+        self._writer.execute(_SCHEMA)
+        self._writer.execute(
+            "DELETE FROM browser_sessions WHERE token_tag != ? OR expires <= ?",
+            (self._tag, time.time()),
+        )
+        self._ready = True
 
     def close(self) -> None:
         """Close the connections."""
@@ -100,6 +114,8 @@ class SessionStore:
         value = secrets.token_urlsafe(32)
         now = time.time()
         with self._write_lock:
+            if not self._ready:
+                self._prepare()
             self._writer.execute(
                 "INSERT INTO browser_sessions VALUES (?, ?, ?, ?, ?)",
                 (_sha(value.encode()), self._tag, _binding(host, agent), now,
@@ -114,11 +130,14 @@ class SessionStore:
 
     def valid(self, value: str, host: bytes, agent: bytes) -> bool:
         """Whether ``value`` is a live session of this token, for this ``Host`` and browser."""
-        with self._read_lock:
-            row = self._reader.execute(
-                "SELECT token_tag, binding, expires FROM browser_sessions WHERE id_hash = ?",
-                (_sha(value.encode("utf-8", "replace")),),
-            ).fetchone()
+        try:
+            with self._read_lock:
+                row = self._reader.execute(
+                    "SELECT token_tag, binding, expires FROM browser_sessions WHERE id_hash = ?",
+                    (_sha(value.encode("utf-8", "replace")),),
+                ).fetchone()
+        except sqlite3.OperationalError:  # no table yet (a start that could not write)
+            return False
         if row is None:
             return False
         tag, binding, expires = row

@@ -103,3 +103,23 @@ def test_the_cookie_takes_the_host_prefix_over_https() -> None:
 def test_revoking_without_a_backend_database_is_a_usage_error(tmp_path, capsys) -> None:
     assert main(["sessions", "revoke", "--data-dir", str(tmp_path / "none")]) == 2
     assert "no local backend database" in capsys.readouterr().err
+
+
+def test_a_start_on_a_locked_database_makes_the_table_at_the_first_login(tmp_path) -> None:
+    import sqlite3
+
+    store = Store.in_dir(tmp_path)
+    other = sqlite3.connect(store.path, isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    start = time.monotonic()
+    sessions = SessionStore(store.path, "token")  # neither waits nor fails
+    try:
+        assert time.monotonic() - start < 1
+        assert not sessions.valid("anything", b"h", b"a")
+        other.execute("ROLLBACK")
+        value = sessions.create(b"h", b"a")
+        assert sessions.valid(value, b"h", b"a")
+    finally:
+        other.close()
+        sessions.close()
+        store.close()
