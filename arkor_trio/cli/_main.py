@@ -32,6 +32,7 @@ from ._commands import (
     cmd_serve,
 )
 from ._credentials import add_parser as add_credentials_parser
+from ._sessions import add_parser as add_sessions_parser
 from ._signals import EXIT_TERMINATED, Terminated
 from ._text import printable
 from ._watch import add_watch_command
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.set_defaults(handler=cmd_serve)
     add_credentials_parser(commands, DEFAULT_DATA_DIR)
+    add_sessions_parser(commands, DEFAULT_DATA_DIR)
 
     run = _command(
         commands, "run", "run the Trainer a Python file defines (start + wait, with progress)",

@@ -22,6 +22,7 @@ from starlette.exceptions import HTTPException
 from starlette.routing import Route
 
 from ._auth import GateMiddleware
+from ._body_deadline import BodyDeadline
 from ._browser import BrowserAccess, BrowserGate
 from ._chat import chat_route
 from ._deploy_serve import DeploymentServer
@@ -233,4 +234,4 @@ def build_app(state: AppState, token: str, access: BrowserAccess | None = None) 
     gated = GateMiddleware(app, token)
     browser = BrowserGate(gated, access, AnonymousSignIn(access))
     served = DeploymentServer(deployments, gated, token)
-    return _LogErrors(PublicFront(browser, app.router.routes, served))
+    return BodyDeadline(_LogErrors(PublicFront(browser, app.router.routes, served)))

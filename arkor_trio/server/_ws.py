@@ -34,6 +34,7 @@ from ._ws_protocol import (
     CLOSE_BAD_SCOPE,
     CLOSE_GOING_AWAY,
     CLOSE_NO_SCOPE,
+    CLOSE_POLICY,
     CLOSE_TOO_SLOW,
     BadMessage,
     Subscribe,
@@ -90,6 +91,16 @@ class _SendQueue:
         return message
 
 
+class _Census:
+    """Subscriptions open across all of one backend's sockets (``max_total_subscriptions``).
+
+    ``open`` counts the entries of every session's ``subs``: it changes where they do.
+    """
+
+    def __init__(self) -> None:
+        self.open = 0
+
+
 class _Session:
     def __init__(
         self,
@@ -99,6 +110,7 @@ class _Session:
         limits: WsLimits,
         ping_interval: float,
         project_id: str,
+        census: _Census,
     ) -> None:
         self.ws = ws
         self.project_id = project_id
@@ -109,15 +121,21 @@ class _Session:
         self.out = _SendQueue(limits.send_queue)
         self.subs: dict[str, trio.CancelScope] = {}
         self.close_code: int | None = None
+        self.census = census
+        self.errors = 0
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sender, nursery.cancel_scope)
-            nursery.start_soon(self._watch_closing, nursery.cancel_scope)
-            await self._reader(nursery)
-            nursery.cancel_scope.cancel()
-        for scope in self.subs.values():
-            scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender, nursery.cancel_scope)
+                nursery.start_soon(self._watch_closing, nursery.cancel_scope)
+                await self._reader(nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            for scope in self.subs.values():
+                scope.cancel()
+            self.census.open -= len(self.subs)
+            self.subs.clear()
         if self.close_code is not None:
             with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):
                 await self.ws.close(self.close_code)
@@ -166,41 +184,65 @@ class _Session:
                 batch = parse_client_messages(message.get("text", message.get("bytes")))
             except BadMessage as exc:
                 batch = [exc]
+            errors: list[str] = []
             for parsed in batch:
                 if isinstance(parsed, BadMessage):
-                    await self.out.put(error_message(parsed.job, 400, str(parsed)))
+                    errors.append(error_message(parsed.job, 400, str(parsed)))
                     continue
                 old = self.subs.pop(parsed.job, None)
                 if old is not None:
                     old.cancel()
+                    self.census.open -= 1
                 if isinstance(parsed, Subscribe):
-                    await self._subscribe(nursery, parsed)
+                    refused = self._subscribe(nursery, parsed)
+                    if refused is not None:
+                        errors.append(refused)
+            if errors and not await self._answer_errors(errors):
+                return
 
-    async def _subscribe(self, nursery: trio.Nursery, sub: Subscribe) -> None:
+    async def _answer_errors(self, errors: list[str]) -> bool:
+        """Queue a message's error answers, bounded; False when the socket must close."""
+        limits = self.limits
+        for error in errors[: limits.max_errors_per_message]:
+            await self.out.put(error)
+        if len(errors) > limits.max_errors_per_message:
+            more = len(errors) - limits.max_errors_per_message
+            await self.out.put(error_message(None, 400, f"{more} more messages of this batch "
+                                             "were refused (not answered one by one)"))  # fmt: skip
+        self.errors += min(len(errors), limits.max_errors_per_message + 1)
+        if self.errors <= limits.max_errors_per_socket:
+            return True
+        log.info("closing a feed socket after %d error answers (1008)", self.errors)
+        self.close_code = CLOSE_POLICY
+        return False
+
+    def _subscribe(self, nursery: trio.Nursery, sub: Subscribe) -> str | None:
+        """Start following a job; the ``error`` message instead when it cannot be."""
         row = self.store.get_job(sub.job)
         if row is None or row[2] != self.project_id:
             # A job of another project is as unknown as a missing one (no existence leak).
-            await self.out.put(error_message(sub.job, 404, f"job {sub.job} not found"))
-            return
-        if len(self.subs) >= self.limits.max_subscriptions:
-            await self.out.put(
-                error_message(
-                    sub.job,
-                    429,
-                    f"this socket already follows {self.limits.max_subscriptions} jobs (the "
-                    "limit); unsubscribe one or open another socket",
-                )
-            )
-            return
+            return error_message(sub.job, 404, f"job {sub.job} not found")
+        limits = self.limits
+        if len(self.subs) >= limits.max_subscriptions:
+            return error_message(sub.job, 429, f"this socket already follows "
+                                 f"{limits.max_subscriptions} jobs (the limit); unsubscribe one "
+                                 "or open another socket")  # fmt: skip
+        if self.census.open >= limits.max_total_subscriptions:
+            return error_message(sub.job, 429, f"the backend's sockets already follow "
+                                 f"{limits.max_total_subscriptions} jobs (the limit); "
+                                 "unsubscribe one")  # fmt: skip
         scope = trio.CancelScope()
         self.subs[sub.job] = scope
+        self.census.open += 1
         nursery.start_soon(self._follow, scope, sub)
+        return None
 
     async def _follow(self, scope: trio.CancelScope, sub: Subscribe) -> None:
         with scope:
             await self._replay_and_tail(sub)
         if self.subs.get(sub.job) is scope:
             del self.subs[sub.job]
+            self.census.open -= 1
 
     async def _replay_and_tail(self, sub: Subscribe) -> None:
         job, out = sub.job, self.out
@@ -248,6 +290,7 @@ def ws_route(
     store: Store, hub: EventHub, token: str, ping_interval: float, limits: WsLimits
 ) -> WebSocketRoute:
     """The ``GET /v1/events/ws`` route (gate, scope, then the session)."""
+    census = _Census()
 
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
@@ -259,7 +302,7 @@ def ws_route(
                 await ws.close(code, reason[:120])  # a close reason is at most 123 bytes
             return
         try:
-            await _Session(ws, store, hub, limits, ping_interval, scope).run()
+            await _Session(ws, store, hub, limits, ping_interval, scope, census).run()
         except Exception:
             log.exception("job feed socket failed")
             with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):

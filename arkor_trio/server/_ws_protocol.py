@@ -29,6 +29,7 @@ __all__ = [
     "CLOSE_BAD_TOKEN",
     "CLOSE_GOING_AWAY",
     "CLOSE_NO_SCOPE",
+    "CLOSE_POLICY",
     "CLOSE_TOO_SLOW",
     "CLOSE_UPGRADE",
     "MAX_MESSAGE_BYTES",
@@ -44,6 +45,7 @@ __all__ = [
 ]
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
 CLOSE_BAD_SCOPE = 4400
 CLOSE_BAD_TOKEN = 4401
 CLOSE_NO_SCOPE = 4404
@@ -70,11 +72,20 @@ class WsLimits:
             resumes from its cursors. (hypercorn shields each socket write, so a client that
             reads nothing at all holds its socket until TCP gives up on it; memory stays bounded
             by the queue and the kernel buffers.)
+        max_total_subscriptions: Jobs all sockets together may follow at once; one more is
+            answered with ``error {status: 429}`` (each costs a task and its buffers).
+        max_errors_per_message: ``error`` answers one client message (a batch) may draw;
+            the rest are counted in one more ``error`` (so bad input is never amplified).
+        max_errors_per_socket: ``error`` answers one socket may draw in all (a batch's
+            summary counts one); then it is closed with 1008 (policy violation).
     """
 
     max_subscriptions: int = 10_000
     send_queue: int = 4096
     send_timeout: float = 30.0
+    max_total_subscriptions: int = 20_000
+    max_errors_per_message: int = 8
+    max_errors_per_socket: int = 1000
 
 
 class BadMessage(ValueError):
@@ -100,6 +111,8 @@ def _job_field(message: dict[str, Any]) -> str:
     job = message.get("job")
     if not isinstance(job, str) or not job or len(job) > MAX_JOB_ID:
         raise BadMessage(f"'job' must be a job id (a string of 1 to {MAX_JOB_ID} characters)")
+    if not job.isascii():  # job ids are ASCII; a lone surrogate is not even text
+        raise BadMessage("'job' must be a job id (ASCII letters, digits and '_')")
     return job
 
 
@@ -109,7 +122,8 @@ def parse_client_messages(raw: str | bytes | None) -> list[Subscribe | Unsubscri
     Each element is a parsed message or the :class:`BadMessage` it raised, in order.
 
     Raises:
-        BadMessage: Binary, not JSON, or neither an object nor an array.
+        BadMessage: Binary, not JSON (or nested too deeply to decode), or neither an object
+            nor an array.
     """
     if not isinstance(raw, str):
         raise BadMessage("binary messages are not part of the protocol; send JSON text")
@@ -117,6 +131,8 @@ def parse_client_messages(raw: str | bytes | None) -> list[Subscribe | Unsubscri
         decoded = json.loads(raw)
     except ValueError as exc:
         raise BadMessage(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadMessage("malformed message: JSON nested too deeply") from None
     out: list[Subscribe | Unsubscribe | BadMessage] = []
     for message in decoded if isinstance(decoded, list) else [decoded]:
         try:
