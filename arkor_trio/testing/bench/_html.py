@@ -38,6 +38,8 @@ border:1px solid #e2e8f0} .legend span{display:inline-block;margin-right:1em}
 .swatch{display:inline-block;width:.9em;height:.9em;margin-right:.3em;vertical-align:-.1em}
 pre{background:#f7fafc;padding:.5em;overflow:auto;max-height:10em;font-size:12px}
 dt{font-weight:600} dd{margin:0 0 .5em 1.5em}
+figure{margin:0} figcaption{font-size:12px;color:#4a5568;max-width:420px;margin-top:.3em}
+figure:last-child figcaption{max-width:640px}
 """
 _GLOSSARY = (
     ("conns", "TCP connections the client opened to the proxy."),
@@ -106,18 +108,17 @@ def _histogram(p: dict[str, Any]) -> str:
     for gap in p["gap_list"]:
         index = next((i for i, edge in enumerate(_BINS) if gap["s"] < edge), len(_BINS))
         counts[index] += 1
-    width, height, left, bottom, top = 420, 220, 34, 44, 14
+    width, height, left, bottom, top = 420, 220, 34, 44, 16
     plot_w, plot_h = width - left - 8, height - bottom - top
     most = max(counts) or 1
     bar = plot_w / len(counts)
     parts = [
         f'<svg role="img" aria-label="gap distribution of {_e(p["profile"])}" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}">',
-        f'<text x="{left}" y="11" font-size="11">reconnect gaps: how many took how long '
-        f"(n={len(p['gap_list'])})</text>",
         f'<line x1="{left}" y1="{top + plot_h}" x2="{width - 8}" y2="{top + plot_h}" '
         'stroke="#4a5568"/>',
         f'<text x="4" y="{top + 8}" font-size="10">{most}</text>',
+        f'<text x="4" y="{top + plot_h / 2}" font-size="10">gaps</text>',
         f'<text x="4" y="{top + plot_h}" font-size="10">0</text>',
     ]
     for i, count in enumerate(counts):
@@ -147,7 +148,7 @@ def _timeline(p: dict[str, Any], events: int) -> str:
     ends = [c["ended_s"] or c["opened_s"] for c in conns] + [d["s"] for d in dots] + [p["wall_s"]]
     span = max(max(ends, default=0.0), 1e-3) * 1.02
     width, left, right = 640, 46, 10
-    lanes_top, lane_h = 24, 9
+    lanes_top, lane_h = 8, 9
     plot_top, plot_h = lanes_top + 2 * lane_h + 16, 200
     height = plot_top + plot_h + 30
     plot_w = width - left - right
@@ -158,8 +159,6 @@ def _timeline(p: dict[str, Any], events: int) -> str:
     parts = [
         f'<svg role="img" aria-label="timeline of {_e(p["profile"])}" width="{width}" '
         f'height="{height}" viewBox="0 0 {width} {height}">',
-        '<text x="46" y="11" font-size="11">connections (coloured by how they ended), then '
-        "each event the client handed over: event number against time</text>",
         f'<text x="2" y="{lanes_top + 8}" font-size="9">conns</text>',
     ]
     for c in conns:
@@ -196,6 +195,23 @@ def _timeline(p: dict[str, Any], events: int) -> str:
         )
     parts.append("</svg>")
     return "".join(parts)
+
+
+_TIMELINE_CAPTION = (
+    "Timeline from the client's start: each bar is one connection to the proxy, coloured by how "
+    "it ended; each dot one event the client handed to its application (event number up, time "
+    "across). A step is a wait to reconnect; dots that go back down are duplicates or reorders."
+)
+
+
+def _gap_caption(p: dict[str, Any]) -> str:
+    if not p["gap_list"]:
+        return "Reconnect gaps: none (no connection was cut and followed by another)."
+    return (
+        f"Reconnect gaps: how long the client took to connect again after each cut, on the "
+        f"proxy's clock. n={len(p['gap_list'])}, p50 {_ms(p['p50_ms'])} ms, p95 "
+        f"{_ms(p['p95_ms'])} ms, max {_ms(p['max_ms'])} ms."
+    )
 
 
 def _ticks(span: float) -> list[float]:
@@ -238,7 +254,9 @@ def render_html(data: dict[str, Any]) -> str:
             f"{p['last_event_id_ok']}/{p['reconnects_checked']} reconnects with the right "
             f"Last-Event-ID; lost {p['lost']}, duplicated {p['duplicated']}, corrupt "
             f"{p['corrupt']}, out of order {p['out_of_order']}.</p>"
-            f'<div class="charts">{_histogram(p)}{_timeline(p, data["events"] + 1)}</div>'
+            f'<div class="charts"><figure>{_histogram(p)}<figcaption>{_gap_caption(p)}'
+            f"</figcaption></figure><figure>{_timeline(p, data['events'] + 1)}"
+            f"<figcaption>{_TIMELINE_CAPTION}</figcaption></figure></div>"
             + (f"<details><summary>client stderr (tail)</summary><pre>{_e(stderr)}</pre></details>"
                if stderr else "")
         )  # fmt: skip
