@@ -43,7 +43,8 @@ class ClientRun:
     returncode: int | None = None
     stopped: str | None = None  # "deadline" or "after final"
     ignored_sigterm: bool = False
-    wall: float = 0.0
+    started: float = 0.0
+    ended: float = 0.0
     final_wall: float | None = None
     stderr: str = ""
     oversized: int = 0
@@ -87,8 +88,7 @@ async def run_client(
     Raises:
         OSError: The command could not be started (not found, not executable).
     """
-    run = ClientRun()
-    started = time.perf_counter()
+    run = ClientRun(started=time.perf_counter())
     process = await trio.lowlevel.open_process(
         list(argv),
         stdin=subprocess.DEVNULL,
@@ -110,7 +110,6 @@ async def run_client(
 
                     async def stop_after_final() -> None:
                         await final.wait()
-                        run.final_wall = time.perf_counter()
                         await trio.sleep(GRACE)
                         run.stopped = "after final"
                         waiting.cancel_scope.cancel()
@@ -120,7 +119,7 @@ async def run_client(
                     waiting.cancel_scope.cancel()
             if budget.cancelled_caught:
                 run.stopped = "deadline"
-            run.wall = time.perf_counter() - started
+            run.ended = time.perf_counter()
             if process.returncode is None:
                 await _terminate(process, pgid, run)
             _signal_group(pgid, signal.SIGKILL)  # what it forked and left running
@@ -143,7 +142,7 @@ async def run_client(
     run.returncode = process.returncode
     run.stderr = stderr_tail.decode("utf-8", "replace")
     if run.final_wall is not None:
-        run.wall = run.final_wall - started
+        run.ended = run.final_wall
     return run
 
 
@@ -173,22 +172,26 @@ async def _read_stdout(
                 if skipping:
                     skipping = False
                     continue
-                tally.line(line, time.perf_counter())
-                if tally.final_seen:
-                    final.set()
+                _count(tally, line, run, final)
             if len(buffer) > MAX_LINE:
                 buffer.clear()
                 if not skipping:
                     run.oversized += 1
                 skipping = True
         if buffer and not skipping:
-            tally.line(bytes(buffer), time.perf_counter())
-            if tally.final_seen:
-                final.set()
+            _count(tally, bytes(buffer), run, final)
     except (trio.ClosedResourceError, trio.BrokenResourceError):
         pass
     finally:
         done.set()
+
+
+def _count(tally: Tally, line: bytes, run: ClientRun, final: trio.Event) -> None:
+    now = time.perf_counter()
+    tally.line(line, now)
+    if tally.final_seen and not final.is_set():
+        run.final_wall = now
+        final.set()
 
 
 async def _read_stderr(process: trio.Process, tail: bytearray, done: trio.Event) -> None:

@@ -55,8 +55,8 @@ _GLOSSARY = (
     ("order", "Events handed over after a later one."),
     ("Last-Event-ID", "Reconnects that sent the right Last-Event-ID header (the id of the last "
      "complete event the client received), out of all reconnects."),
-    ("wall s (x clean)", "Time from the start of the client to its final event, and its ratio "
-     "to the 'clean' profile's time."),
+    ("wall s (x clean)", "Time from the client's first connection to its final event (or to "
+     "its end), and its ratio to the 'clean' profile's time."),
     ("ended", "How the run ended: completed (the final event, then the client exited), exited "
      "before the final event, killed at deadline, no output..."),
 )  # fmt: skip

@@ -203,6 +203,7 @@ async def _run_profile(source: Source, name: str, config: BenchConfig) -> Profil
         ("127.0.0.1", source.port), make_plan(name, config.seed), client, seed=config.seed
     )
     run = trial.result or run
+    first = trial.records[0].opened_wall if trial.records else run.started
     lost, unreached = tally.missing(whole=run.stopped != "deadline")
     return ProfileResult(
         profile=name,
@@ -216,7 +217,7 @@ async def _run_profile(source: Source, name: str, config: BenchConfig) -> Profil
         corrupt=tally.corrupt,
         out_of_order=tally.out_of_order,
         leid=last_event_id_checks(trial.records, source.events, config.retry_ms),
-        wall=run.wall,
+        wall=max(0.0, run.ended - first),
         ended=_ended(run, tally),
         completed=tally.final_seen,
         returncode=run.returncode,
