@@ -40,27 +40,27 @@ class Client:
             name = f"{time.monotonic_ns():020d}-{os.getpid()}.jsonl"
             self.log = open(os.path.join(args.log, name), "a", encoding="utf-8")  # noqa: SIM115
 
-    def emit(self, event_id: str | None, event: str, data: str) -> None:
+    def emit(self, event_id: str | None, event: str, data: str, tag: str = "") -> None:
         line = json.dumps({"id": event_id, "event": event, "data": data})
         print(line, flush=True)
-        if self.log is not None:
-            self.log.write(line + "\n")
+        if self.log is not None:  # what was printed, and why when it was a deliberate defect
+            self.log.write(json.dumps({"line": line, "tag": tag}) + "\n")
             self.log.flush()
         if data == '{"final": true}':
             if self.args.misbehave == "linger":
                 time.sleep(3600)
             sys.exit(0)
 
-    def dispatch(self, event_id: str | None, event: str, data: str) -> None:
+    def dispatch(self, event_id: str | None, event: str, data: str, tag: str = "") -> None:
         if self.defect != "reorder":
-            self.emit(event_id, event, data)
+            self.emit(event_id, event, data, tag)
         elif self.held is None and data != '{"final": true}':
             self.held = (event_id, event, data)
         else:  # the later event first, then the one held back
             self.emit(event_id, event, data) if data != '{"final": true}' else None
             held, self.held = self.held, None
             if held is not None:
-                self.emit(*held)
+                self.emit(*held, tag="late")
             if data == '{"final": true}':
                 self.emit(event_id, event, data)
 
@@ -167,7 +167,7 @@ class Client:
                         data.append(text[5:].lstrip(" "))
                     if data:
                         self.last_id = block_id or self.last_id
-                        self.dispatch(self.last_id, event or "message", "\n".join(data))
+                        self.dispatch(self.last_id, event or "message", "\n".join(data), "partial")
                 raise
 
 

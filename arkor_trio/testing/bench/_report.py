@@ -102,6 +102,7 @@ def to_json(report: BenchReport) -> dict[str, Any]:
                 "exit_code": result.returncode,
                 "ignored_lines": result.ignored_lines,
                 "oversized_lines": result.oversized_lines,
+                "stdout_bytes": result.stdout_bytes,
                 "stderr_tail": result.stderr[-2000:],
                 "gap_list": [
                     {"s": round(g.seconds, 6), "kind": g.kind, "after": g.index}

@@ -129,6 +129,7 @@ class ProfileResult:
     returncode: int | None
     ignored_lines: int
     oversized_lines: int
+    stdout_bytes: int
     stderr: str
     started: float
     records: list[ConnectionRecord]
@@ -223,6 +224,7 @@ async def _run_profile(source: Source, name: str, config: BenchConfig) -> Profil
         returncode=run.returncode,
         ignored_lines=tally.ignored,
         oversized_lines=run.oversized,
+        stdout_bytes=run.stdout_bytes,
         stderr=run.stderr,
         started=started,
         records=trial.records,
@@ -268,8 +270,10 @@ def check_command(command: Sequence[str]) -> str | None:
         return "no client command after --"
     program = command[0]
     if os.sep in program:
-        if not os.path.isfile(program) or not os.access(program, os.X_OK):
-            return f"client command not found or not executable: {program}"
+        if not os.path.isfile(program):
+            return f"client command not found: {program}"
+        if not os.access(program, os.X_OK):
+            return f"client command not executable: {program}"
     elif shutil.which(program) is None:
         return f"client command not found: {program}"
     return None
