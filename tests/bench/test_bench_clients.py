@@ -146,3 +146,19 @@ async def test_a_client_that_reorders(tmp_path: Path) -> None:
     assert counts(result) == reference(log)
     assert result.out_of_order == tagged(log, "late") > 0
     assert result.dup == result.corrupt == result.lost == 0
+
+
+async def test_the_open_sse_adapter_of_the_docs_scores_zero(tmp_path: Path) -> None:
+    adapter = Path(__file__).resolve().parents[2] / "examples" / "bench" / "arkor_open_sse.py"
+    config = BenchConfig(
+        command=(sys.executable, str(adapter), "{url}"),
+        profiles=("mid-frame", "after-id"),
+        events=EVENTS,
+        seed=SEED,
+        deadline=20.0,
+    )
+    report = await run_bench(config)
+    for result in report.results:
+        assert (result.lost, result.dup, result.corrupt, result.out_of_order) == (0, 0, 0, 0)
+        assert result.ended == "completed"
+        assert result.leid_ok == len(result.leid) > 0
