@@ -190,6 +190,7 @@ async def run_bench(
 async def _run_profile(source: Source, name: str, config: BenchConfig) -> ProfileResult:
     profile = PROFILES[name]
     source.reset(restart=profile.restart, seed=config.seed)
+    await source.wait_up()  # the previous profile may have left it restarting
     tally = Tally(source.events)
     run = ClientRun()
 

@@ -118,11 +118,18 @@ class Source:
         self._rng = random.Random(seed)
         self._down_s = down_s
         self._restart_now = trio.Event()
+        self._up = trio.Event()
+        self._generation = 0
+
+    async def wait_up(self) -> None:
+        """Return once the source is listening (not in the middle of a restart)."""
+        await self._up.wait()
 
     def reset(self, *, restart: bool, seed: int) -> None:
         """Set the mode for the next profile: restart or not, and the seed of the draws."""
         self.restart = restart
         self.restarts = 0
+        self._generation += 1
         self._rng = random.Random(seed)
 
     @property
@@ -136,9 +143,11 @@ class Source:
             self.port = listeners[0].socket.getsockname()[1]
             task_status.started(self.port)
             task_status = trio.TASK_STATUS_IGNORED
+            self._up.set()
             async with trio.open_nursery() as nursery:
                 nursery.start_soon(trio.serve_listeners, self._handle, listeners)
                 await self._restart_now.wait()
+                self._up = trio.Event()
                 nursery.cancel_scope.cancel()
             self._restart_now = trio.Event()
             self.restarts += 1
@@ -161,10 +170,12 @@ class Source:
                     b"Connection: close\r\n\r\n"
                 )
                 budget = self._rng.randint(*K_RANGE) if self.restart else None
+                generation = self._generation
                 sent = 0
                 for frame in layout(self.events, leid, self.retry_ms):
                     if budget is not None and frame.id is not None and sent == budget:
-                        self._restart_now.set()
+                        if generation == self._generation:  # not a previous profile's connection
+                            self._restart_now.set()
                         await trio.sleep_forever()
                     await stream.send_all(b"%x\r\n%s\r\n" % (len(frame.raw), frame.raw))
                     sent += frame.id is not None
