@@ -31,7 +31,8 @@ padding:0 1em}
 h1{font-size:1.6em;margin-bottom:.2em} h2{margin-top:2em;border-bottom:1px solid #cbd5e0}
 table{border-collapse:collapse;margin:1em 0;font-size:13px} td,th{border:1px solid #cbd5e0;
 padding:3px 7px;text-align:right} th{background:#edf2f7}
-td:first-child,td:last-child{text-align:left}
+td:first-child,td:last-child,th:last-child{text-align:left}
+td:first-child{white-space:nowrap}
 .bad{background:#fed7d7;font-weight:600} .good{background:#f0fff4} .muted{color:#4a5568}
 .charts{display:flex;gap:1.5em;flex-wrap:wrap;align-items:flex-start} svg{background:#fff;
 border:1px solid #e2e8f0} .legend span{display:inline-block;margin-right:1em}
