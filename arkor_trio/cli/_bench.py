@@ -32,14 +32,14 @@ _DESCRIPTION = (
 )
 
 
-def _positive(kind: type) -> Any:
+def _positive(kind: type, most: float) -> Any:
     def parse(text: str) -> Any:
         try:
             value = kind(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
-        if not value > 0 or value != value or value == float("inf"):
-            raise argparse.ArgumentTypeError(f"must be above 0, got {text}")
+        if not 0 < value <= most:
+            raise argparse.ArgumentTypeError(f"must be above 0 and at most {most:g}, got {text}")
         return value
 
     return parse
@@ -57,12 +57,12 @@ def add_bench_command(commands: Any) -> None:
         help=f"comma-separated, of {', '.join(PROFILES)} (default: %(default)s)",
     )  # fmt: skip
     bench.add_argument(
-        "--events", type=_positive(int), default=200,
+        "--events", type=_positive(int, 1_000_000), default=200,
         help="events the source sends before the final one (default: %(default)s)",
     )  # fmt: skip
     bench.add_argument("--seed", type=int, default=1, help="seeds the faults (default: 1)")
     bench.add_argument(
-        "--deadline", type=_positive(float), default=60.0,
+        "--deadline", type=_positive(float, 86_400), default=60.0,
         help="seconds the client gets per profile before it is stopped (default: %(default)s)",
     )  # fmt: skip
     bench.add_argument("--json", metavar="FILE", help="write every figure as JSON")
@@ -124,10 +124,14 @@ def _cmd_bench(args: argparse.Namespace) -> int:
         return _EXIT_USAGE
     print(render_table(report), flush=True)
     data = to_json(report)
-    if args.json:
-        Path(args.json).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
-    if args.html:
-        Path(args.html).write_text(render_html(data), encoding="utf-8")
+    try:
+        if args.json:
+            Path(args.json).write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+        if args.html:
+            Path(args.html).write_text(render_html(data), encoding="utf-8")
+    except OSError as exc:
+        print(f"arkor-trio bench: cannot write the report: {exc}", file=sys.stderr, flush=True)
+        return _EXIT_USAGE
     failed = [
         f"{name} in {result.profile}"
         for result in report.results

@@ -137,3 +137,27 @@ def _left(tmp_path: Path) -> list[int]:
         if str(CLIENT) in cmdline and str(tmp_path) in cmdline:
             left.append(int(pid))
     return left
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (["--events", "0"], "--events: must be above 0"),
+        (["--events", "2000000"], "at most 1e+06"),
+        (["--deadline", "nan"], "--deadline: must be above 0"),
+        (["--profiles", "clean,nope"], "unknown profile 'nope' (known: none, clean"),
+        ([], "no client command after --"),
+    ],
+)
+def test_bad_options_exit_2_with_one_line(option: list[str], message: str, capsys) -> None:
+    command = [] if not option else ["--", sys.executable, str(CLIENT), "{url}"]
+    assert main(["bench", *option, *command]) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_a_report_that_cannot_be_written_exits_2(tmp_path: Path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(bench_engine, "become_subreaper", lambda: False)
+    argv = ["bench", "--profiles", "clean", "--events", "5", "--json", str(tmp_path / "no" / "r")]
+    client = ["--", sys.executable, str(CLIENT), "{url}", "--misbehave", "garbage"]
+    assert main([*argv, *client]) == 2
+    assert "arkor-trio bench: cannot write the report:" in capsys.readouterr().err
