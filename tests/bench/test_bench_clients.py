@@ -136,8 +136,13 @@ async def test_the_gaps_of_a_client_that_waits_a_fixed_delay(tmp_path: Path) -> 
         assert counts(result) == reference(log) == {"dup": 0, "corrupt": 0, "order": 0, "lost": 0}
         assert len(result.gaps) >= 2
         # It ignores retry: (100 ms) and Retry-After (1 s): each gap is its delay plus the time
-        # to notice the cut and connect (generous for a busy machine, far from 0.1 s and 1 s).
-        assert all(delay <= gap.seconds < 0.95 for gap in result.gaps), result.gaps
+        # to notice the cut and connect. The proxy stamps a clean cut or a 503 just after its
+        # last write, so a busy machine may shift a gap by a few ms either way; the bounds are
+        # generous for one, and far from 0.1 s and 1 s.
+        seconds = sorted(gap.seconds for gap in result.gaps)
+        assert seconds[0] > delay - 0.05, seconds
+        assert seconds[len(seconds) // 2] < delay + 0.2, seconds
+        assert seconds[-1] < 0.95, seconds
 
 
 async def test_a_client_that_reorders(tmp_path: Path) -> None:
