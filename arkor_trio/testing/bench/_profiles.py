@@ -10,7 +10,7 @@ from __future__ import annotations
 import attrs
 
 from ..._errors import ConfigError
-from .. import CutAfterEvents, Fault, Plan, Refuse, Stall, Status
+from .._plan import CutAfterEvents, Fault, Plan, Refuse, Stall, Status
 
 __all__ = [
     "DEFAULT_PROFILES",

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 import attrs
 import trio
 
-from .. import ConnectionRecord, Plan, open_chaos_proxy
+from .._proxy import open_chaos_proxy
+from .._records import ConnectionRecord
 from ._client import ClientRun, run_client
 from ._profiles import DEFAULT_PROFILES, PROFILES, make_plan
 from ._score import Gap, LeidCheck, Tally, gaps_of, last_event_id_checks
@@ -24,6 +25,8 @@ from ._source import Source, script
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable, Sequence
+
+    from .._plan import Plan
 
 __all__ = [
     "BenchConfig",

@@ -21,7 +21,7 @@ from ._source import SentEvent, layout
 if TYPE_CHECKING:
     from collections.abc import Sequence
 
-    from .. import ConnectionRecord
+    from .._records import ConnectionRecord
 
 __all__ = ["Gap", "LeidCheck", "Tally", "gaps_of", "last_event_id_checks", "percentile"]
 
