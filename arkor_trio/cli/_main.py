@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ArkorError, ConfigError
 from .._version import __version__
+from ._bench import add_bench_command
 from ._commands import (
     DEFAULT_DATA_DIR,
     EXIT_FAILED,
@@ -204,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every request, each its own connection, takes the next step)",
     )  # fmt: skip
     chaos.set_defaults(handler=cmd_chaos)
+    add_bench_command(commands)
     return parser
 
 

@@ -2,7 +2,8 @@
 
 ``open_chaos_proxy`` sits between an HTTP client and a backend and, per connection and seeded,
 cuts event streams at or inside frames, resets, stalls, refuses, answers 503/429, adds latency
-or throttles, and records what it did and when (design.md section 8).
+or throttles, and records what it did and when (design.md section 8). ``arkor_trio.testing.bench``
+is the engine of ``arkor-trio bench`` (design.md section 16) on top of it.
 """
 
 from ._cli import chaos_main as chaos_main
@@ -22,6 +23,8 @@ from ._proxy import open_chaos_proxy as open_chaos_proxy
 from ._records import ConnectionRecord as ConnectionRecord
 from ._records import CutKind as CutKind
 
+from . import bench as bench  # last: the engine uses the names above  # isort: skip
+
 __all__ = [
     "ChaosProxy",
     "ConnectionRecord",
@@ -37,6 +40,7 @@ __all__ = [
     "Stall",
     "Status",
     "Throttle",
+    "bench",
     "chaos_main",
     "open_chaos_proxy",
 ]
