@@ -76,6 +76,7 @@ def read_regular(path: Path, *, follow: bool = True) -> str:
     with os.fdopen(fd, "rb") as file:
         return file.read().decode("utf-8")
 
+
 #: Descriptors of the claims this process holds. ``O_CLOEXEC`` keeps them from a child that
 #: execs, not from one that only forks: a forked child closes its copies at once (below), so
 #: the claim stays its holder's alone and dies with it (issue 17, defect 9).
