@@ -1,0 +1,38 @@
+"""The job feed's protocol messages: decoding what the server sends, building what the client sends.
+
+A text message from the server holds one message object, or a JSON array of them (a batch, in
+queue order); the client's messages are compact JSON objects (docs/websocket.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = ["decode_messages", "encode", "subscribe_message", "unsubscribe_message"]
+
+
+def decode_messages(raw: str | bytes) -> list[Any] | None:
+    """The messages of one text message, in order; None when it is not JSON."""
+    try:
+        decoded = json.loads(raw)
+    except ValueError:
+        return None
+    if isinstance(decoded, list):  # a batch: several messages in queue order
+        return decoded
+    return [decoded]
+
+
+def subscribe_message(job_id: str, after: str | None) -> dict[str, Any]:
+    """``subscribe {job, after}``."""
+    return {"type": "subscribe", "job": job_id, "after": after}
+
+
+def unsubscribe_message(job_id: str) -> dict[str, Any]:
+    """``unsubscribe {job}``."""
+    return {"type": "unsubscribe", "job": job_id}
+
+
+def encode(message: dict[str, Any]) -> str:
+    """Compact JSON text of a client message."""
+    return json.dumps(message, separators=(",", ":"))

@@ -1,0 +1,146 @@
+"""The job feed's per-job state machine: each server message moves one job.
+
+A job is ``active`` (subscribed, or to subscribe on the next socket), ``waiting`` (a task of
+:class:`~._feed_retry.JobRetry` decides when to subscribe it again: its queue is full, ``end``,
+an ``error`` for it) or ``done``. Events are accepted only once the latest ``subscribe`` of the
+job was answered (``pending == 0``) and while it is active; an event whose job queue is full
+pauses the job (unsubscribe, then subscribe again once the consumer made room).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ..stream import RecentIds
+from ._codec import MalformedPayload, decode_event
+from ._feed_messages import decode_messages, subscribe_message, unsubscribe_message
+from ._feed_retry import JobRetry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..stream import ReconnectPolicy
+    from ._feed_job import FeedCounters, FeedJob
+    from ._feed_outbox import Outbox
+    from ._feed_socket import FeedClient
+
+__all__ = ["FeedRouter"]
+
+log = logging.getLogger("arkor_trio.feed")
+
+
+class FeedRouter:
+    """Routes incoming messages to their jobs and sends each job's ``subscribe``.
+
+    Attributes:
+        jobs: The jobs followed, by id (shared with the feed).
+        socket_progress: Set when an event was queued on the current socket.
+    """
+
+    def __init__(
+        self,
+        client: FeedClient,
+        policy: ReconnectPolicy,
+        jobs: dict[str, FeedJob],
+        counters: FeedCounters,
+        outbox: Outbox,
+        spawn: Callable[..., None],
+    ) -> None:
+        self.jobs = jobs
+        self.socket_progress = False
+        self._counters = counters
+        self._outbox = outbox
+        self._spawn = spawn
+        self._retry = JobRetry(client, policy, counters, self._resubscribe)
+
+    # --- outgoing ------------------------------------------------------------------------------
+
+    def send_subscribe(self, job: FeedJob) -> None:
+        """Make ``job`` active and subscribe it now if a socket is open."""
+        job.state = "active"
+        job.progress = False
+        if self._outbox.connected:
+            job.pending += 1
+            self._outbox.send(subscribe_message(job.job_id, job.resume))
+
+    def socket_opened(self) -> None:
+        """A new socket: every active job is subscribed again from its resume point."""
+        for job in self.jobs.values():
+            job.pending = 0
+            if job.state == "active":
+                self.send_subscribe(job)
+
+    def _resubscribe(self, job: FeedJob) -> None:
+        if job.state == "waiting" and self.jobs.get(job.job_id) is job:
+            self.send_subscribe(job)
+
+    # --- incoming ------------------------------------------------------------------------------
+
+    def handle_raw(self, raw: str | bytes) -> None:
+        """One text message from the server (a message or a batch)."""
+        messages = decode_messages(raw)
+        if messages is None:
+            log.debug("feed: skipped a message that is not JSON")
+            return
+        for message in messages:
+            self.handle(message)
+
+    def handle(self, message: Any) -> None:
+        """One decoded message."""
+        counters = self._counters
+        counters.messages += 1
+        kind = message.get("type") if isinstance(message, dict) else None
+        if not isinstance(kind, str):
+            log.debug("feed: skipped a malformed message")
+            return
+        if kind == "ping":
+            counters.pings += 1
+            return
+        key = message.get("job")
+        job = self.jobs.get(key) if isinstance(key, str) else None
+        if job is None:
+            if kind == "error":
+                log.warning("feed: the server refused a message: %s", message.get("error"))
+            return
+        if kind == "event":
+            self._on_event(job, message)
+        elif kind == "subscribed":
+            job.pending = max(0, job.pending - 1)
+        elif kind == "reset":
+            counters.resets += 1
+            job.recent = RecentIds()
+            job.resets.append(str(message.get("reason")))
+            log.warning("feed: job %s: %s", job.job_id, message.get("reason"))
+        elif kind == "end":
+            if job.pending == 0 and job.state == "active":
+                job.state = "waiting"
+                self._spawn(self._retry.after_end, job)
+        elif kind == "error":
+            job.pending = max(0, job.pending - 1)
+            if job.pending == 0 and job.state == "active":
+                job.state = "waiting"
+                self._spawn(self._retry.after_error, job, message)
+
+    def _on_event(self, job: FeedJob, message: dict[str, Any]) -> None:
+        counters = self._counters
+        if job.pending or job.state != "active":
+            counters.stale += 1
+            return
+        event_id = message.get("id")
+        if not isinstance(event_id, str) or event_id in job.recent:
+            counters.duplicates += 1
+            return
+        if job.queue.full:  # before decoding: the event comes again after the resubscribe
+            counters.pauses += 1
+            job.state = "waiting"
+            self._outbox.send(unsubscribe_message(job.job_id))
+            self._spawn(self._retry.after_room, job)
+            return
+        try:
+            event = decode_event(message.get("data"), event_id)
+        except MalformedPayload:
+            return
+        job.accept(event)
+        counters.events += 1
+        self.socket_progress = True
