@@ -101,7 +101,7 @@ class FeedLoop:
             ) as ws:
                 return await self._use(ws)
         except ConnectionRejected as exc:
-            return end_from_rejection(exc)
+            return end_from_rejection(exc, self._policy.permanent_statuses)
         except (HandshakeError, OSError, trio.BrokenResourceError) as exc:
             return SocketEnd(exc)
         finally:
@@ -127,6 +127,6 @@ class FeedLoop:
                     nursery.cancel_scope.cancel()
             return SocketEnd(ArkorError(f"no message for {idle} s (idle_timeout)"))
         except ConnectionClosed as exc:
-            return end_from_close(exc)
+            return end_from_close(exc, self._policy.permanent_statuses)
         finally:
             self._ended_at = trio.current_time()
