@@ -110,8 +110,6 @@ class FeedJob:
         self.recent = RecentIds(seen)
         self.backoff = Backoff(policy, rng)
         self.created_at = created_at
-        #: ``subscribe`` messages sent on the current socket and not yet answered.
-        self.pending = 0
         #: "active" (subscribed or to subscribe on the next socket), "waiting" (a task of the
         #: feed decides when to subscribe again: queue full, ``end``, a per-job error) or "done".
         self.state = "active"

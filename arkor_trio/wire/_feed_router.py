@@ -2,9 +2,14 @@
 
 A job is ``active`` (subscribed, or to subscribe on the next socket), ``waiting`` (a task of
 :class:`~._feed_retry.JobRetry` decides when to subscribe it again: its queue is full, ``end``,
-an ``error`` for it) or ``done``. Events are accepted only once the latest ``subscribe`` of the
-job was answered (``pending == 0``) and while it is active; an event whose job queue is full
-pauses the job (unsubscribe, then subscribe again once the consumer made room).
+an ``error`` for it) or ``done``. Events are accepted only once every ``subscribe`` sent for the
+job id on this socket was answered (``subscribed`` or ``error``) and while it is active; an event
+whose job queue is full pauses the job (unsubscribe, then subscribe again once the consumer made
+room).
+
+The unanswered ``subscribe`` messages are counted per job *id*, not per followed job: after
+``remove(job)`` and a new ``subscribe(job, after=...)``, the old subscription's answer (and the
+events that follow it) still belongs to the old one, so nothing of it is taken for the new.
 """
 
 from __future__ import annotations
@@ -49,6 +54,8 @@ class FeedRouter:
     ) -> None:
         self.jobs = jobs
         self.socket_progress = False
+        #: ``subscribe`` messages sent on the current socket and not yet answered, by job id.
+        self._pending: dict[str, int] = {}
         self._counters = counters
         self._outbox = outbox
         self._spawn = spawn
@@ -61,13 +68,13 @@ class FeedRouter:
         job.state = "active"
         job.progress = False
         if self._outbox.connected:
-            job.pending += 1
+            self._pending[job.job_id] = self._pending.get(job.job_id, 0) + 1
             self._outbox.send(subscribe_message(job.job_id, job.resume))
 
     def socket_opened(self) -> None:
         """A new socket: every active job is subscribed again from its resume point."""
+        self._pending.clear()
         for job in self.jobs.values():
-            job.pending = 0
             if job.state == "active":
                 self.send_subscribe(job)
 
@@ -98,33 +105,42 @@ class FeedRouter:
             counters.pings += 1
             return
         key = message.get("job")
-        job = self.jobs.get(key) if isinstance(key, str) else None
+        if not isinstance(key, str):
+            key = None
+        answered = key is not None and kind in ("subscribed", "error") and self._answered(key)
+        job = self.jobs.get(key) if key is not None else None
         if job is None:
-            if kind == "error":
+            if kind == "error" and not answered:
                 log.warning("feed: the server refused a message: %s", message.get("error"))
             return
         if kind == "event":
             self._on_event(job, message)
-        elif kind == "subscribed":
-            job.pending = max(0, job.pending - 1)
         elif kind == "reset":
             counters.resets += 1
             job.recent = RecentIds()
             job.resets.append(str(message.get("reason")))
             log.warning("feed: job %s: %s", job.job_id, message.get("reason"))
         elif kind == "end":
-            if job.pending == 0 and job.state == "active":
+            if job.job_id not in self._pending and job.state == "active":
                 job.state = "waiting"
                 self._spawn(self._retry.after_end, job)
         elif kind == "error":
-            job.pending = max(0, job.pending - 1)
-            if job.pending == 0 and job.state == "active":
+            if job.job_id not in self._pending and job.state == "active":
                 job.state = "waiting"
                 self._spawn(self._retry.after_error, job, message)
 
+    def _answered(self, job_id: str) -> bool:
+        """Count one answer to a ``subscribe`` of ``job_id``; False when none was pending."""
+        left = self._pending.get(job_id, 0) - 1
+        if left > 0:
+            self._pending[job_id] = left
+        elif left == 0:
+            del self._pending[job_id]
+        return left >= 0
+
     def _on_event(self, job: FeedJob, message: dict[str, Any]) -> None:
         counters = self._counters
-        if job.pending or job.state != "active":
+        if job.job_id in self._pending or job.state != "active":
             counters.stale += 1
             return
         event_id = message.get("id")
