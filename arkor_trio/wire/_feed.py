@@ -25,8 +25,9 @@ failure (or, after progress, an immediate reconnect). See docs/websocket.md.
 
 from __future__ import annotations
 
+import enum
 import random
-from typing import TYPE_CHECKING, Any, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 import trio
 
@@ -35,7 +36,7 @@ from .._groups import lone_exception
 from ..stream import MemoryCursorStore, ReconnectPolicy
 from ._feed_job import FeedCounters, FeedJob, FeedStats, FeedSubscription
 from ._feed_loop import FeedLoop
-from ._feed_messages import unsubscribe_message
+from ._feed_messages import MAX_AFTER, MAX_JOB_ID, unsubscribe_message
 from ._feed_outbox import Outbox
 from ._feed_router import FeedRouter
 from ._feed_socket import FeedClient
@@ -48,6 +49,14 @@ if TYPE_CHECKING:
     from ..stream import CursorStore
 
 __all__ = ["FeedClient", "FeedStats", "FeedSubscription", "JobFeed"]
+
+
+class _Stored(enum.Enum):
+    CURSOR = "the cursor store's cursor"
+
+
+#: ``subscribe(job)`` without ``after``: resume after the feed's stored cursor.
+STORED: Final = _Stored.CURSOR
 
 
 class JobFeed:
@@ -132,32 +141,46 @@ class JobFeed:
         self,
         job_id: str,
         *,
-        after: str | None = None,
+        after: str | _Stored | None = STORED,
         created_at: float | None = None,
         seen: Iterable[str] = (),
     ) -> FeedSubscription:
         """Follow ``job_id`` on this feed, after event ``after`` (default: the stored cursor).
 
         Args:
-            job_id: The job.
-            after: Resume after this event id; None uses the cursor store's.
+            job_id: The job (at most 200 characters, as the server accepts).
+            after: Resume after this event id; ``None``: from the job's first event (as
+                ``client.events(after=None)``); omitted: after the cursor store's cursor.
             created_at: ``trio.current_time()`` when this process created the job: an
                 unknown-job answer is retried for ``policy.not_found_grace`` after it.
             seen: Ids already handled (dropped if the server sends them again).
 
         Raises:
-            ConfigError: ``job_id`` is not a non-empty string.
+            ConfigError: ``job_id`` is not a string of 1 to 200 characters, or ``after`` is
+                longer than 200 characters (the server would refuse them).
             RuntimeError: The feed is not running, or already follows ``job_id``.
         """
-        if not isinstance(job_id, str) or not job_id:
-            raise ConfigError(f"job_id must be a non-empty string, got {job_id!r}", field="job_id")
+        if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID:
+            shown = repr(job_id) if not isinstance(job_id, str) else f"{len(job_id)} characters"
+            raise ConfigError(
+                f"job_id must be a string of 1 to {MAX_JOB_ID} characters, got {shown}",
+                field="job_id",
+            )
         if self._nursery is None:
             raise RuntimeError("use `async with client.feed() as feed:` before subscribing")
         if job_id in self._jobs:
             raise RuntimeError(f"this feed already follows job {job_id}")
+        if after is STORED:
+            after = self.cursor_store.load(job_id)
+        if after is not None and (not isinstance(after, str) or len(after) > MAX_AFTER):
+            shown = repr(after) if not isinstance(after, str) else f"{len(after)} characters"
+            raise ConfigError(
+                f"after must be None or an event id of at most {MAX_AFTER} characters, got {shown}",
+                field="after",
+            )
         job = FeedJob(
             job_id,
-            after=after if after is not None else self.cursor_store.load(job_id),
+            after=after,
             policy=self.policy,
             rng=self._rng,
             created_at=created_at,

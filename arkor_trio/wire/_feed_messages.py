@@ -9,7 +9,20 @@ from __future__ import annotations
 import json
 from typing import Any
 
-__all__ = ["decode_messages", "encode", "subscribe_message", "unsubscribe_message"]
+__all__ = [
+    "MAX_AFTER",
+    "MAX_JOB_ID",
+    "decode_messages",
+    "encode",
+    "subscribe_message",
+    "unsubscribe_message",
+]
+
+#: The longest job id the server accepts in a message (it answers a longer one with an error,
+#: and closes the socket with 1009 on a message over 64 KiB): refused before sending.
+MAX_JOB_ID = 200
+#: The longest ``after`` sent (the local backend's ids are at most 18 digits).
+MAX_AFTER = 200
 
 
 def decode_messages(raw: str | bytes) -> list[Any] | None:

@@ -120,14 +120,17 @@ class FeedRouter:
             job.recent = RecentIds()
             job.resets.append(str(message.get("reason")))
             log.warning("feed: job %s: %s", job.job_id, message.get("reason"))
-        elif kind == "end":
-            if job.job_id not in self._pending and job.state == "active":
-                job.state = "waiting"
+        elif kind in ("end", "error") and self._latest(job):
+            # The latest subscription ended or was refused: JobRetry decides what comes next.
+            job.state = "waiting"
+            if kind == "end":
                 self._spawn(self._retry.after_end, job)
-        elif kind == "error":
-            if job.job_id not in self._pending and job.state == "active":
-                job.state = "waiting"
+            else:
                 self._spawn(self._retry.after_error, job, message)
+
+    def _latest(self, job: FeedJob) -> bool:
+        """True when every subscribe of ``job`` on this socket was answered and it is active."""
+        return job.job_id not in self._pending and job.state == "active"
 
     def _answered(self, job_id: str) -> bool:
         """Count one answer to a ``subscribe`` of ``job_id``; False when none was pending."""
@@ -140,7 +143,7 @@ class FeedRouter:
 
     def _on_event(self, job: FeedJob, message: dict[str, Any]) -> None:
         counters = self._counters
-        if job.job_id in self._pending or job.state != "active":
+        if not self._latest(job):
             counters.stale += 1
             return
         event_id = message.get("id")
