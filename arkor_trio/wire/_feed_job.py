@@ -51,6 +51,8 @@ class FeedStats:
         events: Events queued for consumers, over all jobs.
         duplicates: Events dropped because their id was already queued for that job.
         stale: Events dropped because they belonged to an unanswered or paused subscription.
+        skipped: Messages dropped as malformed: not JSON (or nested too deeply to parse), not
+            a message object, or an event whose payload does not decode.
         pings: Server heartbeats.
         resets: ``reset`` messages (history the server no longer had).
         pauses: Times a job's queue was full and the job was unsubscribed until it drained.
@@ -65,6 +67,7 @@ class FeedStats:
     events: int = 0
     duplicates: int = 0
     stale: int = 0
+    skipped: int = 0
     pings: int = 0
     resets: int = 0
     pauses: int = 0
@@ -80,6 +83,7 @@ class FeedCounters:
     events: int = 0
     duplicates: int = 0
     stale: int = 0
+    skipped: int = 0
     pings: int = 0
     resets: int = 0
     pauses: int = 0

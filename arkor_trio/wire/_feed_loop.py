@@ -5,7 +5,9 @@ consumers are slow) and hands it to the :class:`~._feed_router.FeedRouter`, and 
 sender. Between sockets the feed follows :class:`ReconnectPolicy` like the SSE stream: at once
 after progress, else the failure backoff up to ``max_attempts``; 1001/1012 reconnect at once
 (once in a row without progress). Final close codes and refusals raise (see
-:mod:`._feed_socket`).
+:mod:`._feed_socket`). A message over ``max_frame_bytes`` ends its socket (1009); the server
+sends it again on every reconnect, so two such sockets in a row without progress raise
+``FrameTooLarge``, as two at one resume point do on SSE.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 
-from .._errors import ArkorError, ReconnectsExhausted
+from .._errors import ArkorError, FrameTooLarge, ReconnectsExhausted
 from .._groups import collapse_groups
 from ..stream import Backoff
 from ._feed_socket import SocketEnd, end_from_close, end_from_rejection
@@ -66,9 +68,16 @@ class FeedLoop:
         """
         backoff = Backoff(self._policy, self._rng)
         router = self._router
+        too_large = False  # the previous socket ended on an oversized message, no progress
         while True:
             closed = await self._connection()
             progress, router.socket_progress = router.socket_progress, False
+            if closed.too_large and not progress:
+                if too_large:
+                    raise self._too_large()
+                too_large = True
+            else:
+                too_large = False
             if closed.restart and not progress and backoff.attempt == 0:
                 # 1001/1012: the server is going away or restarting: reconnect at once, once.
                 # The attempt counts, so a server closing every socket that way right after
@@ -89,6 +98,16 @@ class FeedLoop:
             log.debug("feed: reconnecting in %.3f s after %r", delay, closed.error)
             if delay > 0:
                 await trio.sleep(delay)
+
+    def _too_large(self) -> FrameTooLarge:
+        limit = self._policy.max_frame_bytes
+        error = FrameTooLarge(limit)
+        error.add_note(
+            f"a job feed message exceeded max_frame_bytes ({limit}) on two sockets in a row: "
+            "the server sends it again on every reconnect, so the feed stops; raise "
+            "ReconnectPolicy.max_frame_bytes to read it"
+        )
+        return error
 
     async def _connection(self) -> SocketEnd:
         url, headers = await self._client.websocket_target("/v1/events/ws")

@@ -26,10 +26,14 @@ MAX_AFTER = 200
 
 
 def decode_messages(raw: str | bytes) -> list[Any] | None:
-    """The messages of one text message, in order; None when it is not JSON."""
+    """The messages of one text message, in order; None when it is not JSON.
+
+    Nesting deeper than the parser goes (``RecursionError``) is "not JSON" too: a hostile
+    server's message is skipped, never raised into the feed.
+    """
     try:
         decoded = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if isinstance(decoded, list):  # a batch: several messages in queue order
         return decoded

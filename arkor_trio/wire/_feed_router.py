@@ -88,6 +88,7 @@ class FeedRouter:
         """One text message from the server (a message or a batch)."""
         messages = decode_messages(raw)
         if messages is None:
+            self._counters.skipped += 1
             log.debug("feed: skipped a message that is not JSON")
             return
         for message in messages:
@@ -99,6 +100,7 @@ class FeedRouter:
         counters.messages += 1
         kind = message.get("type") if isinstance(message, dict) else None
         if not isinstance(kind, str):
+            counters.skipped += 1
             log.debug("feed: skipped a malformed message")
             return
         if kind == "ping":
@@ -158,7 +160,8 @@ class FeedRouter:
             return
         try:
             event = decode_event(message.get("data"), event_id)
-        except MalformedPayload:
+        except (MalformedPayload, RecursionError):
+            counters.skipped += 1
             return
         job.accept(event)
         counters.events += 1

@@ -52,13 +52,22 @@ class FeedClient(Protocol):
         ...
 
 
-class SocketEnd(Exception):
-    """How a socket ended (not final): the error, whether to reconnect at once, Retry-After."""
+#: How trio-websocket words the 1009 close it sends itself when a message exceeds its
+#: ``max_message_size`` (a server's own 1009 is not an oversized message of ours).
+_TOO_LARGE_REASON = "Exceeded maximum message size"
 
-    def __init__(self, error: BaseException | None, *, restart: bool = False) -> None:
+
+class SocketEnd(Exception):
+    """How a socket ended (not final): the error, whether to reconnect at once, Retry-After,
+    and whether the client closed it because a message exceeded ``max_frame_bytes``."""
+
+    def __init__(
+        self, error: BaseException | None, *, restart: bool = False, too_large: bool = False
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.restart = restart
+        self.too_large = too_large
         self.retry_after: float | None = None
 
 
@@ -91,7 +100,8 @@ def end_from_close(exc: ConnectionClosed, permanent: Collection[int]) -> SocketE
         if final is not None:
             raise final
     message = f"the feed socket closed ({code} {text})".strip()
-    return SocketEnd(ArkorError(message), restart=code in RESTART_CODES)
+    too_large = code == 1009 and text.startswith(_TOO_LARGE_REASON)
+    return SocketEnd(ArkorError(message), restart=code in RESTART_CODES, too_large=too_large)
 
 
 def end_from_rejection(exc: ConnectionRejected, permanent: Collection[int]) -> SocketEnd:
