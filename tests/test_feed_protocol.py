@@ -18,6 +18,7 @@ from arkor_trio import (
     WebSocketEventStream,
 )
 from arkor_trio.stream import PERMANENT_STATUSES
+from arkor_trio.wire._feed_batch import BatchSize
 
 from .ws_script_server import completed, event, open_ws_script, receive, send
 
@@ -182,3 +183,21 @@ async def test_a_server_1009_is_not_taken_for_an_oversized_message() -> None:
                 async with feed.subscribe("j") as sub:
                     await _ids(sub)
             assert feed.stats.connections == 3
+
+
+def test_batch_size_halves_after_a_fruitless_broken_socket_and_doubles_after_progress() -> None:
+    """The ``max_batch`` rule (design.md section 11): down to 1, up to 512; a socket closed
+    with a close frame (a restart, a refusal) or one that made progress never lowers it."""
+    batch = BatchSize()
+    assert (
+        batch.url("ws://h/v1/events/ws?orgSlug=o") == "ws://h/v1/events/ws?orgSlug=o&max_batch=512"
+    )
+    for expected in (256, 128, 64, 32, 16, 8, 4, 2, 1, 1):
+        batch.after_socket(progress=False, broken=True)
+        assert batch.value == expected
+    batch.after_socket(progress=False, broken=False)
+    assert batch.value == 1
+    for expected in (2, 4, 8, 16, 32, 64, 128, 256, 512, 512):
+        batch.after_socket(progress=True, broken=True)
+        assert batch.value == expected
+    assert batch.url("ws://h/ws") == "ws://h/ws?max_batch=512"

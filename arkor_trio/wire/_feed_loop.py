@@ -7,7 +7,9 @@ after progress, else the failure backoff up to ``max_attempts``; 1001/1012 recon
 (once in a row without progress). Final close codes and refusals raise (see
 :mod:`._feed_socket`). A message over ``max_frame_bytes`` ends its socket (1009); the server
 sends it again on every reconnect, so two such sockets in a row without progress raise
-``FrameTooLarge``, as two at one resume point do on SSE.
+``FrameTooLarge``, as two at one resume point do on SSE. Each socket asks for the batch size
+:class:`~._feed_batch.BatchSize` holds, so a link that passes only a few KiB per connection
+still lets complete messages through.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 from .._errors import ArkorError, FrameTooLarge, ReconnectsExhausted
 from .._groups import collapse_groups
 from ..stream import Backoff
+from ._feed_batch import BatchSize
 from ._feed_socket import SocketEnd, end_from_close, end_from_rejection
 from ._ws_connect import open_ws
 
@@ -59,6 +62,7 @@ class FeedLoop:
         self._outbox = outbox
         self._router = router
         self._ended_at: float | None = None
+        self.batch = BatchSize()
 
     async def run(self) -> None:
         """Connect, use, reconnect.
@@ -72,6 +76,7 @@ class FeedLoop:
         while True:
             closed = await self._connection()
             progress, router.socket_progress = router.socket_progress, False
+            self.batch.after_socket(progress=progress, broken=closed.broken)
             if closed.too_large and not progress:
                 if too_large:
                     raise self._too_large()
@@ -113,7 +118,7 @@ class FeedLoop:
         url, headers = await self._client.websocket_target("/v1/events/ws")
         try:
             async with open_ws(
-                url,
+                self.batch.url(url),
                 headers,
                 connect_timeout=self._policy.connect_timeout,
                 max_message_size=self._policy.max_frame_bytes,
@@ -144,7 +149,7 @@ class FeedLoop:
                             watchdog.deadline = trio.current_time() + idle
                             self._router.handle_raw(raw)
                     nursery.cancel_scope.cancel()
-            return SocketEnd(ArkorError(f"no message for {idle} s (idle_timeout)"))
+            return SocketEnd(ArkorError(f"no message for {idle} s (idle_timeout)"), broken=True)
         except ConnectionClosed as exc:
             return end_from_close(exc, self._policy.permanent_statuses)
         finally:

@@ -59,15 +59,22 @@ _TOO_LARGE_REASON = "Exceeded maximum message size"
 
 class SocketEnd(Exception):
     """How a socket ended (not final): the error, whether to reconnect at once, Retry-After,
-    and whether the client closed it because a message exceeded ``max_frame_bytes``."""
+    whether the client closed it because a message exceeded ``max_frame_bytes``, and whether
+    an open socket broke (no close frame, or the idle timeout) rather than being closed."""
 
     def __init__(
-        self, error: BaseException | None, *, restart: bool = False, too_large: bool = False
+        self,
+        error: BaseException | None,
+        *,
+        restart: bool = False,
+        too_large: bool = False,
+        broken: bool = False,
     ) -> None:
         super().__init__(str(error))
         self.error = error
         self.restart = restart
         self.too_large = too_large
+        self.broken = broken
         self.retry_after: float | None = None
 
 
@@ -101,7 +108,12 @@ def end_from_close(exc: ConnectionClosed, permanent: Collection[int]) -> SocketE
             raise final
     message = f"the feed socket closed ({code} {text})".strip()
     too_large = code == 1009 and text.startswith(_TOO_LARGE_REASON)
-    return SocketEnd(ArkorError(message), restart=code in RESTART_CODES, too_large=too_large)
+    return SocketEnd(
+        ArkorError(message),
+        restart=code in RESTART_CODES,
+        too_large=too_large,
+        broken=code == 1006,  # no close frame: the connection broke
+    )
 
 
 def end_from_rejection(exc: ConnectionRejected, permanent: Collection[int]) -> SocketEnd:
