@@ -47,7 +47,8 @@ async def test_a_new_subscription_never_adopts_the_previous_ones_events() -> Non
         ]
         # The old subscription's answers crossed the client's second message on the wire.
         old = [event("j", n) for n in range(1, 12)] + [completed("j", 12)]
-        await send(ws, {"type": "subscribed", "job": "j", "recovered": False}, *old)
+        reset = {"type": "reset", "job": "j", "reason": "of the old subscription"}
+        await send(ws, {"type": "subscribed", "job": "j", "recovered": False}, reset, *old)
         new = [event("j", n) for n in (10, 11)] + [completed("j", 12)]
         await send(ws, {"type": "subscribed", "job": "j", "recovered": True}, *new)
         await send(ws, {"type": "end", "job": "j"})
@@ -60,7 +61,9 @@ async def test_a_new_subscription_never_adopts_the_previous_ones_events() -> Non
             feed.remove("j")
             async with feed.subscribe("j", after="9") as sub:
                 assert await _ids(sub) == ["10", "11", "12"]
+                assert sub.resets == ()
             assert feed.stats.stale == 12
+            assert feed.stats.resets == 0
 
 
 @pytest.mark.parametrize("how", ["handshake", "close"])
@@ -201,3 +204,20 @@ def test_batch_size_halves_after_a_fruitless_broken_socket_and_doubles_after_pro
         batch.after_socket(progress=True, broken=True)
         assert batch.value == expected
     assert batch.url("ws://h/ws") == "ws://h/ws?max_batch=512"
+
+
+async def test_a_reset_of_the_current_subscription_is_reported() -> None:
+    async def script(request, index: int) -> None:
+        ws = await request.accept()
+        await receive(ws)
+        subscribed = {"type": "subscribed", "job": "j", "recovered": False}
+        reset = {"type": "reset", "job": "j", "reason": "events 1 to 4 are no longer kept"}
+        await send(ws, subscribed, reset, event("j", 5), completed("j", 6))
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        async with open_ws_script(script) as client, JobFeed(client) as feed:
+            async with feed.subscribe("j") as sub:
+                assert await _ids(sub) == ["5", "6"]
+                assert sub.resets == ("events 1 to 4 are no longer kept",)
+            assert feed.stats.resets == 1

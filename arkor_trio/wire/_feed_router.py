@@ -117,7 +117,7 @@ class FeedRouter:
             return
         if kind == "event":
             self._on_event(job, message)
-        elif kind == "reset":
+        elif kind == "reset" and self._latest(job):  # else: an older subscription's
             counters.resets += 1
             job.recent = RecentIds()
             job.resets.append(str(message.get("reason")))
