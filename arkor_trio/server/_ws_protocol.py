@@ -28,6 +28,8 @@ from typing import Any
 
 import attrs
 
+from ._replay import cursor_id
+
 __all__ = [
     "CLOSE_BAD_SCOPE",
     "CLOSE_BAD_TOKEN",
@@ -59,7 +61,6 @@ CLOSE_UPGRADE = 4426
 MAX_MESSAGE_BYTES = 64 * 1024
 #: Longest job id accepted in a message.
 MAX_JOB_ID = 200
-_AFTER = re.compile(r"[0-9]{1,18}")
 _MAX_BATCH = re.compile(r"[0-9]{1,9}")
 
 
@@ -147,13 +148,14 @@ def parse_message(message: Any) -> Subscribe | Unsubscribe:
         after = message.get("after")
         if after is None:
             return Subscribe(job, None)
-        if not isinstance(after, str) or not _AFTER.fullmatch(after):
+        cursor = cursor_id(after) if isinstance(after, str) else None
+        if cursor is None:
             raise BadMessage(
                 "'after' must be null or an event id of this backend (a string of digits), "
                 f"got {after!r}",
                 job,
             )
-        return Subscribe(job, int(after))
+        return Subscribe(job, cursor)
     if kind == "unsubscribe":
         return Unsubscribe(_job_field(message))
     shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__

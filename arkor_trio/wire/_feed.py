@@ -33,7 +33,7 @@ import trio
 
 from .._errors import ArkorError, ConfigError
 from .._groups import lone_exception
-from ..stream import MemoryCursorStore, ReconnectPolicy
+from ..stream import Ledger, MemoryCursorStore, ReconnectPolicy, as_cursor_store
 from ._feed_job import FeedCounters, FeedJob, FeedStats, FeedSubscription
 from ._feed_loop import FeedLoop
 from ._feed_messages import MAX_AFTER, MAX_JOB_ID, unsubscribe_message
@@ -82,6 +82,7 @@ class JobFeed:
         self.cursor_store: CursorStore = (
             cursor_store if cursor_store is not None else MemoryCursorStore()
         )
+        self._store = as_cursor_store(self.cursor_store)
         self._rng = rng if rng is not None else random.Random()
         self._jobs: dict[str, FeedJob] = {}
         self._counters = FeedCounters()
@@ -144,6 +145,7 @@ class JobFeed:
         after: str | _Stored | None = STORED,
         created_at: float | None = None,
         seen: Iterable[str] = (),
+        ledger: Ledger | None = None,
     ) -> FeedSubscription:
         """Follow ``job_id`` on this feed, after event ``after`` (default: the stored cursor).
 
@@ -154,6 +156,9 @@ class JobFeed:
             created_at: ``trio.current_time()`` when this process created the job: an
                 unknown-job answer is retried for ``policy.not_found_grace`` after it.
             seen: Ids already handled (dropped if the server sends them again).
+            ledger: The follower's ledger (a trainer's: its store, lease and handled ids);
+                default: one on the feed's cursor store. With a ledger and no ``after``, the
+                job resumes after the ledger's cursor, not the feed store's.
 
         Raises:
             ConfigError: ``job_id`` is not a string of 1 to 200 characters, or ``after`` is
@@ -170,8 +175,11 @@ class JobFeed:
             raise RuntimeError("use `async with client.feed() as feed:` before subscribing")
         if job_id in self._jobs:
             raise RuntimeError(f"this feed already follows job {job_id}")
-        if after is STORED:
-            after = self.cursor_store.load(job_id)
+        load = after is STORED and ledger is None
+        if ledger is None:
+            ledger = Ledger(self._store, job_id, seen=seen)
+        if after is STORED:  # with a ledger: after its cursor; else the store's, once read
+            after = None if load else ledger.cursor
         if after is not None and (not isinstance(after, str) or len(after) > MAX_AFTER):
             shown = repr(after) if not isinstance(after, str) else f"{len(after)} characters"
             raise ConfigError(
@@ -184,14 +192,27 @@ class JobFeed:
             policy=self.policy,
             rng=self._rng,
             created_at=created_at,
-            seen=seen,
+            ledger=ledger,
         )
         self._jobs[job_id] = job
         if self._error is not None:
             job.finish(self._error)
+        elif load:  # resume after the store's cursor, once read
+            job.state = "waiting"
+            self._spawn(self._load_then_subscribe, job)
         else:
             self._router.send_subscribe(job)
-        return FeedSubscription(job, self.cursor_store, self.remove)
+        return FeedSubscription(job, None, self.remove)
+
+    async def _load_then_subscribe(self, job: FeedJob) -> None:
+        try:
+            stored = await job.ledger.load()
+        except ArkorError as exc:
+            job.finish(exc)
+            return
+        if job.resume is None:
+            job.resume = stored.id
+        self._router.resubscribe(job)
 
     def remove(self, job_id: str) -> None:
         """Stop following ``job_id`` (its subscription ends); unknown ids are ignored."""

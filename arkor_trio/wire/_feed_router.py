@@ -5,7 +5,8 @@ A job is ``active`` (subscribed, or to subscribe on the next socket), ``waiting`
 an ``error`` for it) or ``done``. Events are accepted only once every ``subscribe`` sent for the
 job id on this socket was answered (``subscribed`` or ``error``) and while it is active; an event
 whose job queue is full pauses the job (unsubscribe, then subscribe again once the consumer made
-room).
+room). Dedupe and the replay guard are the job's ledger's (a ``reset`` leaves them: a replay
+of handled ids is dropped, design.md section 3 rule 10).
 
 The unanswered ``subscribe`` messages are counted per job *id*, not per followed job: after
 ``remove(job)`` and a new ``subscribe(job, after=...)``, the old subscription's answer (and the
@@ -17,7 +18,6 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING, Any
 
-from ..stream import RecentIds
 from ._codec import MalformedPayload, decode_event
 from ._feed_messages import decode_messages, subscribe_message, unsubscribe_message
 from ._feed_retry import JobRetry
@@ -59,7 +59,7 @@ class FeedRouter:
         self._counters = counters
         self._outbox = outbox
         self._spawn = spawn
-        self._retry = JobRetry(client, policy, counters, self._resubscribe)
+        self._retry = JobRetry(client, policy, counters, self.resubscribe)
 
     # --- outgoing ------------------------------------------------------------------------------
 
@@ -67,6 +67,7 @@ class FeedRouter:
         """Make ``job`` active and subscribe it now if a socket is open."""
         job.state = "active"
         job.progress = False
+        job.subscribing()
         if self._outbox.connected:
             self._pending[job.job_id] = self._pending.get(job.job_id, 0) + 1
             self._outbox.send(subscribe_message(job.job_id, job.resume))
@@ -78,7 +79,8 @@ class FeedRouter:
             if job.state == "active":
                 self.send_subscribe(job)
 
-    def _resubscribe(self, job: FeedJob) -> None:
+    def resubscribe(self, job: FeedJob) -> None:
+        """Subscribe a waiting job again (unless it was removed or finished meanwhile)."""
         if job.state == "waiting" and self.jobs.get(job.job_id) is job:
             self.send_subscribe(job)
 
@@ -118,8 +120,7 @@ class FeedRouter:
         if kind == "event":
             self._on_event(job, message)
         elif kind == "reset" and self._latest(job):  # else: an older subscription's
-            counters.resets += 1
-            job.recent = RecentIds()
+            counters.resets += 1  # dedupe stays: the ledger's rule drops a replay of handled ids
             job.resets.append(str(message.get("reason")))
             log.warning("feed: job %s: %s", job.job_id, message.get("reason"))
         elif kind in ("end", "error") and self._latest(job):
@@ -149,7 +150,7 @@ class FeedRouter:
             counters.stale += 1
             return
         event_id = message.get("id")
-        if not isinstance(event_id, str) or event_id in job.recent:
+        if not isinstance(event_id, str) or job.is_duplicate(event_id):
             counters.duplicates += 1
             return
         if job.queue.full:  # before decoding: the event comes again after the resubscribe
