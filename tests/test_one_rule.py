@@ -124,10 +124,10 @@ async def test_a_websocket_reset_keeps_the_dedupe(autojump_clock):
             return {"type": "event", "job": "job-1", "id": str(i), "event": "x", "data": data}
 
         for i in range(1, 6):
-            feed._handle(event(i))
-        feed._handle({"type": "reset", "job": "job-1", "reason": "history gone"})
+            feed._router.handle(event(i))
+        feed._router.handle({"type": "reset", "job": "job-1", "reason": "history gone"})
         for i in range(1, 7):
-            feed._handle(event(i))
+            feed._router.handle(event(i))
         got = [(await sub.__anext__()).event_id for _ in range(6)]
         assert got == ["1", "2", "3", "4", "5", "6"]
         assert feed.stats.duplicates == 5

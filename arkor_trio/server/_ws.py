@@ -13,6 +13,11 @@ so a client that waits for ``subscribed`` never sees an event of an older subscr
 
 Batching: when several messages are queued, the sender writes them as one text message holding
 a JSON array of message objects (at most ``BATCH_MESSAGES`` / ``BATCH_BYTES``), in queue order.
+The socket's first batch holds at most the client's ``max_batch`` messages, and each batch may
+hold twice as many as the one before (up to ``BATCH_MESSAGES``): a client on a link that cuts
+every connection after a few KiB asks for small first batches, so something complete gets
+through (a batch larger than what gets through would never be), while a healthy socket reaches
+full batches after a handful of writes.
 """
 
 from __future__ import annotations
@@ -43,6 +48,7 @@ from ._ws_protocol import (
     error_message,
     event_message,
     parse_client_messages,
+    parse_max_batch,
 )
 
 if TYPE_CHECKING:
@@ -111,8 +117,10 @@ class _Session:
         ping_interval: float,
         project_id: str,
         census: _Census,
+        max_batch: int = BATCH_MESSAGES,
     ) -> None:
         self.ws = ws
+        self.max_batch = max_batch
         self.project_id = project_id
         self.store = store
         self.hub = hub
@@ -148,11 +156,16 @@ class _Session:
     async def _sender(self, cancel: trio.CancelScope) -> None:
         out, timeout = self.out, self.limits.send_timeout
         full_since: float | None = None
+        limit = self.max_batch  # doubles with every batch sent, up to BATCH_MESSAGES
         while True:
             if not out.items:
                 with trio.move_on_after(self.ping_interval):
                     await out.not_empty.park()
-            message = _batch(out) if out.items else PING
+            if out.items:
+                message = _batch(out, limit)
+                limit = min(BATCH_MESSAGES, limit * 2)
+            else:
+                message = PING
             try:
                 # (hypercorn shields the socket write: a reader that reads nothing at all holds
                 # this send until it goes away; one that reads too slowly is closed below.)
@@ -260,18 +273,28 @@ class _Session:
         await out.put(encode({"type": "end", "job": job}))
 
 
-def _batch(out: _SendQueue) -> str:
-    """The next text message: one queued message, or a JSON array of as many as fit a batch."""
+def _batch(out: _SendQueue, limit: int) -> str:
+    """The next text message: one queued message, or a JSON array of as many as fit a batch
+    (at most ``limit`` messages and ``BATCH_BYTES``)."""
     first = out.take()
     if not out.items:
         return first
     parts, size = [first], len(first)
-    while out.items and len(parts) < BATCH_MESSAGES:
+    while out.items and len(parts) < limit:
         size += len(out.items[0]) + 1
         if size > BATCH_BYTES:
             break
         parts.append(out.take())
     return first if len(parts) == 1 else "[" + ",".join(parts) + "]"
+
+
+def _max_batch(ws: WebSocket) -> int | str:
+    """The socket's first-batch bound (``max_batch``, capped at ``BATCH_MESSAGES``), or why not."""
+    try:
+        asked = parse_max_batch(ws.query_params.get("max_batch"))
+    except BadMessage as exc:
+        return str(exc)
+    return BATCH_MESSAGES if asked is None else min(asked, BATCH_MESSAGES)
 
 
 def _scope(ws: WebSocket) -> str | tuple[int, str]:
@@ -296,13 +319,17 @@ def ws_route(
         await ws.accept()
         refused = credential_problem(dict(ws.scope["headers"]), token)
         scope = _scope(ws) if refused is None else (4000 + refused[0], refused[1])
+        max_batch = _max_batch(ws)
+        if isinstance(scope, str) and isinstance(max_batch, str):
+            scope = (CLOSE_BAD_SCOPE, max_batch)
         if not isinstance(scope, str):
             code, reason = scope
             with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):
                 await ws.close(code, reason[:120])  # a close reason is at most 123 bytes
             return
+        assert isinstance(max_batch, int)  # a bad one is a refusal, just above
         try:
-            await _Session(ws, store, hub, limits, ping_interval, scope, census).run()
+            await _Session(ws, store, hub, limits, ping_interval, scope, census, max_batch).run()
         except Exception:
             log.exception("job feed socket failed")
             with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):

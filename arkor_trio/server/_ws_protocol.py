@@ -8,16 +8,22 @@ string of digits, or null) and ``unsubscribe {job}``.
 Server -> client: ``subscribed {job, recovered}``, ``event {job, id, event, data}``,
 ``reset {job, reason}``, ``end {job}``, ``error {job, status, error}`` and ``ping {}``.
 
+The socket's query may carry ``max_batch=N`` (1 or more; absent: the server's bound): the most
+messages the server puts in the socket's first batch; each later batch may hold twice as many as
+the one before, up to the server's own bound. A client lowers it after a socket that broke
+before anything of use got through (docs/websocket.md, "Batches and slow links").
+
 Close codes mirror HTTP statuses as ``4000 + status`` so that a client applies the same
-permanent/transient rule as for an HTTP answer: 4400 bad scope, 4401 bad token, 4404 unknown
-org/project, 4426 client too old (all final); 4408 a consumer too far behind (reconnect and
-resume). 1001 (going away) and 1012 (service restart) ask for an immediate reconnect; 1009 is
-hypercorn's answer to a message larger than :data:`MAX_MESSAGE_BYTES`.
+permanent/transient rule as for an HTTP answer: 4400 bad scope (or ``max_batch``), 4401 bad
+token, 4404 unknown org/project, 4426 client too old (all final); 4408 a consumer too far behind
+(reconnect and resume). 1001 (going away) and 1012 (service restart) ask for an immediate
+reconnect; 1009 is hypercorn's answer to a message larger than :data:`MAX_MESSAGE_BYTES`.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 import attrs
@@ -41,6 +47,7 @@ __all__ = [
     "error_message",
     "event_message",
     "parse_client_messages",
+    "parse_max_batch",
     "parse_message",
 ]
 
@@ -56,6 +63,7 @@ CLOSE_UPGRADE = 4426
 MAX_MESSAGE_BYTES = 64 * 1024
 #: Longest job id accepted in a message.
 MAX_JOB_ID = 200
+_MAX_BATCH = re.compile(r"[0-9]{1,9}")
 
 
 @attrs.frozen(kw_only=True)
@@ -168,6 +176,19 @@ def parse_message(message: Any) -> Subscribe | Unsubscribe:
         return Unsubscribe(_job_field(message))
     shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
     raise BadMessage(f"unknown message type {shown!r}; expected 'subscribe' or 'unsubscribe'")
+
+
+def parse_max_batch(raw: str | None) -> int | None:
+    """The ``max_batch`` query parameter of a socket: a whole number from 1, or None if absent.
+
+    Raises:
+        BadMessage: Not a whole number from 1 (at most 9 digits).
+    """
+    if raw is None:
+        return None
+    if not _MAX_BATCH.fullmatch(raw) or int(raw) < 1:
+        raise BadMessage(f"'max_batch' must be a whole number from 1, got {raw[:20]!r}")
+    return int(raw)
 
 
 def encode(message: dict[str, Any]) -> str:

@@ -1,12 +1,14 @@
 """Test helpers: a fault-injecting proxy to run clients (and your callbacks) under network faults.
 
 ``open_chaos_proxy`` sits between an HTTP client and a backend and, per connection and seeded,
-cuts event streams at or inside frames, resets, stalls, refuses, answers 503/429, adds latency
-or throttles, and records what it did and when (design.md section 8). ``arkor_trio.testing.bench``
-is the engine of ``arkor-trio bench`` (design.md section 16) on top of it.
+cuts event streams at or inside frames or after a number of bytes, resets, stalls, refuses,
+answers 503/429, adds latency or throttles, and records what it did and when (design.md
+section 8). ``arkor_trio.testing.bench`` is the engine of ``arkor-trio bench`` (design.md
+section 16) on top of it.
 """
 
 from ._cli import chaos_main as chaos_main
+from ._plan import CutAfterBytes as CutAfterBytes
 from ._plan import CutAfterEvents as CutAfterEvents
 from ._plan import CutMode as CutMode
 from ._plan import DropInHeaders as DropInHeaders
@@ -28,6 +30,7 @@ from . import bench as bench  # last: the engine uses the names above  # isort: 
 __all__ = [
     "ChaosProxy",
     "ConnectionRecord",
+    "CutAfterBytes",
     "CutAfterEvents",
     "CutKind",
     "CutMode",

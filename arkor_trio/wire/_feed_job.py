@@ -52,6 +52,8 @@ class FeedStats:
         events: Events queued for consumers, over all jobs.
         duplicates: Events dropped because their id was already queued for that job.
         stale: Events dropped because they belonged to an unanswered or paused subscription.
+        skipped: Messages dropped as malformed: not JSON (or nested too deeply to parse), not
+            a message object, or an event whose payload does not decode.
         pings: Server heartbeats.
         resets: ``reset`` messages (history the server no longer had).
         pauses: Times a job's queue was full and the job was unsubscribed until it drained.
@@ -69,6 +71,7 @@ class FeedStats:
     events: int = 0
     duplicates: int = 0
     stale: int = 0
+    skipped: int = 0
     pings: int = 0
     resets: int = 0
     pauses: int = 0
@@ -87,6 +90,7 @@ class FeedCounters:
     events: int = 0
     duplicates: int = 0
     stale: int = 0
+    skipped: int = 0
     pings: int = 0
     resets: int = 0
     pauses: int = 0
@@ -128,8 +132,6 @@ class FeedJob:
         self.duplicates = self.ledger.new_filter()
         self.backoff = Backoff(policy, rng)
         self.created_at = created_at
-        #: ``subscribe`` messages sent on the current socket and not yet answered.
-        self.pending = 0
         #: "active" (subscribed or to subscribe on the next socket), "waiting" (a task of the
         #: feed decides when to subscribe again: queue full, ``end``, a per-job error) or "done".
         self.state = "active"

@@ -69,6 +69,7 @@ class WebSocketEventStream:
             frames=s.messages,
             events=s.events,
             duplicates=s.duplicates,
+            skipped=s.skipped,
             pings=s.pings,
             gaps=s.gaps,
             gap_count=s.gap_count,

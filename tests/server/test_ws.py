@@ -137,6 +137,11 @@ async def test_many_jobs_on_one_socket_live_and_replayed(backend, http, fake) ->
         ({"client": "arkor/9.0.0"}, 4426),
         ({"query": ""}, 4400),
         ({"query": "?orgSlug=local&projectSlug=other"}, 4404),
+        ({"query": SCOPE_QS + "&max_batch=0"}, 4400),
+        ({"query": SCOPE_QS + "&max_batch=-3"}, 4400),
+        ({"query": SCOPE_QS + "&max_batch=many"}, 4400),
+        ({"query": SCOPE_QS + "&max_batch=" + "9" * 10}, 4400),
+        ({"token": "wrong", "query": SCOPE_QS + "&max_batch=0"}, 4401),  # the gate first
     ],
 )
 async def test_gate_and_scope_close_with_documented_codes(backend, kwargs, code) -> None:
@@ -317,6 +322,32 @@ async def test_queued_messages_are_batched_as_json_arrays_in_order(backend) -> N
     events = [m for m in got if m["type"] == "event"]
     assert [e["id"] for e in events] == [str(n) for n in range(1, 2003)]
     assert texts < len(got) / 10  # thousands of messages in a few writes
+
+
+@pytest.mark.parametrize(("asked", "first"), [(1, 1), (5, 5), (10**6, 512)])
+async def test_max_batch_bounds_the_first_batch_and_doubles_after_each(
+    backend, asked: int, first: int
+) -> None:
+    """``?max_batch=N``: the socket's first batch holds at most N messages, each later one at
+    most twice the one before, up to 512 (a client on a link that cuts after a few KiB asks
+    for small first batches: design.md section 11)."""
+    prefill(backend.data_dir, "job_big", 2000)
+    async with connect(backend, query=f"{SCOPE_QS}&max_batch={asked}") as ws:
+        await sub(ws, "job_big")
+        sizes: list[int] = []
+        got: list[dict[str, Any]] = []
+        while not got or got[-1]["type"] != "end":
+            with trio.fail_after(5):
+                decoded = json.loads(await ws.get_message())
+            batch = decoded if isinstance(decoded, list) else [decoded]
+            sizes.append(len(batch))
+            got.extend(batch)
+    assert [e["id"] for e in got if e["type"] == "event"] == [str(n) for n in range(1, 2003)]
+    bound = first
+    for size in sizes:
+        assert size <= bound
+        bound = min(512, bound * 2)
+    assert max(sizes) == 512
 
 
 async def test_a_client_batch_is_handled_element_by_element(backend) -> None:
