@@ -33,6 +33,7 @@ from ._http import (
 )
 from ._limits import job_name_problem
 from ._losses import losses_route
+from ._metrics import BackendMetrics, ConnectionGauge, metrics_route
 from ._projects import ProjectStore, project_routes
 from ._runner import JobRunner
 from ._sdk import AnonymousSignIn
@@ -62,6 +63,7 @@ class AppState:
     ping_interval: float
     projects: ProjectStore
     ws_limits: WsLimits = attrs.field(factory=WsLimits)
+    metrics: BackendMetrics = attrs.field(factory=BackendMetrics)
 
 
 def _job_or_404(state: AppState, job_id: str) -> dict[str, Any]:
@@ -153,6 +155,7 @@ def _routes(state: AppState) -> list[Route]:
         ),
         Route("/v1/models", models, methods=["GET"]),
         losses_route(store),
+        metrics_route(state.metrics),
         Route(
             "/v1/inference/chat",
             chat_route(store, engine, state.data_dir, state.hub.closing),
@@ -217,5 +220,5 @@ def build_app(state: AppState, token: str, access: BrowserAccess | None = None) 
     )
     app.state.projects = state.projects  # for require_project_scope
     access = BrowserAccess(token) if access is None else access
-    gated = GateMiddleware(app, token)
+    gated = GateMiddleware(ConnectionGauge(app, state.metrics), token)
     return _LogErrors(BrowserGate(gated, access, AnonymousSignIn(access)))
