@@ -11,7 +11,7 @@ from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 from arkor_trio.stream import _metrics
 
 
-@attrs.define(eq=False)
+@attrs.define
 class Source:
     transport: str = "sse"
     connections: int = 0

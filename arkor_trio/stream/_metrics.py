@@ -84,19 +84,19 @@ class _Tracker:
     """Live counter objects and the folded totals of released ones, summed by transport."""
 
     def __init__(self) -> None:
-        self._live: weakref.WeakSet[Any] = weakref.WeakSet()
+        # By id: counters are attrs classes with value equality, so not hashable.
+        self._live: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
         self._folded: dict[tuple[str, str], int] = {}
         self._lock = threading.Lock()  # the SDK may collect from its own thread
 
     def add(self, source: CounterSource) -> None:
         with self._lock:
-            self._live.add(source)
+            self._live[id(source)] = source
 
     def release(self, source: CounterSource) -> None:
         with self._lock:
-            if source not in self._live:
+            if self._live.pop(id(source), None) is not source:
                 return
-            self._live.discard(source)
             for field in COUNTED:
                 key = (field, source.transport)
                 self._folded[key] = self._folded.get(key, 0) + int(getattr(source, field, 0))
@@ -105,7 +105,7 @@ class _Tracker:
         """``field`` summed over live and released sources, by transport."""
         with self._lock:
             sums = {t: n for (f, t), n in self._folded.items() if f == field}
-            for source in list(self._live):
+            for source in list(self._live.values()):
                 transport = source.transport
                 sums[transport] = sums.get(transport, 0) + int(getattr(source, field, 0))
             return sums
