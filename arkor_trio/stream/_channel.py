@@ -371,7 +371,7 @@ class SSEChannel(Generic[T]):
         finally:
             if self._filter.skipping:
                 self._decoder.resume_from(self._filter.resume_id)
-            if self._decoder.pending_bytes and outcome.cause == "clean_end":
+            if self._decoder.in_block and outcome.cause in ("clean_end", "error"):
                 outcome.cause = "cut_mid_frame"
             self._decoder.close()
             self._ended_at = trio.current_time()
