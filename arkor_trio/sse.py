@@ -181,6 +181,18 @@ class SSEDecoder:
         return self._retry
 
     @property
+    def in_block(self) -> bool:
+        """Whether part of a block was read since the last blank line (a field line or an
+        unfinished line): an end of stream now cuts a frame."""
+        return bool(
+            self._parts
+            or self._data
+            or self._event is not None
+            or self._id is not None
+            or self._retry_block is not None
+        )
+
+    @property
     def pending_bytes(self) -> int:
         """Bytes buffered for the unfinished block and line (and up to 2 bytes of a split BOM)."""
         return self._data_len + self._line_len + (len(self._head) if self._head else 0)

@@ -41,6 +41,7 @@ from ._http import (
 )
 from ._limits import job_name_problem
 from ._losses import losses_route
+from ._metrics import BackendMetrics, ConnectionGauge, metrics_route
 from ._projects import ProjectStore, project_routes
 from ._runner import JobRunner
 from ._sdk import AnonymousSignIn
@@ -70,6 +71,7 @@ class AppState:
     ping_interval: float
     projects: ProjectStore
     ws_limits: WsLimits = attrs.field(factory=WsLimits)
+    metrics: BackendMetrics = attrs.field(factory=BackendMetrics)
 
 
 def _job_or_404(state: AppState, job_id: str) -> dict[str, Any]:
@@ -165,6 +167,7 @@ def _routes(state: AppState, deployments: DeploymentStore) -> list[Route]:
         ),
         Route("/v1/models", models, methods=["GET"]),
         losses_route(store),
+        metrics_route(state.metrics),
         Route(
             "/v1/inference/chat",
             chat_route(store, engine, state.data_dir, state.hub.closing),
@@ -231,7 +234,7 @@ def build_app(state: AppState, token: str, access: BrowserAccess | None = None) 
     )
     app.state.projects = state.projects  # for require_project_scope
     access = BrowserAccess(token) if access is None else access
-    gated = GateMiddleware(app, token)
+    gated = GateMiddleware(ConnectionGauge(app, state.metrics), token)
     browser = BrowserGate(gated, access, AnonymousSignIn(access))
     served = DeploymentServer(deployments, gated, token)
     return BodyDeadline(_LogErrors(PublicFront(browser, app.router.routes, served)))

@@ -140,7 +140,12 @@ class GateMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        refusal = version_refusal(headers.get(b"x-arkor-client"), headers.get(b"user-agent"))
+        # /metrics is for scrapers (Prometheus), not SDKs: only the token is asked there.
+        refusal = (
+            None
+            if scope["path"] == "/metrics"
+            else version_refusal(headers.get(b"x-arkor-client"), headers.get(b"user-agent"))
+        )
         if refusal is not None:
             await answer_json(send, 426, refusal)
             return

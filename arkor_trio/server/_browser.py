@@ -145,6 +145,11 @@ async def read_small_body(receive: Receive, limit: int) -> bytes | None:
             return b"".join(parts)
 
 
+def _is_api(path: str) -> bool:
+    """Whether ``path`` is an API route (the token's), not one of the page's files."""
+    return path.startswith("/v1/") or path == "/metrics"
+
+
 class BrowserGate:
     """ASGI middleware in front of the token gate: the page, ``/login`` and cookie sessions.
 
@@ -167,7 +172,7 @@ class BrowserGate:
             return
         headers = dict(scope["headers"])
         path: str = scope["path"]
-        if b"authorization" in headers and path.startswith("/v1/"):
+        if b"authorization" in headers and _is_api(path):
             await self.app(scope, receive, send)  # a bearer client: none of our business
             return
         bound_host, port = (scope.get("server") or ("", 0))[:2]
@@ -188,7 +193,7 @@ class BrowserGate:
         if path == "/v1/auth/anonymous":
             await self.anonymous(scope, receive, send)
             return
-        if not path.startswith("/v1/"):
+        if not _is_api(path):
             await self._page(scope, receive, send, port)
             return
         secure = scope.get("scheme") == "https"

@@ -24,6 +24,7 @@ from ._browser import BrowserAccess
 from ._engine import Engine, default_engine
 from ._events import EventHub
 from ._listen import serve_contained
+from ._metrics import BackendMetrics
 from ._projects import ProjectStore
 from ._runner import RESTARTED, JobRunner, recover_unfinished
 from ._sdk import sdk_credentials
@@ -207,9 +208,15 @@ async def open_local_backend(
         _remove_stale_temp_files(root)
         token = load_or_create_token(root)
         hub = EventHub()
+        metrics = BackendMetrics()
         store = Store.in_dir(
-            root, on_append=hub.notify, busy_timeout=busy_timeout, retain_events=retain_events
+            root,
+            on_append=hub.notify,
+            busy_timeout=busy_timeout,
+            retain_events=retain_events,
+            observer=metrics,
         )
+        metrics.watch_jobs(store.job_counts)
         projects = ProjectStore(store.path)
         sessions: SessionStore | None = None
         try:
@@ -224,7 +231,7 @@ async def open_local_backend(
                         BrowserAccess(token, allow_anonymous=allow_anonymous, sessions=sessions),
                         host, port,
                         ping_interval, max_concurrent_jobs, join_timeout, refused,
-                        ws_limits or WsLimits(),
+                        ws_limits or WsLimits(), metrics,
                     )  # fmt: skip
                     try:
                         yield backend
@@ -251,6 +258,7 @@ async def _serve_all(
     join_timeout: float,
     unrecorded: list[str],
     ws_limits: WsLimits,
+    metrics: BackendMetrics,
     *,
     task_status: trio.TaskStatus[LocalBackend],
 ) -> None:
@@ -271,6 +279,7 @@ async def _serve_all(
             ping_interval=ping_interval,
             projects=projects,
             ws_limits=ws_limits,
+            metrics=metrics,
         ),
         access.token,
         access,

@@ -37,11 +37,12 @@ import os
 import re
 import sqlite3
 import threading
+import time
 from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
 from datetime import UTC, datetime
 from functools import partial
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import trio
 
@@ -64,6 +65,7 @@ __all__ = [
     "Store",
     "StoreClosed",
     "StoreError",
+    "StoreObserver",
     "dump_json",
     "job_to_wire",
     "utc_now",
@@ -143,6 +145,22 @@ def dump_json(value: Any) -> str:
         return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False)
 
 
+class StoreObserver(Protocol):
+    """What a :class:`Store` reports as it works (the backend's metrics implement it)."""
+
+    def on_write(self, seconds: float) -> None:
+        """A write transaction committed after ``seconds``."""
+
+    def on_refused(self, reason: str) -> None:
+        """SQLite refused a write (the :class:`StoreError`'s ``reason``)."""
+
+    def on_appended(self, count: int) -> None:
+        """``count`` events were appended in one transaction."""
+
+    def on_read(self, count: int) -> None:
+        """``count`` events were read for followers (:meth:`Store.events_after`)."""
+
+
 class Store:
     """Jobs and events in one SQLite file (see the module docstring for the threading rules).
 
@@ -153,6 +171,8 @@ class Store:
         retain_events: None keeps every event; N keeps only the last N events of each job
             (older ones are deleted in the appending transaction; ids never restart; what a
             follower then gets is :func:`~._replay.resolve_cursor`'s).
+        observer: Told of every write's duration, refused write, append and follower read
+            (the backend's ``/metrics``); called from the writing thread.
     """
 
     def __init__(
@@ -162,6 +182,7 @@ class Store:
         on_append: Callable[[str], None] | None = None,
         busy_timeout: float = 5.0,
         retain_events: int | None = None,
+        observer: StoreObserver | None = None,
     ) -> None:
         if retain_events is not None and retain_events < 1:
             raise ValueError(f"retain_events must be None or >= 1, got {retain_events!r}")
@@ -169,6 +190,7 @@ class Store:
         self.on_append = on_append
         self.busy_timeout = busy_timeout
         self.retain_events = retain_events
+        self.observer = observer
         self._lock = threading.Lock()
         self._closed = False
         # Loop-side writes wait for a thread here (cancellable) rather than for the lock.
@@ -210,6 +232,7 @@ class Store:
             if self._closed:
                 raise StoreClosed("the local backend's store is closed")
             conn = self._writer
+            started = time.perf_counter()
             try:
                 conn.execute("BEGIN IMMEDIATE")
                 try:
@@ -221,7 +244,12 @@ class Store:
                             conn.execute("ROLLBACK")
                     raise
             except sqlite3.Error as exc:
-                raise store_error(exc, self.path, self.busy_timeout) from exc
+                error = store_error(exc, self.path, self.busy_timeout)
+                if self.observer is not None:
+                    self.observer.on_refused(error.reason)
+                raise error from exc
+            if self.observer is not None:
+                self.observer.on_write(time.perf_counter() - started)
             return result
 
     async def in_thread(self, fn: Callable[..., _T], /, *args: Any, **kwargs: Any) -> _T:
@@ -287,7 +315,10 @@ class Store:
             data = {**payload, "jobId": job_id, "timestamp": timestamp}
             rows.append((event_type, data, dump_json(data)))
 
+        written = 0
+
         def txn(conn: sqlite3.Connection) -> int | None:
+            nonlocal written
             found = conn.execute("SELECT status FROM jobs WHERE id = ?", (job_id,)).fetchone()
             if found is None:
                 return None
@@ -307,6 +338,7 @@ class Store:
                 )
                 status = self._update_job(conn, job_id, status, event_type, data, timestamp)
                 last = int(seq)
+                written += 1
             if last is not None and self.retain_events is not None:
                 # The last N *events*, not the ids above last - N: recovery's id gap would
                 # otherwise take every earlier event with it.
@@ -318,6 +350,8 @@ class Store:
             return last
 
         seq: int | None = self._write(txn)
+        if seq is not None and self.observer is not None:
+            self.observer.on_appended(written)
         if seq is not None and self.on_append is not None:
             self.on_append(job_id)
         return seq
@@ -406,11 +440,19 @@ class Store:
 
     def events_after(self, job_id: str, after: int, limit: int) -> list[tuple[int, str, str]]:
         """Up to ``limit`` events of a job with ``seq > after``: ``(seq, type, payload_json)``."""
-        return self._reader.execute(
+        rows: list[tuple[int, str, str]] = self._reader.execute(
             "SELECT seq, type, payload FROM events WHERE job_id = ? AND seq > ? "
             "ORDER BY seq LIMIT ?",
             (job_id, after, limit),
         ).fetchall()
+        if self.observer is not None:
+            self.observer.on_read(len(rows))
+        return rows
+
+    def job_counts(self) -> dict[str, int]:
+        """How many jobs have each status."""
+        rows = self._reader.execute("SELECT status, COUNT(*) FROM jobs GROUP BY status")
+        return {str(status): int(count) for status, count in rows}
 
     def payloads_of_type(self, job_id: str, kind: str, limit: int) -> list[str]:
         """The payloads (JSON text) of a job's first ``limit`` events of type ``kind``."""

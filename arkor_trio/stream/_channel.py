@@ -35,6 +35,7 @@ from ._connect import (
     status_error,
 )
 from ._ledger import Ledger
+from ._metrics import METRICS, release, track
 from ._queue import EventQueue
 from ._reader import ChunkReader, Outcome
 from ._reconnect import Backoff, ReconnectPolicy
@@ -221,6 +222,7 @@ class SSEChannel(Generic[T]):
             if stored.id:
                 self._decoder.resume_from(stored.id)
         self._queue = EventQueue(self.policy.buffer_size)
+        track(self.counters)
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         self._nursery.start_soon(self._reader, self._queue)
@@ -243,6 +245,7 @@ class SSEChannel(Generic[T]):
                 ledger.abandon()
         self._nursery.cancel_scope.cancel()
         self._queue.close()
+        release(self.counters)
         try:
             return bool(await self._nursery_cm.__aexit__(exc_type, exc, tb))
         except BaseExceptionGroup as group:
@@ -304,6 +307,7 @@ class SSEChannel(Generic[T]):
             outcome = await self._connection(queue, http)
             if outcome.finished:
                 return
+            METRICS.reconnect(self.counters.transport, outcome.cause)
             if outcome.progress:
                 delay = backoff.after_progress(self._decoder.retry, moved=outcome.moved)
             else:
@@ -347,7 +351,8 @@ class SSEChannel(Generic[T]):
             make_error=self._make_error,
         )
         if isinstance(opened, Failure):
-            return Outcome(error=opened.error, retry_after=opened.retry_after)
+            cause = "status" if getattr(opened.error, "status", None) else "error"
+            return Outcome(error=opened.error, retry_after=opened.retry_after, cause=cause)
         if opened is FINISHED:
             return Outcome(finished=True)
         assert isinstance(opened, httpx.Response)
@@ -355,7 +360,9 @@ class SSEChannel(Generic[T]):
         counters = self.counters
         counters.connections += 1
         if self._ended_at is not None:
-            counters.gaps.append(trio.current_time() - self._ended_at)
+            gap = trio.current_time() - self._ended_at
+            counters.gaps.append(gap)
+            METRICS.reopened(counters.transport, gap)
         self._decoder.resume_from(self.resume_id)
         self._filter.connection(self.resume_id)
         outcome = Outcome()
@@ -364,6 +371,8 @@ class SSEChannel(Generic[T]):
         finally:
             if self._filter.skipping:
                 self._decoder.resume_from(self._filter.resume_id)
+            if self._decoder.in_block and outcome.cause in ("clean_end", "error"):
+                outcome.cause = "cut_mid_frame"
             self._decoder.close()
             self._ended_at = trio.current_time()
             await close_response(response)

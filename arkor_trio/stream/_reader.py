@@ -44,6 +44,8 @@ class Outcome:
     finished: bool = False
     error: BaseException | None = None
     retry_after: float | None = None
+    #: Why it ended, for metrics: one of ``stream._metrics.CAUSES``.
+    cause: str = "error"
 
 
 class ChunkReader(Generic[T]):
@@ -124,8 +126,10 @@ class ChunkReader(Generic[T]):
                             await self._queue_all(queue, batch, outcome, watchdog)
             if watchdog.cancelled_caught:
                 outcome.error = StreamError(f"no data for {idle} s (idle_timeout)")
+                outcome.cause = "idle_timeout"
             else:
                 outcome.error = StreamError("the server closed the event stream")
+                outcome.cause = "clean_end"
         except (httpx.TransportError, httpx.StreamError, httpx.DecodingError) as exc:
             outcome.error = exc
         except UnsafeBody as exc:

@@ -97,9 +97,12 @@ class StreamCounters:
     unknown: int = 0
     pings: int = 0
     gaps: GapLog = attrs.field(factory=GapLog)
+    #: ``sse`` or ``websocket``: the attribute of the channel's OpenTelemetry metrics.
+    transport: str = attrs.field(default="sse", kw_only=True)
 
     def snapshot(self) -> StreamStats:
         fields = attrs.asdict(self, recurse=False)
+        del fields["transport"]
         gaps = self.gaps
         fields["gaps"] = tuple(gaps.recent)
         return StreamStats(

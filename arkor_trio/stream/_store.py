@@ -32,6 +32,7 @@ import trio
 
 from .._errors import ArkorError
 from .._groups import lone_exception
+from ._metrics import METRICS
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Awaitable, Callable
@@ -201,6 +202,7 @@ async def keep_lease(
         await trio.sleep(delay)
         delay = min(delay * 2, ceiling)
         lease = await acquire()
+    METRICS.lease("acquired")
     lone: BaseException | None = None
     try:
         try:
@@ -217,6 +219,8 @@ async def keep_lease(
         if lone is not None:
             raise lone  # the body's exception comes out as itself, its cause kept
     finally:
+        if lease.lost.is_set():
+            METRICS.lease("lost")
         lease.lost.set()  # a lease left behind is never used again
         with trio.CancelScope(shield=True):
             await release(lease)

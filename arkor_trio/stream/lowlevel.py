@@ -14,7 +14,10 @@ names stay importable from ``arkor_trio.stream`` for code written before this mo
 * the older store surface: :func:`commit_cursor`, :func:`commit_cursor_async`,
   :func:`is_finished`, :func:`hold_follower` (superseded by ``store.commit`` and
   ``store.lease``), :class:`SyncStoreAdapter`, :func:`as_cursor_store`;
-* :func:`keep_lease`: the holder's side of a lease, for a store of your own.
+* :func:`keep_lease`: the holder's side of a lease, for a store of your own;
+* the OpenTelemetry instruments (:data:`METRICS`, :func:`metrics_recording`, and
+  :func:`track_counters` / :func:`release_counters` for a transport's counters):
+  docs/observability.md.
 """
 
 from ._channel import SSEChannel as SSEChannel
@@ -25,6 +28,11 @@ from ._cursor import is_finished as is_finished
 from ._dedupe import DuplicateFilter as DuplicateFilter
 from ._dedupe import RecentIds as RecentIds
 from ._ledger import Ledger as Ledger
+from ._metrics import METRICS as METRICS
+from ._metrics import Metrics as Metrics
+from ._metrics import recording as metrics_recording
+from ._metrics import release as release_counters
+from ._metrics import track as track_counters
 from ._queue import EventQueue as EventQueue
 from ._reconnect import Backoff as Backoff
 from ._stats import GapLog as GapLog
@@ -34,11 +42,13 @@ from ._store import as_cursor_store as as_cursor_store
 from ._store import keep_lease as keep_lease
 
 __all__ = [
+    "METRICS",
     "Backoff",
     "DuplicateFilter",
     "EventQueue",
     "GapLog",
     "Ledger",
+    "Metrics",
     "RecentIds",
     "SSEChannel",
     "StreamCounters",
@@ -49,4 +59,7 @@ __all__ = [
     "hold_follower",
     "is_finished",
     "keep_lease",
+    "metrics_recording",
+    "release_counters",
+    "track_counters",
 ]

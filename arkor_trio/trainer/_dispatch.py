@@ -8,11 +8,14 @@ callback, the event id and the job.
 from __future__ import annotations
 
 import inspect
+import time
+from datetime import datetime
 from types import CoroutineType
 from typing import TYPE_CHECKING, Any
 
 import attrs
 
+from ..stream.lowlevel import METRICS, metrics_recording
 from ..wire._models import (
     Adapter,
     CheckpointSaved,
@@ -122,10 +125,13 @@ def _context(
 class Dispatcher:
     """The callbacks of one trainer, looked up once: ``await dispatcher(event, job)`` per event."""
 
-    __slots__ = ("_client", "_handlers")
+    __slots__ = ("_client", "_handlers", "_measured")
 
     def __init__(self, callbacks: Callbacks, client: ArkorClient) -> None:
         self._client = client
+        # Dispatch lag and callback duration are recorded only while an OpenTelemetry SDK is
+        # installed (looked up once per wait: the hot path stays as it was without one).
+        self._measured = metrics_recording()
         self._handlers: dict[type[Any], tuple[str, Any]] = {}
         for event_type, name in _CALLBACK_NAMES.items():
             fn = getattr(callbacks, name)
@@ -145,6 +151,7 @@ class Dispatcher:
             return
         name, fn = handler
         delivery = ledger.delivery() if ledger is not None else None
+        started = _measure_lag(event) if self._measured else 0.0
         try:
             result = fn(_context(event, job, self._client, delivery))
             if result is not None and (
@@ -154,6 +161,25 @@ class Dispatcher:
         except Exception as exc:
             _note(exc, name, event, job)
             raise
+        finally:
+            if self._measured:
+                METRICS.callback_duration.record(
+                    time.perf_counter() - started, {"arkor.callback": name}
+                )
+
+
+def _measure_lag(event: JobEvent) -> float:
+    """Record the event's dispatch lag (its own time to now), if it carries a time; the start
+    of the callback (``perf_counter``) for its duration."""
+    stamp = getattr(event, "timestamp", None)
+    if stamp:
+        try:
+            sent = datetime.fromisoformat(stamp).timestamp()
+        except ValueError:
+            pass  # a time we cannot read is no lag to report
+        else:
+            METRICS.dispatch_lag.record(max(0.0, time.time() - sent))
+    return time.perf_counter()
 
 
 def _note(exc: Exception, name: str, event: JobEvent, job: TrainingJob) -> None:
