@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import attrs
@@ -80,9 +82,15 @@ def test_reconnects_by_cause_gaps_and_leases() -> None:
     assert got[("arkor.lease.events", (("arkor.lease.event", "acquired"),))].value == 1
 
 
-def test_no_sdk_means_not_recording() -> None:
-    # The test process never installs a global SDK provider: per-event histograms stay off.
-    assert not _metrics.recording()
+def test_recording_only_with_an_sdk_installed() -> None:
+    # In fresh interpreters: the test process itself may have installed a provider (the docs).
+    probe = (
+        "from arkor_trio.stream.lowlevel import metrics_recording as r; print(r(), end=' ');"
+        "from opentelemetry import metrics; from opentelemetry.sdk.metrics import MeterProvider;"
+        "metrics.set_meter_provider(MeterProvider()); print(r())"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout == "False True\n"
 
 
 async def test_a_feed_with_a_reset_records_one_reset_and_its_events() -> None:
