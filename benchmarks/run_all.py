@@ -96,6 +96,13 @@ SECTIONS: list[tuple[str, str, list[str], str]] = [
         [],
         "What one per-event commit of a cursor store costs (the file store under its lock).",
     ),
+    (
+        "9. Metrics cost",
+        "otel_cost.py",
+        ["--events", "30000", "--rounds", "3"],
+        "Throughput of the readers that record metrics, without an OpenTelemetry SDK (the "
+        "API's no-ops) and with the SDK and an in-memory reader, in alternating processes.",
+    ),
 ]
 #: Scripts that print tables only (no --json).
 NO_JSON = frozenset(
@@ -167,6 +174,9 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
         (stall or 0) < 50)  # fmt: skip
     add("Cancel from asyncio until control is back, p99", "< 10 ms", cancel, "{:.2f} ms",
         (cancel or 0) < 10)  # fmt: skip
+    otel = results.get("otel_cost.py", {}).get("ratios", {}).get("arkor-trio EventStream")
+    add("EventStream with an OpenTelemetry SDK vs without", ">= 0.95x", otel, "{:.2f}x",
+        (otel or 0) >= 0.95)  # fmt: skip
     growth = results.get("memory_scale.py", {}).get("million", {}).get("growth")
     add("RSS growth over a 1M-event stream", "< 10 MB", growth, "{:+.1f} MiB",
         growth is not None and growth * 1.048576 < 10)  # fmt: skip

@@ -14,7 +14,9 @@ completed). Each round reads the whole replay with each client in turn, over loo
 Each client gets an ``httpx.AsyncClient`` made before the clock starts. The table gives the
 median of the rounds, and its ratio to the median of the baseline.
 
-Usage: ``python benchmarks/throughput.py [--events N] [--rounds R] [--json PATH]``.
+Usage: ``python benchmarks/throughput.py [--events N] [--rounds R] [--json PATH] [--otel-sdk]``
+(``--otel-sdk`` installs the OpenTelemetry SDK with an in-memory reader first, as an application
+that exports metrics would: ``benchmarks/otel_cost.py`` compares the two).
 """
 
 from __future__ import annotations
@@ -190,4 +192,12 @@ if __name__ == "__main__":
     parser.add_argument("--events", type=int, default=50_000)
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", default=None)
-    trio.run(main, parser.parse_args())
+    parser.add_argument("--otel-sdk", action="store_true", help="record metrics with the SDK")
+    parsed = parser.parse_args()
+    if parsed.otel_sdk:
+        from opentelemetry import metrics
+        from opentelemetry.sdk.metrics import MeterProvider
+        from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
+        metrics.set_meter_provider(MeterProvider(metric_readers=[InMemoryMetricReader()]))
+    trio.run(main, parsed)

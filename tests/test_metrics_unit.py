@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from typing import Any
 
 import attrs
+import trio
 from opentelemetry.sdk.metrics import MeterProvider
 from opentelemetry.sdk.metrics.export import InMemoryMetricReader
 
+from arkor_trio import JobFeed
 from arkor_trio.stream import _metrics
+
+from .ws_script_server import completed, event, open_ws_script, receive, send
 
 
 @attrs.define
@@ -76,6 +82,39 @@ def test_reconnects_by_cause_gaps_and_leases() -> None:
     assert got[("arkor.lease.events", (("arkor.lease.event", "acquired"),))].value == 1
 
 
-def test_no_sdk_means_not_recording() -> None:
-    # The test process never installs a global SDK provider: per-event histograms stay off.
-    assert not _metrics.recording()
+def test_recording_only_with_an_sdk_installed() -> None:
+    # In fresh interpreters: the test process itself may have installed a provider (the docs).
+    probe = (
+        "from arkor_trio.stream.lowlevel import metrics_recording as r; print(r(), end=' ');"
+        "from opentelemetry import metrics; from opentelemetry.sdk.metrics import MeterProvider;"
+        "metrics.set_meter_provider(MeterProvider()); print(r())"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
+    assert done.stdout == "False True\n"
+
+
+async def test_a_feed_with_a_reset_records_one_reset_and_its_events() -> None:
+    _, reader = fresh()
+    ws = ("arkor.transport", "websocket")
+
+    def total(name: str) -> int:
+        point = points(reader).get((name, (ws,)))
+        return 0 if point is None else int(point.value)
+
+    resets, consumed = total("arkor.stream.resets"), total("messaging.client.consumed.messages")
+
+    async def script(request: Any, index: int) -> None:
+        socket = await request.accept()
+        await receive(socket)
+        subscribed = {"type": "subscribed", "job": "j", "recovered": False}
+        reset = {"type": "reset", "job": "j", "reason": "events 1 to 4 are no longer kept"}
+        await send(socket, subscribed, reset, event("j", 5), completed("j", 6))
+        await trio.sleep_forever()
+
+    with trio.fail_after(10):
+        async with open_ws_script(script) as client, JobFeed(client) as feed:
+            async with feed.subscribe("j") as sub:
+                assert [e.event_id async for e in sub] == ["5", "6"]
+            assert total("arkor.stream.resets") - resets == 1  # read while the feed is open
+    assert total("arkor.stream.resets") - resets == 1  # and kept once it closed
+    assert total("messaging.client.consumed.messages") - consumed == 2

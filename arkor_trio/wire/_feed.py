@@ -34,6 +34,7 @@ import trio
 from .._errors import ArkorError, ConfigError
 from .._groups import lone_exception
 from ..stream import Ledger, MemoryCursorStore, ReconnectPolicy, as_cursor_store
+from ..stream.lowlevel import release_counters, track_counters
 from ._feed_job import FeedCounters, FeedJob, FeedStats, FeedSubscription
 from ._feed_loop import FeedLoop
 from ._feed_messages import MAX_AFTER, MAX_JOB_ID, unsubscribe_message
@@ -112,6 +113,7 @@ class JobFeed:
     async def __aenter__(self) -> Self:
         if self._nursery_cm is not None:
             raise RuntimeError("a JobFeed can be entered only once")
+        track_counters(self._counters)
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
         self._nursery.start_soon(self._run)
@@ -128,6 +130,7 @@ class JobFeed:
         self._nursery.cancel_scope.cancel()
         for job in self._jobs.values():
             job.queue.close()
+        release_counters(self._counters)
         try:
             return bool(await self._nursery_cm.__aexit__(exc_type, exc, tb))
         except BaseExceptionGroup as group:

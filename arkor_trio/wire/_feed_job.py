@@ -95,9 +95,12 @@ class FeedCounters:
     resets: int = 0
     pauses: int = 0
     gaps: GapLog = attrs.field(factory=GapLog)
+    #: The attribute of the feed's OpenTelemetry metrics (stream.lowlevel.track_counters).
+    transport: str = attrs.field(default="websocket", kw_only=True)
 
     def snapshot(self, jobs: int) -> FeedStats:
         fields = attrs.asdict(self, recurse=False)
+        del fields["transport"]
         gaps = self.gaps
         fields["gaps"] = tuple(gaps.recent)
         return FeedStats(

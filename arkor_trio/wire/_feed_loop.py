@@ -23,6 +23,7 @@ from trio_websocket import ConnectionClosed, ConnectionRejected, HandshakeError
 from .._errors import ArkorError, FrameTooLarge, ReconnectsExhausted
 from .._groups import collapse_groups
 from ..stream import Backoff
+from ..stream.lowlevel import METRICS
 from ._feed_batch import BatchSize
 from ._feed_socket import SocketEnd, end_from_close, end_from_rejection
 from ._ws_connect import open_ws
@@ -100,6 +101,7 @@ class FeedLoop:
                         f"{self._policy.max_attempts}); last error: {closed.error}"
                     ) from closed.error
                 delay = backoff.after_failure(closed.retry_after)
+            METRICS.reconnect("websocket", closed.cause)
             log.debug("feed: reconnecting in %.3f s after %r", delay, closed.error)
             if delay > 0:
                 await trio.sleep(delay)
@@ -135,7 +137,9 @@ class FeedLoop:
         counters = self._counters
         counters.connections += 1
         if self._ended_at is not None:
-            counters.gaps.append(trio.current_time() - self._ended_at)
+            gap = trio.current_time() - self._ended_at
+            counters.gaps.append(gap)
+            METRICS.reopened("websocket", gap)
         self._outbox.connected = True
         self._router.socket_opened()
         idle = self._policy.idle_timeout
@@ -149,7 +153,11 @@ class FeedLoop:
                             watchdog.deadline = trio.current_time() + idle
                             self._router.handle_raw(raw)
                     nursery.cancel_scope.cancel()
-            return SocketEnd(ArkorError(f"no message for {idle} s (idle_timeout)"), broken=True)
+            return SocketEnd(
+                ArkorError(f"no message for {idle} s (idle_timeout)"),
+                broken=True,
+                cause="idle_timeout",
+            )
         except ConnectionClosed as exc:
             return end_from_close(exc, self._policy.permanent_statuses)
         finally:

@@ -69,12 +69,15 @@ class SocketEnd(Exception):
         restart: bool = False,
         too_large: bool = False,
         broken: bool = False,
+        cause: str = "error",
     ) -> None:
         super().__init__(str(error))
         self.error = error
         self.restart = restart
         self.too_large = too_large
         self.broken = broken
+        #: Why it ended, for metrics (``clean_end``, ``error``, ``idle_timeout``, ``status``).
+        self.cause = cause
         self.retry_after: float | None = None
 
 
@@ -113,6 +116,7 @@ def end_from_close(exc: ConnectionClosed, permanent: Collection[int]) -> SocketE
         restart=code in RESTART_CODES,
         too_large=too_large,
         broken=code == 1006,  # no close frame: the connection broke
+        cause="status" if 4000 <= code < 5000 else "error" if code == 1006 else "clean_end",
     )
 
 
@@ -126,7 +130,7 @@ def end_from_rejection(exc: ConnectionRejected, permanent: Collection[int]) -> S
     final = final_error(status, f"HTTP {status}", permanent)
     if final is not None:
         raise final from None
-    end = SocketEnd(ApiError(status, f"HTTP {status} opening the feed"))
+    end = SocketEnd(ApiError(status, f"HTTP {status} opening the feed"), cause="status")
     if status in (429, 503):
         retry = dict(exc.headers or ()).get(b"retry-after", b"").decode("latin-1")
         end.retry_after = parse_retry_after(retry or None)
