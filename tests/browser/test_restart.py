@@ -65,6 +65,7 @@ def test_backend_kill_and_restart_keeps_every_point_once(context, tmp_path):
         page.goto(banner["login"])
         page.goto(f"{base}/#job={job_id}")
         wait_train_points(page, 8, at_least=True)
+        assert page.text_content("#stream-line") == "stream: 0 reconnects"
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         assert proc.stdout is not None
@@ -79,6 +80,10 @@ def test_backend_kill_and_restart_keeps_every_point_once(context, tmp_path):
         wait_conn(page, "resumed")
         wait_job_status(page, "failed")
         assert "backend restarted" in page.text_content("#job-error")
+        # The quiet line under the chart counts the reconnect and its gap (the restart's).
+        line = page.text_content("#stream-line") or ""
+        assert line.startswith("stream: 1 reconnect · last gap "), line
+        assert float(line.rsplit(" ", 2)[-2]) > 0
         with httpx.Client(base_url=base, headers=headers) as http:
             logged = log_steps(http, job_id)
         drawn = chart_steps(page)

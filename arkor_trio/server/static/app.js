@@ -199,6 +199,7 @@
       id, job: null, lastId: 0, train: [], evalPts: [], checkpoints: [], artifacts: [],
       last: {}, total: null, done: false, open: false, source: null, retries: 0,
       wasTerminal: false, retryTimer: 0, closed: false,
+      opens: 0, reconnects: 0, lostAt: 0, lastGap: null,
     };
     $("empty").hidden = true;
     $("job").hidden = false;
@@ -237,16 +238,33 @@
     source.onopen = () => {
       view.open = true;
       view.retries = 0;
+      if (view.opens++ > 0) {
+        view.reconnects++;
+        if (view.lostAt) view.lastGap = performance.now() - view.lostAt;
+        view.lostAt = 0;
+      }
+      renderStreamLine(view);
       if (!page.listFailing) setConn("ok");
     };
     source.onerror = () => {
       source.close();
+      if (view.open && !view.lostAt) view.lostAt = performance.now();
       view.open = false;
       if (view.done || view.closed) return;
       setConn("reconnecting");
       const delay = Math.min(4000, 250 * 2 ** view.retries++);
       view.retryTimer = setTimeout(() => { if (!view.closed) connect(view); }, delay);
     };
+  }
+
+  // The quiet line under the chart: how often this page's stream reconnected, the last gap.
+  function renderStreamLine(view) {
+    if (view.closed) return;
+    const n = view.reconnects;
+    let text = `stream: ${n} reconnect${n === 1 ? "" : "s"}`;
+    if (view.lastGap !== null) text += ` · last gap ${(view.lastGap / 1000).toFixed(1)} s`;
+    $("stream-line").textContent = text;
+    $("stream-line").dataset.reconnects = String(n);
   }
 
   function onEvent(view, ev) {
