@@ -38,6 +38,7 @@ from ._dedupe import DuplicateFilter
 from ._queue import EventQueue
 from ._reader import ChunkReader, Outcome
 from ._reconnect import Backoff, ReconnectPolicy
+from ._state import ConnectionState
 from ._stats import StreamCounters, StreamStats
 
 if TYPE_CHECKING:
@@ -47,6 +48,7 @@ if TYPE_CHECKING:
 
     from ._connect import Headers
     from ._cursor import CursorStore
+    from ._state import OnState
 
 __all__ = ["SSEChannel"]
 
@@ -96,6 +98,9 @@ class SSEChannel(Generic[T]):
             channel resumes from the stored cursor.
         cursor_key: The key in ``cursor_store`` (default: ``url``).
         rng: Randomness for the backoff jitter (tests pass a seeded one).
+        method: The request method (default ``GET``).
+        content: The request body, sent again on every connection (None: no body).
+        on_state: Called with a :class:`ConnectionState` at every state change.
 
     Attributes:
         cursor: The id of the last item yielded (starts at the resume id, or None).
@@ -122,6 +127,9 @@ class SSEChannel(Generic[T]):
         cursor_store: CursorStore | None = None,
         cursor_key: str | None = None,
         rng: random.Random | None = None,
+        method: str = "GET",
+        content: bytes | None = None,
+        on_state: OnState | None = None,
     ) -> None:
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
@@ -139,6 +147,8 @@ class SSEChannel(Generic[T]):
         self.counters = StreamCounters()
         self._headers = headers
         self._params = params
+        self._method, self._content, self._on_state = method, content, on_state
+        self.state = ConnectionState("connecting")
         self._http = http
         permanent = self.policy.permanent_statuses
         self._is_permanent = is_permanent or permanent.__contains__
@@ -258,7 +268,13 @@ class SSEChannel(Generic[T]):
 
     # --- the reader task -----------------------------------------------------------------------
 
+    def _set_state(self, state: ConnectionState) -> None:
+        self.state = state
+        if self._on_state is not None:
+            self._on_state(state)
+
     async def _reader(self, queue: EventQueue[T]) -> None:
+        error: BaseException | None = None
         try:
             if self._http is not None:
                 await self._follow(queue, self._http)
@@ -266,13 +282,17 @@ class SSEChannel(Generic[T]):
                 async with httpx.AsyncClient(timeout=_TIMEOUT) as http:
                     await self._follow(queue, http)
         except ArkorError as exc:
+            error = exc
             queue.close(exc)
         else:
             queue.close()
+        finally:
+            self._set_state(ConnectionState("closed", error=error))
 
     async def _follow(self, queue: EventQueue[T], http: httpx.AsyncClient) -> None:
         backoff = Backoff(self.policy, self._rng)
         while True:
+            self._set_state(ConnectionState("connecting", backoff.attempt))
             outcome = await self._connection(queue, http)
             if outcome.finished:
                 return
@@ -295,6 +315,7 @@ class SSEChannel(Generic[T]):
                 outcome.error,
                 self.resume_id,
             )
+            self._set_state(ConnectionState("reconnecting", backoff.attempt, delay, outcome.error))
             if delay > 0:
                 await trio.sleep(delay)
 
@@ -317,6 +338,8 @@ class SSEChannel(Generic[T]):
             is_permanent=self._is_permanent,
             on_response=self._on_response,
             make_error=self._make_error,
+            method=self._method,
+            content=self._content,
         )
         if isinstance(opened, Failure):
             return Outcome(error=opened.error, retry_after=opened.retry_after)
@@ -324,6 +347,7 @@ class SSEChannel(Generic[T]):
             return Outcome(finished=True)
         assert isinstance(opened, httpx.Response)
         response = opened
+        self._set_state(ConnectionState("open"))
         counters = self.counters
         counters.connections += 1
         if self._ended_at is not None:

@@ -1,7 +1,9 @@
 """Opening one connection of a channel: request headers, redirects, statuses, TLS failures.
 
-:func:`open_connection` sends one ``GET`` (following redirects itself, bounded, so that a loop is
-reported with its chain) and classifies the answer:
+:func:`open_connection` sends one request, a ``GET`` or (``method``/``content``) e.g. a ``POST``
+with a body, following redirects itself, bounded, so that a loop is reported with its chain (a 303,
+and a 301/302 answering a ``POST``, continue as a ``GET`` without the body, as browsers and httpx
+do; 307/308 repeat the method and body), and classifies the answer:
 
 * a 2xx ``text/event-stream`` response: returned, to be read;
 * 204: the server says the stream is over (the WHATWG rule): :data:`FINISHED`;
@@ -29,7 +31,7 @@ import attrs
 import httpx
 import trio
 
-from .._errors import ApiError, StreamError
+from .._errors import ApiError, StreamError, body_message
 from ._reconnect import parse_retry_after
 
 if TYPE_CHECKING:
@@ -61,7 +63,6 @@ Headers: TypeAlias = (
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_ERROR_BODY = 64 * 1024
-_MAX_MESSAGE = 500
 #: Headers not sent to another origin after a redirect (as browsers and httpx do).
 _CREDENTIALS = ("authorization", "cookie", "proxy-authorization")
 
@@ -144,9 +145,7 @@ def status_error(status: int, text: str, route: str) -> ApiError:
     with contextlib.suppress(ValueError, RecursionError):
         body = json.loads(text)
     error = body.get("error") if isinstance(body, Mapping) else None
-    message = error if isinstance(error, str) and error.strip() else text.strip()
-    if len(message) > _MAX_MESSAGE:
-        message = message[: _MAX_MESSAGE - 1] + "…"
+    message = body_message(error if isinstance(error, str) and error.strip() else text)
     return ApiError(status, f"{message or 'HTTP error'} from {route}", body)
 
 
@@ -180,10 +179,13 @@ async def open_connection(
     is_permanent: Callable[[int], bool],
     on_response: Callable[[httpx.Response], None] | None = None,
     make_error: Callable[[int, str, str], Exception] = status_error,
+    method: str = "GET",
+    content: bytes | None = None,
 ) -> httpx.Response | Failure | _Finished:
     """Open one connection; see the module docstring for what each answer becomes.
 
     ``make_error(status, body_text, route)`` builds the exception for a non-2xx answer.
+    ``method`` and ``content`` make the request (default ``GET`` without a body).
 
     Raises:
         ApiError: A permanent status.
@@ -192,7 +194,9 @@ async def open_connection(
     """
     timeout = httpx.Timeout(policy.connect_timeout, read=None)
     chain = [url]
-    request = http.build_request("GET", url, params=params, headers=headers, timeout=timeout)
+    request = http.build_request(
+        method, url, params=params, headers=headers, content=content, timeout=timeout
+    )
     while True:
         response: httpx.Response | None = None
         try:
@@ -219,7 +223,12 @@ async def open_connection(
             send = dict(headers)
             if any(_origin(hop) != _origin(url) for hop in chain):  # once left, not resent
                 send = {k: v for k, v in send.items() if k.lower() not in _CREDENTIALS}
-            request = http.build_request("GET", target, headers=send, timeout=timeout)
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method, content = "GET", None
+                send = {k: v for k, v in send.items() if k.lower() != "content-type"}
+            request = http.build_request(
+                method, target, headers=send, content=content, timeout=timeout
+            )
             continue
         return await _classify(response, request, policy, is_permanent, make_error)
 
@@ -232,7 +241,7 @@ async def _classify(
     make_error: Callable[[int, str, str], Exception],
 ) -> httpx.Response | Failure | _Finished:
     status = response.status_code
-    route = f"GET {request.url.path}"
+    route = f"{request.method} {request.url.path}"
     if status == 204:
         await close_response(response)
         return FINISHED

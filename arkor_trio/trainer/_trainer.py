@@ -119,6 +119,7 @@ class Trainer:
         self._wait_lock = trio.Lock()
         self._recent = RecentIds()
         self._anchors: list[str] = []
+        self._history: list[TrainingLog] = []
 
     def __repr__(self) -> str:
         return f"Trainer(name={self.name!r}, job_id={self._job_id!r})"
@@ -220,7 +221,7 @@ class Trainer:
                     self._job = await self._fetch_job(job_id)
                 if is_finished(self._store, job_id):
                     # Another follower already ran the terminal callback: report, don't repeat.
-                    self._result = result_for_job(self._job)
+                    self._result = result_for_job(self._job, tuple(self._history))
                     return self._result
                 return await self._follow(job_id)
 
@@ -282,6 +283,8 @@ class Trainer:
                     if type(event) is not TrainingLog:  # logs leave the job as it is
                         job = self._job = apply_event(job, event)
                     await dispatcher(event, job)
+                    if type(event) is TrainingLog:
+                        self._history.append(event)
                     terminal = type(event) in TERMINAL_TYPES
                     event_id = event.event_id
                     if event_id is not None or terminal:
@@ -295,7 +298,7 @@ class Trainer:
                         if track is not None:
                             track.add(event_id)
                     if terminal:
-                        self._result = result_for(job, event)
+                        self._result = result_for(job, event, tuple(self._history))
                         return self._result
             finally:
                 if track is None:
