@@ -2,8 +2,8 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# `make demo` and `make serve` need only the server extra (NumPy, Starlette, hypercorn, rich:
-# about 60 MB), not the dev extra's test, lint and browser tools (over 500 MB with Playwright).
+# `make demo` and `make serve` need only the server extra (NumPy, Starlette, hypercorn, rich),
+# not the dev extra's test, lint and browser tools (533 MB with Playwright).
 SERVER_STAMP := $(VENV)/.installed-server
 
 .PHONY: test properties demo bench serve lint types clean
