@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
+import attrs
 import trio
 
 from .._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
@@ -178,6 +179,45 @@ class Trainer:
     def result(self) -> TrainingResult | None:
         """The result, once a terminal event was dispatched."""
         return self._result
+
+    def configure(self, *, name: str | None = None, **settings: Any) -> None:
+        """Change the job name or training arguments before ``start()`` (a sweep from one file).
+
+        ``settings`` are :func:`create_trainer`'s training keywords (``max_steps=500``,
+        ``learning_rate=3e-4``, ``model=...``), checked as it checks them.
+
+        Raises:
+            ConfigError: An unknown or invalid setting (``field`` names it), a trainer that
+                already started its job, or one made by ``attach`` (it has no settings).
+        """
+        if self._config is None:
+            raise ConfigError("an attached trainer has no settings to change", field="config")
+        if self._job_id is not None:
+            raise ConfigError(
+                f"job {self._job_id} was already started: its settings can no longer change",
+                field="name" if name is not None else next(iter(settings), None),
+            )
+        unknown = sorted(set(settings) - _SETTINGS)
+        if unknown:
+            raise ConfigError(
+                f"unknown training setting {unknown[0]!r}; known: {', '.join(sorted(_SETTINGS))}",
+                field=unknown[0],
+            )
+        current = self._config
+        given = {k: v for k, v in settings.items() if k not in ("model", "dataset")}
+        checked = build_job_config(
+            model=settings.get("model", current.model),
+            dataset=settings.get("dataset", current.dataset_source),
+            **given,
+        )
+        changes = {
+            field: getattr(checked, field)
+            for key in settings
+            for field in _FIELDS_OF.get(key, (key,))
+        }
+        new_name = check_name(name) if name is not None else self.name
+        self._config = attrs.evolve(current, **changes)
+        self.name = new_name
 
     async def start(self) -> str:
         """Create the job on the backend (once: later and concurrent calls return the same id).
@@ -371,6 +411,22 @@ class Trainer:
             log.warning(
                 "cancel of job %s timed out after %s s", self._job_id, CANCEL_ON_ABORT_TIMEOUT
             )
+
+
+#: ``create_trainer``'s training keywords that :meth:`Trainer.configure` accepts.
+_SETTINGS = frozenset(
+    {
+        "model", "dataset", "lora", "max_steps", "num_train_epochs", "learning_rate",
+        "batch_size", "optim", "lr_scheduler_type", "weight_decay", "warmup_steps",
+        "logging_steps", "save_steps", "eval_steps", "train_on_responses_only",
+        "dataset_format", "dataset_split", "dry_run",
+    }
+)  # fmt: skip
+#: The ``JobConfig`` fields a keyword sets, where they are not named alike.
+_FIELDS_OF = {
+    "dataset": ("dataset_source",),
+    "lora": ("lora_r", "lora_alpha", "max_length", "load_in_4bit"),
+}
 
 
 def _is_abort(exc: BaseException) -> bool:
