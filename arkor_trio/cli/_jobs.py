@@ -46,6 +46,7 @@ IDLE_WINDOW = 0.5
 #: Without ``--follow``: how long to wait for the first event (connecting, replay starting).
 FIRST_EVENT_WAIT = 5.0
 
+
 def _dump(out: TextIO, value: Any, *, indent: int | None = 2) -> None:
     out.write(json.dumps(value, indent=indent, ensure_ascii=False) + "\n")
     out.flush()
