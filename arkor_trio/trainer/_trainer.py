@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Any, cast
 import attrs
 import trio
 
+from .. import aio
 from .._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
+from .._loops import called_from_asyncio
 from ..stream import (
     Backoff,
     CursorStore,
@@ -228,6 +230,8 @@ class Trainer:
         Raises:
             ApiError: The backend refused the job (its message says why, e.g. an unknown model).
         """
+        if called_from_asyncio():
+            return await aio.run(self.start)
         async with self._start_lock:
             if self._job_id is not None:
                 return self._job_id
@@ -250,6 +254,8 @@ class Trainer:
             ApiError: A permanent error from the backend (401, 403, 410, 426, unknown job ...).
             ReconnectsExhausted: ``ReconnectPolicy.max_attempts`` was exceeded.
         """
+        if called_from_asyncio():
+            return await aio.run(self.wait)
         async with self._wait_lock, self._using_client():
             if self._result is not None:
                 await trio.lowlevel.checkpoint()
@@ -375,6 +381,8 @@ class Trainer:
 
         This does not stop a local ``wait()``: leave its cancel scope for that (or use ``run``).
         """
+        if called_from_asyncio():
+            return await aio.run(self.cancel)
         if self._job_id is None:
             await trio.lowlevel.checkpoint()
             return
@@ -393,6 +401,8 @@ class Trainer:
         ``cancel_on_abort`` is true, the backend cancel is sent in a shielded scope bounded to
         10 s before the cancellation propagates.
         """
+        if called_from_asyncio():
+            return await aio.run(partial(self.run, cancel_on_abort=cancel_on_abort))
         try:
             await self.start()
             return await self.wait()
