@@ -252,7 +252,11 @@ class SignalWakeup:
             writer.close()
             return None
         wakeup = cls(loop, reader, writer.detach())
-        loop.add_reader(reader.fileno(), wakeup._drain)
+        try:
+            loop.add_reader(reader.fileno(), wakeup._drain)
+        except (NotImplementedError, RuntimeError):  # a loop without add_reader (Proactor)
+            wakeup.remove()
+            return None
         return wakeup
 
     def _drain(self) -> None:

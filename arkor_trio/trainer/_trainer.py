@@ -16,7 +16,6 @@ from contextlib import asynccontextmanager
 from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
-import attrs
 import trio
 
 from .. import aio
@@ -41,7 +40,7 @@ from ..wire._models import TrainingLog
 from ..wire._ws_stream import WebSocketEventStream
 from ._callbacks import Callbacks, CallbacksLike, as_callbacks
 from ._dispatch import Dispatcher, apply_event, result_for, result_for_job
-from ._validate import build_job_config, check_name
+from ._validate import build_job_config, check_name, update_job_config
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -199,27 +198,9 @@ class Trainer:
                 f"job {self._job_id} was already started: its settings can no longer change",
                 field="name" if name is not None else next(iter(settings), None),
             )
-        unknown = sorted(set(settings) - _SETTINGS)
-        if unknown:
-            raise ConfigError(
-                f"unknown training setting {unknown[0]!r}; known: {', '.join(sorted(_SETTINGS))}",
-                field=unknown[0],
-            )
-        current = self._config
-        given = {k: v for k, v in settings.items() if k not in ("model", "dataset")}
-        checked = build_job_config(
-            model=settings.get("model", current.model),
-            dataset=settings.get("dataset", current.dataset_source),
-            **given,
-        )
-        changes = {
-            field: getattr(checked, field)
-            for key in settings
-            for field in _FIELDS_OF.get(key, (key,))
-        }
-        new_name = check_name(name) if name is not None else self.name
-        self._config = attrs.evolve(current, **changes)
-        self.name = new_name
+        config = update_job_config(self._config, settings)
+        self.name = check_name(name) if name is not None else self.name
+        self._config = config
 
     async def start(self) -> str:
         """Create the job on the backend (once: later and concurrent calls return the same id).
@@ -421,22 +402,6 @@ class Trainer:
             log.warning(
                 "cancel of job %s timed out after %s s", self._job_id, CANCEL_ON_ABORT_TIMEOUT
             )
-
-
-#: ``create_trainer``'s training keywords that :meth:`Trainer.configure` accepts.
-_SETTINGS = frozenset(
-    {
-        "model", "dataset", "lora", "max_steps", "num_train_epochs", "learning_rate",
-        "batch_size", "optim", "lr_scheduler_type", "weight_decay", "warmup_steps",
-        "logging_steps", "save_steps", "eval_steps", "train_on_responses_only",
-        "dataset_format", "dataset_split", "dry_run",
-    }
-)  # fmt: skip
-#: The ``JobConfig`` fields a keyword sets, where they are not named alike.
-_FIELDS_OF = {
-    "dataset": ("dataset_source",),
-    "lora": ("lora_r", "lora_alpha", "max_length", "load_in_4bit"),
-}
 
 
 def _is_abort(exc: BaseException) -> bool:
