@@ -15,6 +15,9 @@ end whatever happened.
 
 from __future__ import annotations
 
+import importlib.util
+import json
+import sys
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -25,11 +28,16 @@ from tests.test_aio import backend
 
 if TYPE_CHECKING:
     from collections.abc import Callable, Iterator
+    from pathlib import Path
 
     from arkor_trio.server import LocalBackend
 
 jupyter_client = pytest.importorskip("jupyter_client.manager")
-pytest.importorskip("ipykernel")
+KernelSpecManager = pytest.importorskip("jupyter_client.kernelspec").KernelSpecManager
+# Only looked up, not imported: ipykernel in sys.modules means "in a kernel" to this process
+# (the progress display then draws no live bar, which other tests check).
+if importlib.util.find_spec("ipykernel") is None:
+    pytest.skip("ipykernel is not installed (pip install -e '.[dev]')", allow_module_level=True)
 
 __all__ = ["backend"]  # the fixture, imported for the tests below
 
@@ -40,8 +48,18 @@ CELL_TIMEOUT = 60
 class Kernel:
     """A real ipykernel process and a client for it."""
 
-    def __init__(self) -> None:
-        self.manager = jupyter_client.KernelManager(kernel_name="python3")
+    def __init__(self, specs: Path) -> None:
+        # A kernelspec of our own: this interpreter, its ipykernel. (The native "python3" spec
+        # would make jupyter_client import ipykernel into this process.)
+        spec = specs / "arkor-test"
+        spec.mkdir(parents=True, exist_ok=True)
+        argv = [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"]
+        kernel = {"argv": argv, "display_name": "arkor-test", "language": "python"}
+        (spec / "kernel.json").write_text(json.dumps(kernel))
+        specs_manager = KernelSpecManager(kernel_dirs=[str(specs)], ensure_native_kernel=False)
+        self.manager = jupyter_client.KernelManager(
+            kernel_name="arkor-test", kernel_spec_manager=specs_manager
+        )
         self.manager.start_kernel()
         self.client = self.manager.client()
         self.client.start_channels()
@@ -73,8 +91,8 @@ class Kernel:
 
 
 @pytest.fixture
-def kernel() -> Iterator[Kernel]:
-    k = Kernel()
+def kernel(tmp_path: Path) -> Iterator[Kernel]:
+    k = Kernel(tmp_path / "kernels")
     try:
         yield k
     finally:
