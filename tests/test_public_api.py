@@ -6,7 +6,7 @@ import arkor_trio
 def test_all_is_sorted_and_complete():
     assert arkor_trio.__all__ == sorted(arkor_trio.__all__)
     public = {n for n in dir(arkor_trio) if not n.startswith("_")} | {"__version__"}
-    submodules = {"sse", "notify", "server", "testing", "cli", "stream", "aio"}
+    submodules = {"sse", "notify", "server", "testing", "cli", "stream", "aio", "wire", "trainer"}
     assert set(arkor_trio.__all__) == public - submodules
     for name in arkor_trio.__all__:
         assert getattr(arkor_trio, name) is not None
