@@ -152,8 +152,8 @@ def test_interrupt_lands_at_once_with_a_clear_error_and_cancels_the_job(
     # time.monotonic() is the system's CLOCK_MONOTONIC: comparable across the two processes.
     latency = float(landed) - sent[0]
     print(f"interrupt -> cell ended (backend cancel sent): {latency * 1000:.0f} ms")
-    # Measured 10-50 ms on the shared 2-core machine; before the fix the cell waited for the backend's
-    # next ping (15 s here). The bound leaves room for a loaded machine.
+    # Measured 10-50 ms on the shared 2-core machine; before the fix the cell could wait for
+    # the backend's next ping (15 s here). The bound leaves room for a loaded machine.
     assert latency < 3.0
     assert status(backend, job_id) == "cancelled"
     # The kernel and its trio run stay usable.
