@@ -116,7 +116,10 @@ class SSEDecoder:
     Args:
         max_frame_bytes: Bound on the bytes one unfinished block may buffer: the ``data``
             values received so far (each counted with its joining LF) plus the current line,
-            field name included. Exceeding it raises :class:`~arkor_trio.FrameTooLarge`.
+            field name included. Its other field lines (``id:``, ``event:``, ``retry:``,
+            unknown fields; each with its line end, comments not counted) are bounded by it
+            too, on their own: an endless block of ``id:`` lines ends. Exceeding either raises
+            :class:`~arkor_trio.FrameTooLarge`.
         last_event_id: The initial last event ID, e.g. a cursor to resume from.
 
     Raises:
@@ -134,6 +137,7 @@ class SSEDecoder:
         "_last_event_id",
         "_line_len",
         "_max",
+        "_other_len",
         "_parts",
         "_retry",
         "_retry_block",
@@ -160,6 +164,7 @@ class SSEDecoder:
         self._line_len = 0
         self._data: list[bytes] = []
         self._data_len = 0
+        self._other_len = 0  # the block's field lines other than data and comments
         self._event: bytes | None = None
         self._id: bytes | None = None
         self._retry_block: int | None = None
@@ -290,7 +295,7 @@ class SSEDecoder:
 
     def _slow(self, data: bytes, frames: list[SSEFrame]) -> None:
         """Decode ``data`` line by line (the general path), keeping an unfinished line."""
-        check = self._data_len + self._line_len + len(data) > self._max
+        check = self._data_len + self._other_len + self._line_len + len(data) > self._max
         lines = data.split(b"\n")
         tail = lines.pop()
         if lines and self._parts:
@@ -327,6 +332,7 @@ class SSEDecoder:
         frames: list[SSEFrame] = []
         data = self._data
         data_len = self._data_len
+        other_len = self._other_len
         event = self._event
         id_ = self._id
         retry = self._retry_block
@@ -347,11 +353,16 @@ class SSEDecoder:
                     )
                     data = []
                     data_len = 0
+                other_len = 0
                 event = id_ = retry = None
                 continue
             if check and data_len + len(line) > self._max:
                 raise FrameTooLarge(self._max)
             name, _, value = line.partition(b":")
+            if name and name != b"data":
+                other_len += len(line) + 1
+                if check and other_len > self._max:
+                    raise FrameTooLarge(self._max)
             if value[:1] == b" ":
                 value = value[1:]
             if name == b"data":
@@ -368,6 +379,7 @@ class SSEDecoder:
                 retry = self._retry = _RETRY_SATURATED if huge else int(digits)
         self._data = data
         self._data_len = data_len
+        self._other_len = other_len
         self._event = event
         self._id = id_
         self._retry_block = retry

@@ -12,12 +12,10 @@ Clients: ``arkor`` (``EventStream``), ``httpx-sse`` (peers/httpx_sse_loop.py), `
 from __future__ import annotations
 
 import argparse
-import itertools
 import json
 import random
 import subprocess
 import sys
-import time
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -31,80 +29,17 @@ if TYPE_CHECKING:
 
 from arkor_trio import ArkorClient, ReconnectPolicy, UnknownEvent
 from arkor_trio.stream import open_sse
-from arkor_trio.testing import (
-    ConnectionRecord,
-    CutAfterEvents,
-    Plan,
-    Refuse,
-    Stall,
-    Status,
-    open_chaos_proxy,
-)
+from arkor_trio.testing import ConnectionRecord, bench
+from arkor_trio.testing.bench import PROFILES, STALL_LONG, make_plan, run_through_proxy
 
-#: Each cut and stall happens after a seeded draw of 4..16 complete frames.
-K_RANGE = (4, 16)
-PROGRESS_KINDS = frozenset({"clean", "mid_frame", "reset", "after_id"})
-CLEAN = CutAfterEvents(0, mode="clean", graceful=True)
-#: How long the proxy keeps a stalled connection open in the dead-connection benchmark.
-STALL_LONG = 8.0
+__all__ = ["PLANS", "STALL_LONG", "gaps_of"]
 
-#: name -> (what the row injects, the seeded steps and their weights)
-PLANS: dict[str, tuple[str, list[Any], list[float] | None]] = {
-    "none": ("no fault", [], None),
-    "clean": ("clean end of body after k frames", [CLEAN], None),
-    "mid-frame": ("cut inside frame k+1", [CutAfterEvents(0, mode="mid_frame")], None),
-    "reset": ("TCP RST inside frame k+1", [CutAfterEvents(0, mode="reset")], None),
-    "after-id": ("cut after the id line of frame k+1", [CutAfterEvents(0, mode="after_id")], None),
-    "503": (
-        "clean cuts; 1 in 3 draws: two 503s with Retry-After: 1",
-        [CLEAN, Status(code=503, count=2, retry_after=1)],
-        [2, 1],
-    ),
-    "stall": ("stall after k frames; the proxy closes after 1 s", [Stall(seconds=1.0)], None),
-    "refuse": (
-        "RST cuts; 1 in 5 draws: refuse connections for 50 ms",
-        [CutAfterEvents(0, mode="reset"), Refuse(ms=50)],
-        [4, 1],
-    ),
-    "mix": (
-        "all of the above, seeded draw per connection",
-        [
-            CLEAN,
-            CutAfterEvents(0, mode="clean"),
-            CutAfterEvents(0, mode="mid_frame"),
-            CutAfterEvents(0, mode="reset"),
-            CutAfterEvents(0, mode="after_id"),
-            Status(code=503, count=1, retry_after=1),
-            Refuse(ms=50),
-            Stall(seconds=1.0),
-        ],
-        [3, 3, 3, 3, 3, 0.3, 0.5, 0.5],
-    ),
-    "stall-long": (
-        f"stall after k frames; the proxy closes after {STALL_LONG:g} s",
-        [Stall(seconds=STALL_LONG)],
-        None,
-    ),
-}
-
-
-def make_plan(name: str, seed: int) -> Plan:
-    _, kinds, weights = PLANS[name]
-    if not kinds:
-        return Plan()
-    return Plan.random(kinds, seed, weights=weights, events=K_RANGE)
+PLANS = PROFILES
 
 
 def gaps_of(records: list[ConnectionRecord]) -> list[tuple[float, str, bool]]:
     """``(seconds, cut kind, after progress)`` for each cut connection followed by another."""
-    out = []
-    for record, following in itertools.pairwise(records):
-        if record.cut_wall is None or record.cut_kind is None:
-            continue
-        kind = record.cut_kind.value
-        progress = kind in PROGRESS_KINDS and record.events_passed >= 1
-        out.append((following.opened_wall - record.cut_wall, kind, progress))
-    return out
+    return [(gap.seconds, gap.kind, gap.after_progress) for gap in bench.gaps_of(records)]
 
 
 Received = list[tuple[str | None, Any]]
@@ -218,47 +153,33 @@ CLIENTS = {
 
 
 async def main(args: argparse.Namespace) -> dict[str, Any]:
-    upstream = args.base_url
     received: Received = []
-    outcome = "?"
-    stopped = False
-    async with open_chaos_proxy(upstream, plan=make_plan(args.plan, args.seed)) as proxy:
-        started = time.perf_counter()
-        async with trio.open_nursery() as nursery:
 
-            async def client() -> None:
-                nonlocal outcome, stopped
-                with trio.move_on_after(args.budget) as budget:
-                    outcome = await CLIENTS[args.client](proxy.url, args, received)
-                if budget.cancelled_caught:
-                    outcome, stopped = f"stopped by the {args.budget:g} s budget", True
-                nursery.cancel_scope.cancel()
+    async def client(url: str) -> str:
+        return await CLIENTS[args.client](url, args, received)
 
-            async def stop_after_cuts() -> None:
-                nonlocal outcome, stopped
-                seen = 1
-                while True:
-                    seen += 1
-                    await proxy.wait_connections(seen)
-                    if len(gaps_of(proxy.records)) >= args.cuts:
-                        outcome, stopped = f"stopped after {args.cuts} cuts", True
-                        nursery.cancel_scope.cancel()
-                        return
-
-            nursery.start_soon(client)
-            if args.cuts:
-                nursery.start_soon(stop_after_cuts)
-        wall = time.perf_counter() - started
-        records = proxy.records
+    trial = await run_through_proxy(
+        args.base_url,
+        make_plan(args.plan, args.seed),
+        client,
+        budget=args.budget,
+        stop_after_gaps=args.cuts,
+    )
+    outcome = {
+        None: trial.result,
+        "budget": f"stopped by the {args.budget:g} s budget",
+        "gaps": f"stopped after {args.cuts} cuts",
+    }[trial.stopped]
+    stopped = trial.stopped is not None
     checked = verify(received, None if stopped else args.expected_last)
     return {
         "client": args.client,
         "plan": args.plan,
         "outcome": outcome,
         "stopped": stopped,
-        "wall": wall,
-        "conns": len(records),
-        "gaps": gaps_of(records),
+        "wall": trial.wall,
+        "conns": len(trial.records),
+        "gaps": gaps_of(trial.records),
         "unique": len({i for i, _ in received}),
         **checked,
     }

@@ -234,7 +234,7 @@ async def main(args: argparse.Namespace, module_dir: Path | None, node_reason: s
     print("Fault rows:")
     for plan, *_ in wanted:
         extra = f"; arkor-trio idle_timeout={IDLE_TIMEOUT[plan]} s" if plan in IDLE_TIMEOUT else ""
-        print(f"- {plan}: {PLANS[plan][0]}{extra}")
+        print(f"- {plan}: {PLANS[plan].description}{extra}")
     print()
     print(
         f"arkor-trio, all cuts after progress (clean/mid-frame/reset/after-id, every row): "

@@ -79,7 +79,7 @@ async def test_one_feed_many_jobs_each_with_its_cursor(backend) -> None:
         assert feed.jobs == []
         for i in range(20):
             assert results[f"job_{i}"] == [str(n) for n in range(1, i % 5 + 3)]
-            assert feed.cursor_store.load(f"job_{i}") == str(i % 5 + 2)
+            assert feed.cursor_store.peek(f"job_{i}").id == str(i % 5 + 2)
         # The store resumes after the terminal event: only `end` is left, and the feed
         # reports the job's end as a terminal event without an id (as the SSE stream does).
         async with feed.subscribe("job_3") as sub:
@@ -275,3 +275,47 @@ async def test_a_refused_subscription_is_retried_with_backoff_until_room(tmp_pat
                 for i in range(3):
                     fake.gates[f"g{i}"].set()
     assert all(seen[job] == ["1", "2", "3", "4"] for job in jobs), seen
+
+
+async def test_a_trainer_on_a_shared_feed_starts_from_its_own_cursor(backend) -> None:
+    """Defect 3: the feed already followed the job (its store holds the last id); a trainer
+    with its own empty store attaching through that feed gets every event, as on SSE."""
+    prefill(backend.data_dir, "job_s", 3)
+    async with backend.client() as client, client.feed() as feed:
+        async with feed.subscribe("job_s") as sub:
+            assert await _ids(sub) == ["1", "2", "3", "4", "5"]
+        assert feed.cursor_store.peek("job_s").id == "5"
+        steps: list[int] = []
+        trainer = Trainer.attach(
+            "job_s",
+            client=client,
+            transport=feed,
+            callbacks={"on_log": lambda ctx: steps.append(ctx.step)},
+        )
+        result = await trainer.wait()
+        # `subscribe(job)` without `after` still resumes after the feed's stored cursor.
+        async with feed.subscribe("job_s") as sub:
+            rest = [type(e).__name__ for e in [e async for e in sub]]
+    assert steps == [1, 2, 3]
+    assert result.job.status == "completed"
+    assert rest == ["TrainingCompleted"]
+
+
+async def test_job_ids_the_server_refuses_are_refused_before_sending(backend) -> None:
+    """Defect 10: a job id over 200 characters (the server's limit; one over 64 KiB got the
+    socket closed with 1009 on every connection, stopping every other job) is a ConfigError
+    at ``subscribe``; the feed's other jobs go on, on one socket."""
+    prefill(backend.data_dir, "job_ok", 2)
+    policy = ReconnectPolicy(max_attempts=2, initial_delay=0.01, max_delay=0.02)
+    async with backend.client() as client, client.feed(policy=policy) as feed:
+        for job_id in ("j" * 201, "j" * 70_000):
+            with pytest.raises(ConfigError) as caught:
+                feed.subscribe(job_id)
+            assert caught.value.field == "job_id"
+        assert feed.jobs == []
+        with pytest.raises(JobNotFound):  # 200 characters is a job id the server looks up
+            async with feed.subscribe("j" * 200) as sub:
+                await _ids(sub)
+        async with feed.subscribe("job_ok") as sub:
+            assert await _ids(sub) == ["1", "2", "3", "4"]
+        assert feed.stats.connections == 1

@@ -57,6 +57,7 @@ STREAM_MAY_IMPORT = (
     "arkor_trio.sse",
     "arkor_trio._errors",
     "arkor_trio._groups",
+    "arkor_trio._inflate",
 )
 
 

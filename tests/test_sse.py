@@ -473,3 +473,16 @@ def test_long_line_in_small_chunks_is_linear() -> None:
     (frame,) = decoder.feed(b"\n\n")
     assert len(frame.data) == size
     assert decoder.pending_bytes == 0
+
+
+def test_an_endless_block_of_id_lines_is_bounded_by_max_frame_bytes() -> None:
+    """Issue 18 item 11: ``id:`` lines (and other non-data fields) of one block used to be
+    free: 200 MB of them were read in 15 s with no error. They count towards the limit now."""
+    decoder = SSEDecoder(max_frame_bytes=1024)
+    assert decoder.feed(b"id: 12345678\n" * 50) == []  # 650 bytes of one block: within it
+    with pytest.raises(FrameTooLarge):
+        decoder.feed(b"id: 12345678\n" * 50)  # 1,300 bytes of one block, never ended
+    assert decoder.pending_bytes == 0  # it held nothing: the bound is on the block, not memory
+    decoder.close()
+    # Below the limit, the same lines are an ordinary block.
+    assert decoder.feed(b"id: 1\nevent: e\nretry: 5\nx: y\ndata: d\n\n")[0].id == "1"

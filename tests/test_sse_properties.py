@@ -31,6 +31,7 @@ class Reference:
         complete = lines[:-1]  # the last piece has no line end
         data = ""
         data_bytes = 0  # the data buffer in UTF-8 bytes, as the decoder counts it
+        other_bytes = 0  # the block's other field lines (id, event, retry, unknown), ends included
         event = ""
         block_id: str | None = None
         block_retry: int | None = None
@@ -54,6 +55,7 @@ class Reference:
                         )
                     )
                 data, data_bytes, event, block_id, block_retry = "", 0, "", None, None
+                other_bytes = 0
                 continue
             if line.startswith(":"):
                 continue
@@ -62,6 +64,11 @@ class Reference:
                 value = value.removeprefix(" ")
             else:
                 name, value = line, ""
+            if name != "data":
+                other_bytes += len(line.encode()) + 1
+                if max_frame_bytes is not None and other_bytes > max_frame_bytes:
+                    self.too_large = True
+                    return
             if name == "event":
                 event = value
             elif name == "data":

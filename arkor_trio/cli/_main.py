@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .._errors import ArkorError, ConfigError
 from .._version import __version__
+from ._bench import add_bench_command
 from ._commands import (
     DEFAULT_DATA_DIR,
     EXIT_FAILED,
@@ -33,6 +34,7 @@ from ._commands import (
     cmd_serve,
 )
 from ._credentials import add_parser as add_credentials_parser
+from ._sessions import add_parser as add_sessions_parser
 from ._signals import EXIT_TERMINATED, Terminated
 from ._text import printable
 from ._watch import add_watch_command
@@ -146,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     serve.set_defaults(handler=cmd_serve)
     add_credentials_parser(commands, DEFAULT_DATA_DIR)
+    add_sessions_parser(commands, DEFAULT_DATA_DIR)
 
     run = _command(
         commands, "run", "run the Trainer a Python file defines (start + wait, with progress)",
@@ -232,6 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
         "every request, each its own connection, takes the next step)",
     )  # fmt: skip
     chaos.set_defaults(handler=cmd_chaos)
+    add_bench_command(commands)
     return parser
 
 

@@ -10,6 +10,7 @@ from ._sdk import sdk_credentials as sdk_credentials
 from ._serve import LocalBackend as LocalBackend
 from ._serve import open_local_backend as open_local_backend
 from ._serve import serve as serve
+from ._sessions import revoke_sessions as revoke_sessions
 from ._ws_protocol import WsLimits as WsLimits
 
 __all__ = [
@@ -18,6 +19,7 @@ __all__ = [
     "WsLimits",
     "load_or_create_token",
     "open_local_backend",
+    "revoke_sessions",
     "sdk_credentials",
     "serve",
 ]

@@ -6,8 +6,10 @@ browser cannot put that header on an ``EventSource``, so the page authenticates 
 - ``serve`` and ``demo`` print a one-time login link ``/login?token=<nonce>``. Opening it sets
   ``arkor_session_<port>``, ``HttpOnly; SameSite=Strict``, and redirects to the page. The nonce
   works once; ``/login`` also takes the API token (from a form), which works every time.
-- The cookie's value is derived from the API token (an HMAC), so it stays valid across
-  restarts of a backend on the same data dir and dies with the token.
+  (Served over https, the cookie is ``__Host-arkor_session_<port>`` and ``Secure``.)
+- The cookie holds a random session id made at that login and kept server-side
+  (:mod:`._sessions`): it expires, is bound to the ``Host`` and ``User-Agent`` of the login,
+  ends when the API token changes, and ``arkor-trio sessions revoke`` ends all of them.
 - A request carrying the cookie is accepted only when it is addressed to this server
   (``Host`` is 127.0.0.1, localhost or [::1] with this server's port) and comes from this
   server's own page (``Origin``, when present, is exactly ``http://<Host>``; ``Sec-Fetch-Site``,
@@ -24,25 +26,26 @@ browser cannot put that header on an ``EventSource``, so the page authenticates 
 
 from __future__ import annotations
 
-import hashlib
 import hmac
 import html
 import ipaddress
 import secrets
+import sqlite3
 import urllib.parse
 from typing import TYPE_CHECKING
+
+import trio
 
 from .._version import USER_AGENT
 from ._auth import answer_json
 from ._page import PAGE_HEADERS, page_file
+from ._sessions import SESSION_MAX_AGE, SessionStore
 
 if TYPE_CHECKING:
     from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 __all__ = ["BrowserAccess", "BrowserGate", "read_small_body"]
 
-#: How long the browser keeps the session cookie (seconds).
-SESSION_MAX_AGE = 30 * 24 * 3600
 #: Largest login form body read.
 MAX_FORM = 4096
 _LOOPBACK_NAMES = frozenset({"127.0.0.1", "localhost", "[::1]"})
@@ -52,26 +55,29 @@ _SIGN_IN = "the browser is not signed in here: open the login link `arkor-trio s
 
 
 class BrowserAccess:
-    """The login nonce and session secret of one running backend.
+    """The login nonce and the browser sessions of one running backend.
 
     Args:
-        token: The backend's API token (the session value is derived from it).
+        token: The backend's API token.
         allow_anonymous: Whether ``POST /v1/auth/anonymous`` hands the token to loopback
             clients (``serve --allow-anonymous``).
+        sessions: Where sessions are kept (None: in this process's memory only).
     """
 
-    def __init__(self, token: str, *, allow_anonymous: bool = False) -> None:
+    def __init__(
+        self, token: str, *, allow_anonymous: bool = False, sessions: SessionStore | None = None
+    ) -> None:
         self.token = token
         self.allow_anonymous = allow_anonymous
-        self._session = hmac.new(
-            token.encode(), b"arkor-trio browser session v1", hashlib.sha256
-        ).hexdigest()
+        self.sessions = SessionStore(":memory:", token) if sessions is None else sessions
         self._nonce: str | None = secrets.token_urlsafe(24)
         self.login_path = f"/login?token={self._nonce}"
 
-    def session_valid(self, value: str) -> bool:
-        """Whether a cookie value is this backend's session (constant time)."""
-        return hmac.compare_digest(value.encode(), self._session.encode())
+    def session_valid(self, value: str, headers: dict[bytes, bytes]) -> bool:
+        """Whether a cookie value is a live session for this request's Host and browser."""
+        return self.sessions.valid(
+            value, headers.get(b"host", b""), headers.get(b"user-agent", b"")
+        )
 
     def redeem(self, given: str) -> bool:
         """Whether ``given`` logs in: the unused one-time nonce (then used up) or the API token."""
@@ -81,15 +87,18 @@ class BrowserAccess:
             return True
         return hmac.compare_digest(given.encode(), self.token.encode())
 
-    def cookie_name(self, port: int) -> str:
-        """The session cookie's name (per port: cookies ignore ports, two backends must not)."""
-        return f"arkor_session_{port}"
+    def cookie_name(self, port: int, *, secure: bool = False) -> str:
+        """The session cookie's name (per port: cookies ignore ports, two backends must not).
 
-    def set_cookie(self, port: int) -> bytes:
+        Over https it takes the ``__Host-`` prefix (``Secure``, this host only, ``Path=/``).
+        """
+        return f"{'__Host-' if secure else ''}arkor_session_{port}"
+
+    def set_cookie(self, port: int, value: str, *, secure: bool = False) -> bytes:
         """The ``Set-Cookie`` header value of a new session."""
         return (
-            f"{self.cookie_name(port)}={self._session}; Path=/; HttpOnly; SameSite=Strict; "
-            f"Max-Age={SESSION_MAX_AGE}"
+            f"{self.cookie_name(port, secure=secure)}={value}; Path=/; HttpOnly; "
+            f"SameSite=Strict; Max-Age={SESSION_MAX_AGE}{'; Secure' if secure else ''}"
         ).encode()
 
 
@@ -182,12 +191,15 @@ class BrowserGate:
         if not path.startswith("/v1/"):
             await self._page(scope, receive, send, port)
             return
-        cookie = _cookies(headers.get(b"cookie", b"")).get(self.access.cookie_name(port))
+        secure = scope.get("scheme") == "https"
+        cookie = _cookies(headers.get(b"cookie", b"")).get(
+            self.access.cookie_name(port, secure=secure)
+        )
         if cookie is None and site is not None:  # a browser (it sends Sec-Fetch-*) not signed in
             await _refuse(send, 401, _SIGN_IN)
             return
         if cookie is not None:
-            if not same_origin or not self.access.session_valid(cookie):
+            if not same_origin or not self.access.session_valid(cookie, headers):
                 await _refuse(send, 401, _SIGN_IN)
                 return
             if scope["method"] not in _SAFE_METHODS and origin is None:
@@ -236,15 +248,27 @@ class BrowserGate:
         else:
             await _refuse(send, 405, f"method {method} not allowed on /login")
             return
+        headers = dict(scope["headers"])
+        secure = scope.get("scheme") == "https"
         if given and self.access.redeem(given):
+            try:  # a write: off the event loop (it may wait for the database's lock)
+                session = await trio.to_thread.run_sync(
+                    self.access.sessions.create,
+                    headers.get(b"host", b""),
+                    headers.get(b"user-agent", b""),
+                )
+            except sqlite3.Error as exc:
+                await _refuse(send, 503, f"the local backend cannot write the session: {exc}")
+                return
             await _send(send, 303, "text/plain; charset=utf-8", b"signed in\n", [
-                (b"location", b"/"), (b"set-cookie", self.access.set_cookie(port)),
+                (b"location", b"/"),
+                (b"set-cookie", self.access.set_cookie(port, session, secure=secure)),
             ])  # fmt: skip
             return
-        cookie = _cookies(dict(scope["headers"]).get(b"cookie", b"")).get(
-            self.access.cookie_name(port)
+        cookie = _cookies(headers.get(b"cookie", b"")).get(
+            self.access.cookie_name(port, secure=secure)
         )
-        if method == "GET" and cookie is not None and self.access.session_valid(cookie):
+        if method == "GET" and cookie is not None and self.access.session_valid(cookie, headers):
             await _send(send, 303, "text/plain; charset=utf-8", b"", [(b"location", b"/")])
             return
         note = "This login link was already used or is not valid." if given else ""

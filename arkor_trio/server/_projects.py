@@ -51,33 +51,43 @@ class ProjectStore:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._lock = threading.Lock()
-        self._conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
-        self._conn.execute(
-            f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}"
-        )  # the table is the store's schema's
+        # Two connections: a write may wait (in a worker thread) up to the busy timeout for
+        # another connection's write lock, and reads run on the event loop, so a read must
+        # never wait for a writer: reads have their own connection and lock (WAL: a reader
+        # does not wait for a writer in SQLite either).
+        self._read_lock = threading.Lock()
+        self._write_lock = threading.Lock()
+        self._reader = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        self._writer = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+        for conn in (self._reader, self._writer):
+            conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
+        # (the table is the store's schema's)
 
     def close(self) -> None:
-        """Close the connection."""
-        with self._lock:
-            self._conn.close()
+        """Close the connections."""
+        with self._read_lock:
+            self._reader.close()
+        with self._write_lock:
+            self._writer.close()
 
     def list(self) -> list[dict[str, str]]:
         """Every project, oldest first, as the wire's ``Project``."""
-        with self._lock:
-            rows = self._conn.execute("SELECT id, slug, name FROM projects ORDER BY num").fetchall()
+        with self._read_lock:
+            rows = self._reader.execute(
+                "SELECT id, slug, name FROM projects ORDER BY num"
+            ).fetchall()
         return [_wire(*row) for row in rows]
 
     def id_of(self, slug: str) -> str | None:
         """The id of the project with this slug, or None."""
-        with self._lock:
-            row = self._conn.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
+        with self._read_lock:
+            row = self._reader.execute("SELECT id FROM projects WHERE slug = ?", (slug,)).fetchone()
         return None if row is None else str(row[0])
 
     def job_project(self, job_id: str) -> str | None:
         """The id of the project a job belongs to, or None for an unknown job."""
-        with self._lock:
-            row = self._conn.execute(
+        with self._read_lock:
+            row = self._reader.execute(
                 "SELECT project_id FROM jobs WHERE id = ?", (job_id,)
             ).fetchone()
         return None if row is None else str(row[0])
@@ -89,12 +99,12 @@ class ProjectStore:
             OverflowError: There are already :data:`MAX_PROJECTS` projects.
         """
         project_id = f"proj_{secrets.token_hex(8)}"
-        with self._lock:
-            (count,) = self._conn.execute("SELECT COUNT(*) FROM projects").fetchone()
+        with self._write_lock:
+            (count,) = self._writer.execute("SELECT COUNT(*) FROM projects").fetchone()
             if count >= MAX_PROJECTS:
                 raise OverflowError(f"the local backend keeps at most {MAX_PROJECTS} projects")
             try:
-                self._conn.execute(
+                self._writer.execute(
                     "INSERT INTO projects (id, slug, name) VALUES (?, ?, ?)",
                     (project_id, slug, name),
                 )

@@ -15,8 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import attrs
 import trio
-from hypercorn.config import Config
-from hypercorn.trio import serve as hypercorn_serve
 
 from .._errors import ConfigError
 from .._groups import collapse_groups
@@ -25,10 +23,13 @@ from ._auth import load_or_create_token
 from ._browser import BrowserAccess
 from ._engine import Engine, default_engine
 from ._events import EventHub
+from ._listen import serve_contained
 from ._projects import ProjectStore
 from ._runner import RESTARTED, JobRunner, recover_unfinished
 from ._sdk import sdk_credentials
+from ._sessions import SessionStore
 from ._store import RECOVERY_ID_GAP, Store
+from ._ws_guard import GuardedConfig
 from ._ws_protocol import MAX_MESSAGE_BYTES, WsLimits
 
 if TYPE_CHECKING:
@@ -210,7 +211,9 @@ async def open_local_backend(
             root, on_append=hub.notify, busy_timeout=busy_timeout, retain_events=retain_events
         )
         projects = ProjectStore(store.path)
+        sessions: SessionStore | None = None
         try:
+            sessions = SessionStore(store.path, token)
             recovered, refused = recover_unfinished(store)
             if recovered:
                 log.warning("marked %d unfinished job(s) failed: %s", len(recovered), recovered)
@@ -218,7 +221,8 @@ async def open_local_backend(
                 async with trio.open_nursery() as nursery:
                     backend = await nursery.start(
                         _serve_all, store, projects, hub, engine, root,
-                        BrowserAccess(token, allow_anonymous=allow_anonymous), host, port,
+                        BrowserAccess(token, allow_anonymous=allow_anonymous, sessions=sessions),
+                        host, port,
                         ping_interval, max_concurrent_jobs, join_timeout, refused,
                         ws_limits or WsLimits(),
                     )  # fmt: skip
@@ -227,6 +231,8 @@ async def open_local_backend(
                     finally:
                         await backend.aclose()
         finally:
+            if sessions is not None:
+                sessions.close()
             projects.close()
             store.close()
 
@@ -248,7 +254,10 @@ async def _serve_all(
     *,
     task_status: trio.TaskStatus[LocalBackend],
 ) -> None:
-    """Run hypercorn and the job runner until stopped; report the backend when listening."""
+    """Serve (hypercorn's protocols, our connection loop) and run the job runner until stopped.
+
+    Reports the backend once it listens. No single connection can end the server (``_listen``).
+    """
     runner = JobRunner(
         store, engine, root, max_concurrent=max_concurrent, join_timeout=join_timeout
     )
@@ -266,7 +275,7 @@ async def _serve_all(
         access.token,
         access,
     )
-    config = Config()
+    config = GuardedConfig()
     config.bind = [_bind(host, port)]
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.websocket_max_message_size = MAX_MESSAGE_BYTES
@@ -286,12 +295,7 @@ async def _serve_all(
             for job_id in unrecorded:  # recovery could not write: the runner retries
                 runner.record_later(job_id, RESTARTED, skip=RECOVERY_ID_GAP)
             binds = await nursery.start(
-                partial(
-                    hypercorn_serve,
-                    app,  # type: ignore[arg-type]  # same ASGI protocol, different TypedDicts
-                    config,
-                    shutdown_trigger=shutdown.wait,
-                )
+                partial(serve_contained, app, config, shutdown_trigger=shutdown.wait)
             )
             base_url = str(binds[0])
             backend = LocalBackend(

@@ -13,6 +13,11 @@ so a client that waits for ``subscribed`` never sees an event of an older subscr
 
 Batching: when several messages are queued, the sender writes them as one text message holding
 a JSON array of message objects (at most ``BATCH_MESSAGES`` / ``BATCH_BYTES``), in queue order.
+The socket's first batch holds at most the client's ``max_batch`` messages, and each batch may
+hold twice as many as the one before (up to ``BATCH_MESSAGES``): a client on a link that cuts
+every connection after a few KiB asks for small first batches, so something complete gets
+through (a batch larger than what gets through would never be), while a healthy socket reaches
+full batches after a handful of writes.
 """
 
 from __future__ import annotations
@@ -28,12 +33,13 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
 from ._auth import credential_problem
-from ._events import PAGE_SIZE, TERMINAL_TYPES
 from ._http import LOCAL_ORG, ProjectScopes
+from ._replay import Rows, follow_log, resolve_cursor
 from ._ws_protocol import (
     CLOSE_BAD_SCOPE,
     CLOSE_GOING_AWAY,
     CLOSE_NO_SCOPE,
+    CLOSE_POLICY,
     CLOSE_TOO_SLOW,
     BadMessage,
     Subscribe,
@@ -42,12 +48,13 @@ from ._ws_protocol import (
     error_message,
     event_message,
     parse_client_messages,
+    parse_max_batch,
 )
 
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
-    from ._events import EventHub
+    from ._hub import EventHub
     from ._store import Store
 
 __all__ = ["WS_PATH", "ws_route"]
@@ -73,9 +80,13 @@ class _SendQueue:
         self.not_full = trio.lowlevel.ParkingLot()
 
     async def put(self, message: str) -> None:
-        # A cancelled producer (an unsubscribed job) must not queue anything more.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while len(self.items) >= self.capacity:
+        # A cancelled producer (an unsubscribed job) must not queue anything more: checked
+        # right before appending, since a producer woken from ``not_full`` may have been
+        # cancelled (its job re-subscribed) after the wake-up and before it ran.
+        while True:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if len(self.items) < self.capacity:
+                break
             await self.not_full.park()
         self.items.append(message)
         self.not_empty.unpark_all()
@@ -84,6 +95,16 @@ class _SendQueue:
         message = self.items.popleft()
         self.not_full.unpark_all()
         return message
+
+
+class _Census:
+    """Subscriptions open across all of one backend's sockets (``max_total_subscriptions``).
+
+    ``open`` counts the entries of every session's ``subs``: it changes where they do.
+    """
+
+    def __init__(self) -> None:
+        self.open = 0
 
 
 class _Session:
@@ -95,8 +116,11 @@ class _Session:
         limits: WsLimits,
         ping_interval: float,
         project_id: str,
+        census: _Census,
+        max_batch: int = BATCH_MESSAGES,
     ) -> None:
         self.ws = ws
+        self.max_batch = max_batch
         self.project_id = project_id
         self.store = store
         self.hub = hub
@@ -105,15 +129,21 @@ class _Session:
         self.out = _SendQueue(limits.send_queue)
         self.subs: dict[str, trio.CancelScope] = {}
         self.close_code: int | None = None
+        self.census = census
+        self.errors = 0
 
     async def run(self) -> None:
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._sender, nursery.cancel_scope)
-            nursery.start_soon(self._watch_closing, nursery.cancel_scope)
-            await self._reader(nursery)
-            nursery.cancel_scope.cancel()
-        for scope in self.subs.values():
-            scope.cancel()
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(self._sender, nursery.cancel_scope)
+                nursery.start_soon(self._watch_closing, nursery.cancel_scope)
+                await self._reader(nursery)
+                nursery.cancel_scope.cancel()
+        finally:
+            for scope in self.subs.values():
+                scope.cancel()
+            self.census.open -= len(self.subs)
+            self.subs.clear()
         if self.close_code is not None:
             with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):
                 await self.ws.close(self.close_code)
@@ -126,11 +156,16 @@ class _Session:
     async def _sender(self, cancel: trio.CancelScope) -> None:
         out, timeout = self.out, self.limits.send_timeout
         full_since: float | None = None
+        limit = self.max_batch  # doubles with every batch sent, up to BATCH_MESSAGES
         while True:
             if not out.items:
                 with trio.move_on_after(self.ping_interval):
                     await out.not_empty.park()
-            message = _batch(out) if out.items else PING
+            if out.items:
+                message = _batch(out, limit)
+                limit = min(BATCH_MESSAGES, limit * 2)
+            else:
+                message = PING
             try:
                 # (hypercorn shields the socket write: a reader that reads nothing at all holds
                 # this send until it goes away; one that reads too slowly is closed below.)
@@ -162,75 +197,90 @@ class _Session:
                 batch = parse_client_messages(message.get("text", message.get("bytes")))
             except BadMessage as exc:
                 batch = [exc]
+            errors: list[str] = []
             for parsed in batch:
                 if isinstance(parsed, BadMessage):
-                    await self.out.put(error_message(parsed.job, 400, str(parsed)))
+                    errors.append(error_message(parsed.job, 400, str(parsed)))
                     continue
                 old = self.subs.pop(parsed.job, None)
                 if old is not None:
                     old.cancel()
+                    self.census.open -= 1
                 if isinstance(parsed, Subscribe):
-                    await self._subscribe(nursery, parsed)
+                    refused = self._subscribe(nursery, parsed)
+                    if refused is not None:
+                        errors.append(refused)
+            if errors and not await self._answer_errors(errors):
+                return
 
-    async def _subscribe(self, nursery: trio.Nursery, sub: Subscribe) -> None:
+    async def _answer_errors(self, errors: list[str]) -> bool:
+        """Queue a message's error answers, bounded; False when the socket must close."""
+        limits = self.limits
+        for error in errors[: limits.max_errors_per_message]:
+            await self.out.put(error)
+        if len(errors) > limits.max_errors_per_message:
+            more = len(errors) - limits.max_errors_per_message
+            await self.out.put(error_message(None, 400, f"{more} more messages of this batch "
+                                             "were refused (not answered one by one)"))  # fmt: skip
+        self.errors += min(len(errors), limits.max_errors_per_message + 1)
+        if self.errors <= limits.max_errors_per_socket:
+            return True
+        log.info("closing a feed socket after %d error answers (1008)", self.errors)
+        self.close_code = CLOSE_POLICY
+        return False
+
+    def _subscribe(self, nursery: trio.Nursery, sub: Subscribe) -> str | None:
+        """Start following a job; the ``error`` message instead when it cannot be."""
         row = self.store.get_job(sub.job)
         if row is None or row[2] != self.project_id:
             # A job of another project is as unknown as a missing one (no existence leak).
-            await self.out.put(error_message(sub.job, 404, f"job {sub.job} not found"))
-            return
-        if len(self.subs) >= self.limits.max_subscriptions:
-            await self.out.put(
-                error_message(
-                    sub.job,
-                    429,
-                    f"this socket already follows {self.limits.max_subscriptions} jobs (the "
-                    "limit); unsubscribe one or open another socket",
-                )
-            )
-            return
+            return error_message(sub.job, 404, f"job {sub.job} not found")
+        limits = self.limits
+        if len(self.subs) >= limits.max_subscriptions:
+            return error_message(sub.job, 429, f"this socket already follows "
+                                 f"{limits.max_subscriptions} jobs (the limit); unsubscribe one "
+                                 "or open another socket")  # fmt: skip
+        if self.census.open >= limits.max_total_subscriptions:
+            return error_message(sub.job, 429, f"the backend's sockets already follow "
+                                 f"{limits.max_total_subscriptions} jobs (the limit); "
+                                 "unsubscribe one")  # fmt: skip
         scope = trio.CancelScope()
         self.subs[sub.job] = scope
+        self.census.open += 1
         nursery.start_soon(self._follow, scope, sub)
+        return None
 
     async def _follow(self, scope: trio.CancelScope, sub: Subscribe) -> None:
         with scope:
             await self._replay_and_tail(sub)
         if self.subs.get(sub.job) is scope:
             del self.subs[sub.job]
+            self.census.open -= 1
 
     async def _replay_and_tail(self, sub: Subscribe) -> None:
-        job, store, out = sub.job, self.store, self.out
+        job, out = sub.job, self.out
         job_json = json.dumps(job)
-        cursor, reason = _start(store, job, sub.after)
-        recovered = sub.after is not None and reason is None
-        await out.put(encode({"type": "subscribed", "job": job, "recovered": recovered}))
-        if reason is not None:
-            await out.put(encode({"type": "reset", "job": job, "reason": reason}))
-        while True:
-            changed = self.hub.changed(job)  # taken before reading: no append slips between
-            rows = store.events_after(job, cursor, PAGE_SIZE)
-            if not rows and store.job_status(job) in (None, "completed", "failed", "cancelled"):
-                rows = store.events_after(job, cursor, PAGE_SIZE)
-                if not rows:
-                    await out.put(encode({"type": "end", "job": job}))
-                    return
+        start = resolve_cursor(self.store, job, sub.after)  # the one rule, as SSE
+        await out.put(encode({"type": "subscribed", "job": job, "recovered": start.recovered}))
+        if start.reset is not None:
+            await out.put(encode({"type": "reset", "job": job, "reason": start.reset}))
+
+        async def deliver(rows: Rows) -> None:
             for seq, event_type, payload in rows:
                 await out.put(event_message(job_json, seq, event_type, payload))
-                cursor = seq
-                if event_type in TERMINAL_TYPES:
-                    await out.put(encode({"type": "end", "job": job}))
-                    return
-            if not rows:
-                await changed.wait()
+
+        await follow_log(self.store, self.hub, job, start.after, deliver)
+        await out.put(encode({"type": "end", "job": job}))
 
 
-def _batch(out: _SendQueue) -> str:
-    """The next text message: one queued message, or a JSON array of as many as fit a batch."""
+def _batch(out: _SendQueue, limit: int) -> str:
+    """The next text message: one queued message, or a JSON array of as many as fit a batch
+    (at most ``limit`` messages and ``BATCH_BYTES``)."""
     first = out.take()
     if not out.items:
         return first
     parts, size = [first], len(first)
-    while out.items and len(parts) < BATCH_MESSAGES:
+    while out.items and len(parts) < limit:
         size += len(out.items[0]) + 1
         if size > BATCH_BYTES:
             break
@@ -238,24 +288,13 @@ def _batch(out: _SendQueue) -> str:
     return first if len(parts) == 1 else "[" + ",".join(parts) + "]"
 
 
-def _start(store: Store, job: str, after: int | None) -> tuple[int, str | None]:
-    """Where the replay starts, and the reason of a ``reset`` (None when there is none)."""
-    bounds = store.event_bounds(job)
-    if after is None or after == 0:
-        first = 1 if bounds is None else bounds[0]
-        if first > 1:
-            return first - 1, f"events 1 to {first - 1} are no longer kept (retain-events)"
-        return 0, None
-    if bounds is None or after > bounds[1]:
-        last = 0 if bounds is None else bounds[1]
-        return 0, f"event {after} is unknown (the job's last event is {last}); replaying all"
-    first = bounds[0]
-    if after < first - 1:
-        return first - 1, (
-            f"events {after + 1} to {first - 1} are no longer kept (retain-events); "
-            f"continuing from {first}"
-        )
-    return after, None
+def _max_batch(ws: WebSocket) -> int | str:
+    """The socket's first-batch bound (``max_batch``, capped at ``BATCH_MESSAGES``), or why not."""
+    try:
+        asked = parse_max_batch(ws.query_params.get("max_batch"))
+    except BadMessage as exc:
+        return str(exc)
+    return BATCH_MESSAGES if asked is None else min(asked, BATCH_MESSAGES)
 
 
 def _scope(ws: WebSocket) -> str | tuple[int, str]:
@@ -274,18 +313,23 @@ def ws_route(
     store: Store, hub: EventHub, token: str, ping_interval: float, limits: WsLimits
 ) -> WebSocketRoute:
     """The ``GET /v1/events/ws`` route (gate, scope, then the session)."""
+    census = _Census()
 
     async def endpoint(ws: WebSocket) -> None:
         await ws.accept()
         refused = credential_problem(dict(ws.scope["headers"]), token)
         scope = _scope(ws) if refused is None else (4000 + refused[0], refused[1])
+        max_batch = _max_batch(ws)
+        if isinstance(scope, str) and isinstance(max_batch, str):
+            scope = (CLOSE_BAD_SCOPE, max_batch)
         if not isinstance(scope, str):
             code, reason = scope
             with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):
                 await ws.close(code, reason[:120])  # a close reason is at most 123 bytes
             return
+        assert isinstance(max_batch, int)  # a bad one is a refusal, just above
         try:
-            await _Session(ws, store, hub, limits, ping_interval, scope).run()
+            await _Session(ws, store, hub, limits, ping_interval, scope, census, max_batch).run()
         except Exception:
             log.exception("job feed socket failed")
             with trio.move_on_after(1.0), suppress(*_CLOSE_ERRORS):

@@ -8,11 +8,16 @@ string of digits, or null) and ``unsubscribe {job}``.
 Server -> client: ``subscribed {job, recovered}``, ``event {job, id, event, data}``,
 ``reset {job, reason}``, ``end {job}``, ``error {job, status, error}`` and ``ping {}``.
 
+The socket's query may carry ``max_batch=N`` (1 or more; absent: the server's bound): the most
+messages the server puts in the socket's first batch; each later batch may hold twice as many as
+the one before, up to the server's own bound. A client lowers it after a socket that broke
+before anything of use got through (docs/websocket.md, "Batches and slow links").
+
 Close codes mirror HTTP statuses as ``4000 + status`` so that a client applies the same
-permanent/transient rule as for an HTTP answer: 4400 bad scope, 4401 bad token, 4404 unknown
-org/project, 4426 client too old (all final); 4408 a consumer too far behind (reconnect and
-resume). 1001 (going away) and 1012 (service restart) ask for an immediate reconnect; 1009 is
-hypercorn's answer to a message larger than :data:`MAX_MESSAGE_BYTES`.
+permanent/transient rule as for an HTTP answer: 4400 bad scope (or ``max_batch``), 4401 bad
+token, 4404 unknown org/project, 4426 client too old (all final); 4408 a consumer too far behind
+(reconnect and resume). 1001 (going away) and 1012 (service restart) ask for an immediate
+reconnect; 1009 is hypercorn's answer to a message larger than :data:`MAX_MESSAGE_BYTES`.
 """
 
 from __future__ import annotations
@@ -23,11 +28,14 @@ from typing import Any
 
 import attrs
 
+from ._replay import cursor_id
+
 __all__ = [
     "CLOSE_BAD_SCOPE",
     "CLOSE_BAD_TOKEN",
     "CLOSE_GOING_AWAY",
     "CLOSE_NO_SCOPE",
+    "CLOSE_POLICY",
     "CLOSE_TOO_SLOW",
     "CLOSE_UPGRADE",
     "MAX_MESSAGE_BYTES",
@@ -39,10 +47,12 @@ __all__ = [
     "error_message",
     "event_message",
     "parse_client_messages",
+    "parse_max_batch",
     "parse_message",
 ]
 
 CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
 CLOSE_BAD_SCOPE = 4400
 CLOSE_BAD_TOKEN = 4401
 CLOSE_NO_SCOPE = 4404
@@ -53,7 +63,7 @@ CLOSE_UPGRADE = 4426
 MAX_MESSAGE_BYTES = 64 * 1024
 #: Longest job id accepted in a message.
 MAX_JOB_ID = 200
-_AFTER = re.compile(r"[0-9]{1,18}")
+_MAX_BATCH = re.compile(r"[0-9]{1,9}")
 
 
 @attrs.frozen(kw_only=True)
@@ -70,11 +80,20 @@ class WsLimits:
             resumes from its cursors. (hypercorn shields each socket write, so a client that
             reads nothing at all holds its socket until TCP gives up on it; memory stays bounded
             by the queue and the kernel buffers.)
+        max_total_subscriptions: Jobs all sockets together may follow at once; one more is
+            answered with ``error {status: 429}`` (each costs a task and its buffers).
+        max_errors_per_message: ``error`` answers one client message (a batch) may draw;
+            the rest are counted in one more ``error`` (so bad input is never amplified).
+        max_errors_per_socket: ``error`` answers one socket may draw in all (a batch's
+            summary counts one); then it is closed with 1008 (policy violation).
     """
 
     max_subscriptions: int = 10_000
     send_queue: int = 4096
     send_timeout: float = 30.0
+    max_total_subscriptions: int = 20_000
+    max_errors_per_message: int = 8
+    max_errors_per_socket: int = 1000
 
 
 class BadMessage(ValueError):
@@ -100,6 +119,8 @@ def _job_field(message: dict[str, Any]) -> str:
     job = message.get("job")
     if not isinstance(job, str) or not job or len(job) > MAX_JOB_ID:
         raise BadMessage(f"'job' must be a job id (a string of 1 to {MAX_JOB_ID} characters)")
+    if not job.isascii():  # job ids are ASCII; a lone surrogate is not even text
+        raise BadMessage("'job' must be a job id (ASCII letters, digits and '_')")
     return job
 
 
@@ -109,7 +130,8 @@ def parse_client_messages(raw: str | bytes | None) -> list[Subscribe | Unsubscri
     Each element is a parsed message or the :class:`BadMessage` it raised, in order.
 
     Raises:
-        BadMessage: Binary, not JSON, or neither an object nor an array.
+        BadMessage: Binary, not JSON (or nested too deeply to decode), or neither an object
+            nor an array.
     """
     if not isinstance(raw, str):
         raise BadMessage("binary messages are not part of the protocol; send JSON text")
@@ -117,6 +139,8 @@ def parse_client_messages(raw: str | bytes | None) -> list[Subscribe | Unsubscri
         decoded = json.loads(raw)
     except ValueError as exc:
         raise BadMessage(f"malformed JSON: {exc}") from None
+    except RecursionError:
+        raise BadMessage("malformed message: JSON nested too deeply") from None
     out: list[Subscribe | Unsubscribe | BadMessage] = []
     for message in decoded if isinstance(decoded, list) else [decoded]:
         try:
@@ -140,17 +164,31 @@ def parse_message(message: Any) -> Subscribe | Unsubscribe:
         after = message.get("after")
         if after is None:
             return Subscribe(job, None)
-        if not isinstance(after, str) or not _AFTER.fullmatch(after):
+        cursor = cursor_id(after) if isinstance(after, str) else None
+        if cursor is None:
             raise BadMessage(
                 "'after' must be null or an event id of this backend (a string of digits), "
                 f"got {after!r}",
                 job,
             )
-        return Subscribe(job, int(after))
+        return Subscribe(job, cursor)
     if kind == "unsubscribe":
         return Unsubscribe(_job_field(message))
     shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__
     raise BadMessage(f"unknown message type {shown!r}; expected 'subscribe' or 'unsubscribe'")
+
+
+def parse_max_batch(raw: str | None) -> int | None:
+    """The ``max_batch`` query parameter of a socket: a whole number from 1, or None if absent.
+
+    Raises:
+        BadMessage: Not a whole number from 1 (at most 9 digits).
+    """
+    if raw is None:
+        return None
+    if not _MAX_BATCH.fullmatch(raw) or int(raw) < 1:
+        raise BadMessage(f"'max_batch' must be a whole number from 1, got {raw[:20]!r}")
+    return int(raw)
 
 
 def encode(message: dict[str, Any]) -> str:

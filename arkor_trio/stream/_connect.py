@@ -32,6 +32,7 @@ import httpx
 import trio
 
 from .._errors import ApiError, StreamError, body_message
+from .._inflate import ACCEPT_ENCODING, UnsafeBody, iter_body
 from ._reconnect import parse_retry_after
 
 if TYPE_CHECKING:
@@ -63,8 +64,18 @@ Headers: TypeAlias = (
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_ERROR_BODY = 64 * 1024
-#: Headers not sent to another origin after a redirect (as browsers and httpx do).
-_CREDENTIALS = ("authorization", "cookie", "proxy-authorization")
+#: A header whose name holds one of these is not sent to another origin after a redirect:
+#: ``Authorization``, ``Cookie``, ``Proxy-Authorization``, ``X-Api-Key``, ``X-Auth-Token``, ...
+_CREDENTIAL_WORDS = (
+    "auth",
+    "cookie",
+    "credential",
+    "key",
+    "password",
+    "secret",
+    "session",
+    "token",
+)
 
 
 class _Finished:
@@ -123,7 +134,7 @@ async def _read_body(response: httpx.Response, timeout: float) -> str:
     """Up to 64 KiB of an error body, within ``timeout``; what arrived if reading fails."""
     chunks: list[bytes] = []
     size = 0
-    body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    body = cast("AsyncGenerator[bytes, None]", iter_body(response, max_bytes=_MAX_ERROR_BODY))
     with trio.move_on_after(timeout):
         try:
             async for chunk in body:
@@ -131,7 +142,7 @@ async def _read_body(response: httpx.Response, timeout: float) -> str:
                 size += len(chunk)
                 if size >= _MAX_ERROR_BODY:
                     break
-        except httpx.HTTPError:
+        except (httpx.HTTPError, UnsafeBody):
             pass  # the status alone still makes the error
         finally:
             with trio.CancelScope(shield=True):
@@ -169,6 +180,35 @@ def _origin(url: str) -> tuple[str, str]:
     return parts.scheme, parts.netloc.lower()
 
 
+def _authenticates(name: str) -> bool:
+    lowered = name.lower()
+    return any(word in lowered for word in _CREDENTIAL_WORDS)
+
+
+def _cross_origin_request(
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    content: bytes | None,
+    timeout: httpx.Timeout,
+) -> httpx.Request:
+    """A hop to another origin, built without anything that may authenticate.
+
+    ``http.build_request`` would merge the client's default headers and its cookies back in,
+    and ``send`` would apply its ``auth=`` (the caller sends this with ``auth=None``): the
+    request is built bare, from the client's default headers and the connection's, less every
+    header that may authenticate (:data:`_CREDENTIAL_WORDS`), with no cookie. A 307/308 hop
+    carries the method and body on (``content``); a body is never a credential.
+    """
+    merged = httpx.Headers(http.headers)
+    merged.update(headers)
+    send = [(k, v) for k, v in merged.multi_items() if not _authenticates(k)]
+    return httpx.Request(
+        method, url, headers=send, content=content, extensions={"timeout": timeout.as_dict()}
+    )
+
+
 async def open_connection(
     http: httpx.AsyncClient,
     url: str,
@@ -194,14 +234,19 @@ async def open_connection(
     """
     timeout = httpx.Timeout(policy.connect_timeout, read=None)
     chain = [url]
+    # Only the codings the reader inflates (bounded: see arkor_trio._inflate).
+    headers = {k: v for k, v in headers.items() if k.lower() != "accept-encoding"}
+    headers["Accept-Encoding"] = ACCEPT_ENCODING
     request = http.build_request(
         method, url, params=params, headers=headers, content=content, timeout=timeout
     )
+    crossed = False
     while True:
         response: httpx.Response | None = None
         try:
             with trio.move_on_after(policy.connect_timeout):
-                response = await http.send(request, stream=True, follow_redirects=False)
+                auth = None if crossed else httpx.USE_CLIENT_DEFAULT
+                response = await http.send(request, stream=True, follow_redirects=False, auth=auth)
         except httpx.TransportError as exc:
             problem = certificate_problem(exc)
             if problem is not None:
@@ -220,15 +265,16 @@ async def open_connection(
             await close_response(response)
             target = _next_url(response, chain)
             chain.append(target)
-            send = dict(headers)
-            if any(_origin(hop) != _origin(url) for hop in chain):  # once left, not resent
-                send = {k: v for k, v in send.items() if k.lower() not in _CREDENTIALS}
             if status == 303 or (status in (301, 302) and method == "POST"):
-                method, content = "GET", None
-                send = {k: v for k, v in send.items() if k.lower() != "content-type"}
-            request = http.build_request(
-                method, target, headers=send, content=content, timeout=timeout
-            )
+                method, content = "GET", None  # and so on every later hop
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
+            crossed = crossed or _origin(target) != _origin(url)  # once left, not resent
+            if crossed:
+                request = _cross_origin_request(http, method, target, headers, content, timeout)
+            else:
+                request = http.build_request(
+                    method, target, headers=headers, content=content, timeout=timeout
+                )
             continue
         return await _classify(response, request, policy, is_permanent, make_error)
 

@@ -15,6 +15,9 @@ from .._errors import ConfigError
 from ..sse import SSEFrame
 from ._channel import SSEChannel
 from ._connect import resolve_headers
+from ._cursor import DEFAULT_LEASE_TTL
+from ._ledger import Ledger
+from ._store import as_cursor_store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
@@ -50,6 +53,8 @@ async def open_sse(
     policy: ReconnectPolicy | None = None,
     http: httpx.AsyncClient | None = None,
     is_final: Callable[[SSEFrame], bool] | None = None,
+    exclusive: bool = True,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> AsyncIterator[SSEStream]:
     """Follow the SSE endpoint at ``url``; ``async with open_sse(url) as stream: async for ...``.
 
@@ -79,12 +84,19 @@ async def open_sse(
             stop the stream.
         http: An httpx client to send with (kept open); default: one made and closed here.
         is_final: Iteration ends after yielding a frame for which it returns true.
+        exclusive: With a ``cursor_store``, be the key's only follower: hold the store's lease
+            of ``cursor_key`` for the block (waiting while another process or stream holds
+            it), check it before every frame and fence every commit with it, so two processes
+            on one key never both handle an event. ``False`` opts out (several readers of one
+            key, each handling every frame).
+        lease_ttl: Seconds the lease lasts without renewal (renewed every third of it).
 
     Raises:
         ApiError: A permanent status (on the next ``__anext__``).
         StreamError: A non-SSE 2xx answer, a redirect loop, a TLS certificate failure.
         ReconnectsExhausted: ``policy.max_attempts`` failures in a row.
         FrameTooLarge: The same frame exceeded ``max_frame_bytes`` twice at one resume point.
+        LeaseLost: The lease of ``cursor_key`` was lost (``exclusive``).
     """
     if json is not None and content is not None:
         raise ConfigError("pass either content= or json=, not both", field="json")
@@ -92,23 +104,38 @@ async def open_sse(
     if json is not None:
         body = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
         headers = _with_json_type(headers)
+    made: list[SSEStream] = []  # the channel, for resume_param's hook (called per connection)
     if resume_param is not None:
-        params = _with_resume(params, resume_param, lambda: stream.resume_id)
-    stream: SSEStream = SSEChannel(
-        url,
-        cursor_store=cursor_store,
-        cursor_key=cursor_key,
-        last_event_id=last_event_id,
-        headers=headers,
-        params=params,
-        policy=policy,
-        http=http,
-        is_final=is_final,
-        method=method.upper(),
-        content=body,
-        on_state=on_state,
-    )
-    async with stream:
+        params = _with_resume(params, resume_param, lambda: made[0].resume_id)
+    key = cursor_key if cursor_key is not None else url
+
+    def channel(ledger: Ledger) -> SSEStream:
+        made.append(
+            SSEChannel(
+                url,
+                ledger=ledger,
+                last_event_id=last_event_id,
+                headers=headers,
+                params=params,
+                policy=policy,
+                http=http,
+                is_final=is_final,
+                method=method.upper(),
+                content=body,
+                on_state=on_state,
+            )
+        )
+        return made[0]
+
+    if cursor_store is None or not exclusive:
+        async with channel(Ledger(cursor_store, key)) as stream:
+            yield stream
+        return
+    store = as_cursor_store(cursor_store)
+    async with (
+        store.lease(key, ttl=lease_ttl) as lease,
+        channel(Ledger(store, key, lease=lease)) as stream,
+    ):
         yield stream
 
 

@@ -18,6 +18,7 @@ import httpx
 import trio
 
 from .._errors import FrameTooLarge, StreamError
+from .._inflate import UnsafeBody, iter_body
 
 if TYPE_CHECKING:
     from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -38,6 +39,8 @@ class Outcome:
     """How one connection ended."""
 
     progress: bool = False
+    #: The connection moved the resume point (``Last-Event-ID``): progress a reconnect keeps.
+    moved: bool = False
     finished: bool = False
     error: BaseException | None = None
     retry_after: float | None = None
@@ -86,9 +89,11 @@ class ChunkReader(Generic[T]):
         remember = self._filter.add
         decode = self._decode
         is_final = self._is_final
+        start = self._resume_id()
         try:
             with trio.CancelScope(deadline=trio.current_time() + idle) as watchdog:
-                raw = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+                # Inflated in bounded slices, a checkpoint between two (a gzip bomb is refused).
+                raw = cast("AsyncGenerator[bytes, None]", iter_body(response))
                 async with aclosing(raw) as chunks:
                     async for chunk in chunks:
                         watchdog.deadline = trio.current_time() + idle
@@ -123,9 +128,13 @@ class ChunkReader(Generic[T]):
                 outcome.error = StreamError("the server closed the event stream")
         except (httpx.TransportError, httpx.StreamError, httpx.DecodingError) as exc:
             outcome.error = exc
+        except UnsafeBody as exc:
+            outcome.error = StreamError(f"the event stream's body was refused: {exc}")
         except FrameTooLarge as exc:
             self._frame_too_large(exc)
             outcome.error = exc
+        finally:
+            outcome.moved = self._resume_id() != start
 
     def _frame_too_large(self, exc: FrameTooLarge) -> None:
         """The same frame too large twice at one resume point is permanent: raise it."""

@@ -8,7 +8,12 @@ The rules (design.md section 3.7):
   exponential backoff ``uniform(0, min(max_delay, initial_delay * 2**attempt))``; ``Retry-After``
   on 429/503 replaces it with its value (capped at ``max_delay``) plus up to 10 % jitter;
 * ``max_attempts`` counts retries: at most ``max_attempts + 1`` opens in a row without progress;
-* progress resets the attempt counter.
+* progress resets the attempt counter;
+* progress that did not move the resume point (frames without an ``id:``, which a reconnect
+  would be sent again) earns an immediate reconnect once; while it repeats, each reconnect waits
+  the failure backoff of its own counter (and at least the server's ``retry:``), so a server
+  that answers one id-less frame and closes is not reconnected to in a tight loop. Progress
+  that moves the resume point resets that counter.
 """
 
 from __future__ import annotations
@@ -149,16 +154,31 @@ class Backoff:
     policy: ReconnectPolicy
     rng: random.Random
     attempt: int = 0
+    #: Connections in a row whose progress did not move the resume point.
+    stalled: int = 0
 
-    def after_progress(self, server_retry_ms: int | None) -> float:
-        """A connection made progress and ended: reset the counter; wait ``retry:`` or nothing."""
+    def after_progress(self, server_retry_ms: int | None, *, moved: bool = True) -> float:
+        """A connection made progress and ended: reset the counter; wait ``retry:`` or nothing.
+
+        With ``moved=False`` (its frames had no ``id:``, the resume point stayed), only the
+        first such connection in a row is followed by an immediate reconnect; the next ones
+        wait the failure backoff of the :attr:`stalled` count (capped at ``max_delay``).
+        """
         self.attempt = 0
-        if server_retry_ms is None:
-            return 0.0
-        # Compare as int first: a retry: of hundreds of digits does not fit a float.
-        if server_retry_ms >= self.policy.max_delay * 1000.0:
-            return self.policy.max_delay
-        return server_retry_ms / 1000.0
+        retry = 0.0
+        if server_retry_ms is not None:
+            # Compare as int first: a retry: of hundreds of digits does not fit a float.
+            if server_retry_ms >= self.policy.max_delay * 1000.0:
+                retry = self.policy.max_delay
+            else:
+                retry = server_retry_ms / 1000.0
+        if moved:
+            self.stalled = 0
+            return retry
+        stalled, self.stalled = self.stalled, self.stalled + 1
+        if stalled == 0:
+            return retry
+        return max(retry, self.policy.failure_delay(stalled - 1, self.rng))
 
     def exhausted(self) -> bool:
         """True when one more failure may not be retried."""

@@ -1,11 +1,14 @@
 """Test helpers: a fault-injecting proxy to run clients (and your callbacks) under network faults.
 
 ``open_chaos_proxy`` sits between an HTTP client and a backend and, per connection and seeded,
-cuts event streams at or inside frames, resets, stalls, refuses, answers 503/429, adds latency
-or throttles, and records what it did and when (design.md section 8).
+cuts event streams at or inside frames or after a number of bytes, resets, stalls, refuses,
+answers 503/429, adds latency or throttles, and records what it did and when (design.md
+section 8). ``arkor_trio.testing.bench`` is the engine of ``arkor-trio bench`` (design.md
+section 16) on top of it.
 """
 
 from ._cli import chaos_main as chaos_main
+from ._plan import CutAfterBytes as CutAfterBytes
 from ._plan import CutAfterEvents as CutAfterEvents
 from ._plan import CutMode as CutMode
 from ._plan import DropInHeaders as DropInHeaders
@@ -22,9 +25,12 @@ from ._proxy import open_chaos_proxy as open_chaos_proxy
 from ._records import ConnectionRecord as ConnectionRecord
 from ._records import CutKind as CutKind
 
+from . import bench as bench  # last: the engine uses the names above  # isort: skip
+
 __all__ = [
     "ChaosProxy",
     "ConnectionRecord",
+    "CutAfterBytes",
     "CutAfterEvents",
     "CutKind",
     "CutMode",
@@ -37,6 +43,7 @@ __all__ = [
     "Stall",
     "Status",
     "Throttle",
+    "bench",
     "chaos_main",
     "open_chaos_proxy",
 ]

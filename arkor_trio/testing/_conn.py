@@ -33,6 +33,7 @@ from ._http import (
     status_response,
 )
 from ._plan import (
+    CutAfterBytes,
     CutAfterEvents,
     DropInHeaders,
     Fault,
@@ -89,7 +90,7 @@ class _Downstream:
     def __init__(self, stream: trio.SocketStream, state: ConnState, rng: random.Random) -> None:
         self._stream = stream
         self._state = state
-        self._rng = rng
+        self.rng = rng
         self.shape(state.faults)
         self.reset_on_close = False
 
@@ -101,7 +102,7 @@ class _Downstream:
     async def send(self, data: bytes) -> None:
         if self._latency is not None:
             jitter = self._latency.jitter_ms
-            delay = self._latency.ms + (self._rng.uniform(-jitter, jitter) if jitter else 0.0)
+            delay = self._latency.ms + (self.rng.uniform(-jitter, jitter) if jitter else 0.0)
             await trio.sleep(max(0.0, delay) / 1000)
         if self._throttle is None:
             await self._send(data)
@@ -255,9 +256,10 @@ async def _relay(up: ByteReader, request: RequestHead, state: ConnState, down: _
         await down.send(raw[: int(len(raw) * action.fraction)])
         state.cut(CutKind.HEADERS_DROP)
         return
+    byte_limit = action.draw(down.rng) if isinstance(action, CutAfterBytes) else None
     if response.status == 101:
         await down.send(raw)
-        await relay_websocket(up, state, down, action)
+        await relay_websocket(up, state, down, action, byte_limit=byte_limit)
         return
     framing, length = body_framing(response, request.method)
     chunked = framing in ("chunked", "close")
@@ -272,7 +274,7 @@ async def _relay(up: ByteReader, request: RequestHead, state: ConnState, down: _
     sse = (response.get("content-type") or "").lower().startswith("text/event-stream")
     planner = _CutPlanner(action) if sse and isinstance(action, CutAfterEvents | Stall) else None
     body = BodyReader(up, framing, length)
-    await _relay_body(body, state, down, planner, sse=sse, chunked=chunked)
+    await _relay_body(body, state, down, planner, sse=sse, chunked=chunked, byte_limit=byte_limit)
 
 
 class _CutPlanner:
@@ -317,6 +319,7 @@ async def _relay_body(
     *,
     sse: bool,
     chunked: bool,
+    byte_limit: int | None = None,
 ) -> None:
     scanner = FrameScanner() if sse else None
     held = bytearray()
@@ -329,6 +332,9 @@ async def _relay_body(
             return
         if ended:
             break
+        if byte_limit is not None and forwarded >= byte_limit:
+            state.cut(CutKind.BYTES)  # no last chunk: the body ends where the link gave up
+            return
         piece = await body.next_piece()
         ended = not piece
         received += len(piece)
@@ -343,6 +349,8 @@ async def _relay_body(
             limit = received
         else:
             limit = planner.limit(received)
+        if byte_limit is not None:
+            limit = min(limit, byte_limit)
         if limit > forwarded:
             data = bytes(held[: limit - forwarded])
             del held[: limit - forwarded]

@@ -1,7 +1,8 @@
 """The fault model of the chaos proxy: fault classes, :class:`Plan`, and the per-connection cursor.
 
 A *step* is what one accepted connection gets: a tuple of faults holding at most one *action*
-(:class:`CutAfterEvents`, :class:`Stall`, :class:`Refuse`, :class:`Status`, :class:`DropInHeaders`)
+(:class:`CutAfterEvents`, :class:`CutAfterBytes`, :class:`Stall`, :class:`Refuse`,
+:class:`Status`, :class:`DropInHeaders`)
 and at most one of each *shaping* fault (:class:`Latency`, :class:`Throttle`). A :class:`Plan` is an
 ordered list of steps, one per connection, with a default step for the connections beyond it; or,
 made with :meth:`Plan.random`, a seeded draw among steps for each connection. With ``only``, a
@@ -21,6 +22,7 @@ import attrs
 from .._errors import ConfigError
 
 __all__ = [
+    "CutAfterBytes",
     "CutAfterEvents",
     "CutMode",
     "DropInHeaders",
@@ -74,6 +76,30 @@ class CutAfterEvents:
                 f"CutAfterEvents.mode must be one of {', '.join(_CUT_MODES)}; got {self.mode!r}",
                 field="CutAfterEvents.mode",
             )
+
+
+@attrs.frozen
+class CutAfterBytes:
+    """Forward ``low`` bytes of the response, then close the connection: a link that passes
+    only so much per connection, wherever that falls (inside a frame or message, mostly).
+
+    With ``high``, each connection draws its count uniformly in ``low..high`` from the
+    connection's seeded generator (the proxy's ``seed`` and the connection's index: the same
+    run gives the same cuts). The bytes counted are the body's (de-chunked; the cut sends no
+    last chunk) or, for a WebSocket, everything after the ``101`` head (frames of any kind; no
+    close frame is sent). A response shorter than that passes unchanged.
+    """
+
+    low: int = attrs.field(validator=_at_least(0))
+    high: int | None = attrs.field(default=None, kw_only=True)
+
+    def __attrs_post_init__(self) -> None:
+        if self.high is not None:
+            _at_least(self.low)(self, attrs.fields(CutAfterBytes).high, self.high)
+
+    def draw(self, rng: random.Random) -> int:
+        """The byte count for one connection."""
+        return self.low if self.high is None else rng.randint(self.low, int(self.high))
 
 
 @attrs.frozen(kw_only=True)
@@ -162,11 +188,19 @@ class PassThrough:
 
 
 Fault: TypeAlias = (
-    CutAfterEvents | Stall | Refuse | Status | Latency | Throttle | DropInHeaders | PassThrough
+    CutAfterEvents
+    | CutAfterBytes
+    | Stall
+    | Refuse
+    | Status
+    | Latency
+    | Throttle
+    | DropInHeaders
+    | PassThrough
 )
-Action: TypeAlias = CutAfterEvents | Stall | Refuse | Status | DropInHeaders
+Action: TypeAlias = CutAfterEvents | CutAfterBytes | Stall | Refuse | Status | DropInHeaders
 Step: TypeAlias = tuple[Fault, ...]
-_ACTIONS = (CutAfterEvents, Stall, Refuse, Status, DropInHeaders)
+_ACTIONS = (CutAfterEvents, CutAfterBytes, Stall, Refuse, Status, DropInHeaders)
 _FAULTS = (*_ACTIONS, Latency, Throttle, PassThrough)
 
 

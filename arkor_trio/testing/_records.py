@@ -22,6 +22,7 @@ class CutKind(enum.StrEnum):
     CLEAN = "clean"
     MID_FRAME = "mid_frame"
     AFTER_ID = "after_id"
+    BYTES = "bytes"
     RESET = "reset"
     STALL = "stall"
     REFUSED = "refused"

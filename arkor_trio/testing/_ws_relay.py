@@ -6,7 +6,8 @@ Server-to-client bytes are scanned for WebSocket frame boundaries (RFC 6455 sect
 :class:`CutAfterEvents` applies to SSE frames: ``clean`` closes right after message ``k`` (a TCP
 close without a close frame), ``mid_frame`` sends half of the bytes of message ``k + 1`` (a cut
 inside a frame) then closes, ``reset`` does the same with a TCP RST, ``after_id`` behaves like
-``clean``; :class:`Stall` goes silent after ``after_events`` messages. Client-to-server bytes are
+``clean``; :class:`Stall` goes silent after ``after_events`` messages; :class:`CutAfterBytes`
+(``byte_limit``) closes after that many bytes, wherever they end. Client-to-server bytes are
 pumped unchanged by the caller.
 """
 
@@ -84,9 +85,17 @@ class WsScanner:
 
 
 async def relay_websocket(
-    up: ByteReader, state: ConnState, down: Downstream, action: Fault | None
+    up: ByteReader,
+    state: ConnState,
+    down: Downstream,
+    action: Fault | None,
+    *,
+    byte_limit: int | None = None,
 ) -> None:
-    """Forward the upstream's frames to the client until it closes or the action cuts."""
+    """Forward the upstream's frames to the client until it closes or the action cuts.
+
+    ``byte_limit``: close (no close frame) once that many bytes were forwarded.
+    """
     planned = isinstance(action, CutAfterEvents | Stall)
     k = 0
     mode = "clean"
@@ -103,6 +112,9 @@ async def relay_websocket(
     while True:
         if planned and cut_at is not None and forwarded == cut_at:
             await _cut(action, mode, state, down)
+            return
+        if byte_limit is not None and forwarded >= byte_limit:
+            state.cut(CutKind.BYTES)
             return
         piece = await up.read_some(65536)
         if not piece:
@@ -127,6 +139,8 @@ async def relay_websocket(
             limit = boundary
         else:
             limit = received
+        if byte_limit is not None:
+            limit = min(limit, byte_limit)
         if limit > forwarded:
             await down.send(bytes(held[: limit - forwarded]))
             del held[: limit - forwarded]

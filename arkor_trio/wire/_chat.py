@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias, TypedDict, cast
 import httpx
 
 from .._errors import ApiError, ConfigError
+from .._inflate import UnsafeBody, iter_body
 from ..sse import SSEDecoder
 from ._codec import MalformedPayload, encode
 from ._http_errors import malformed, unreachable
@@ -190,6 +191,8 @@ def _chunk_delta(data: str, status: int) -> tuple[str | None, bool]:
         chunk = json.loads(data)
     except ValueError:
         raise malformed(status, CHAT_ROUTE, "a stream chunk is not JSON") from None
+    except RecursionError:
+        raise malformed(status, CHAT_ROUTE, "a stream chunk nests too deeply to decode") from None
     if not isinstance(chunk, Mapping):
         raise malformed(status, CHAT_ROUTE, "a stream chunk is not a JSON object")
     if "error" in chunk:  # OpenAI-compatible servers report mid-stream failures this way
@@ -220,7 +223,8 @@ async def iter_chat_deltas(response: httpx.Response, *, base_url: str) -> AsyncG
     status = response.status_code
     finished = False
     try:
-        body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+        # Inflated in bounded slices (a gzip bomb is refused, see arkor_trio._inflate).
+        body = cast("AsyncGenerator[bytes, None]", iter_body(response))
         async with aclosing(body) as chunks:
             async for chunk in chunks:
                 for frame in decoder.feed(chunk):
@@ -234,6 +238,8 @@ async def iter_chat_deltas(response: httpx.Response, *, base_url: str) -> AsyncG
                         yield text
     except httpx.RequestError as exc:
         raise unreachable(exc, base_url, CHAT_ROUTE, during=True) from exc
+    except UnsafeBody as exc:
+        raise malformed(status, CHAT_ROUTE, str(exc)) from None
     decoder.close()
     if not finished:
         raise malformed(status, CHAT_ROUTE, "the stream ended before [DONE]")

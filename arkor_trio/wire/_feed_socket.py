@@ -1,7 +1,8 @@
 """How one feed socket ended, and the small wire helpers of the job feed.
 
-Close codes: ``4000 + status`` is handled like that HTTP status (400, 401, 403, 404, 410, 422,
-426 are final for the whole feed: :func:`final_error`), 1001 and 1012 ask for an immediate
+Close codes: ``4000 + status`` is handled like that HTTP status (final for the whole feed when
+the status is in ``ReconnectPolicy.permanent_statuses``, as on SSE: :func:`final_error`), 1001
+and 1012 ask for an immediate
 reconnect, anything else is a failure (or, after progress, an immediate reconnect). A refused
 handshake (an HTTP status) follows the same rule, with ``Retry-After`` on 429/503.
 """
@@ -11,10 +12,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Protocol
 
 from .._errors import ApiError, ArkorError, UpgradeRequired
-from ..stream import PERMANENT_STATUSES, parse_retry_after
+from ..stream import parse_retry_after
 
 if TYPE_CHECKING:
     from collections import deque
+    from collections.abc import Collection
 
     from trio_websocket import ConnectionClosed, ConnectionRejected
 
@@ -50,49 +52,78 @@ class FeedClient(Protocol):
         ...
 
 
-class SocketEnd(Exception):
-    """How a socket ended (not final): the error, whether to reconnect at once, Retry-After."""
+#: How trio-websocket words the 1009 close it sends itself when a message exceeds its
+#: ``max_message_size`` (a server's own 1009 is not an oversized message of ours).
+_TOO_LARGE_REASON = "Exceeded maximum message size"
 
-    def __init__(self, error: BaseException | None, *, restart: bool = False) -> None:
+
+class SocketEnd(Exception):
+    """How a socket ended (not final): the error, whether to reconnect at once, Retry-After,
+    whether the client closed it because a message exceeded ``max_frame_bytes``, and whether
+    an open socket broke (no close frame, or the idle timeout) rather than being closed."""
+
+    def __init__(
+        self,
+        error: BaseException | None,
+        *,
+        restart: bool = False,
+        too_large: bool = False,
+        broken: bool = False,
+    ) -> None:
         super().__init__(str(error))
         self.error = error
         self.restart = restart
+        self.too_large = too_large
+        self.broken = broken
         self.retry_after: float | None = None
 
 
-def final_error(status: int, reason: str) -> ApiError | None:
-    """The error that ends the whole feed for this status, or None when it is transient."""
+def final_error(status: int, reason: str, permanent: Collection[int]) -> ApiError | None:
+    """The error that ends the whole feed for this status, or None when it is transient.
+
+    Args:
+        status: The HTTP status (of a refused handshake, or a close code minus 4000).
+        reason: What the server said.
+        permanent: ``ReconnectPolicy.permanent_statuses``.
+    """
+    if status not in permanent:
+        return None
     if status == 426:
         return UpgradeRequired(status, reason or "this client is too old for the backend")
-    if status in PERMANENT_STATUSES or status == 404:
-        return ApiError(status, f"the job feed was refused: {reason or status}")
-    return None
+    return ApiError(status, f"the job feed was refused: {reason or status}")
 
 
-def end_from_close(exc: ConnectionClosed) -> SocketEnd:
-    """Classify a close.
+def end_from_close(exc: ConnectionClosed, permanent: Collection[int]) -> SocketEnd:
+    """Classify a close (``permanent``: ``ReconnectPolicy.permanent_statuses``).
 
     Raises:
-        ApiError: A final close code (4400, 4401, 4403, 4404, 4410, 4422, 4426).
+        ApiError: A close code ``4000 + status`` for a permanent status (by default 4400,
+            4401, 4403, 4404, 4410, 4422, 4426).
     """
     code = exc.reason.code if exc.reason is not None else 1006
     text = (exc.reason.reason if exc.reason is not None else None) or ""
     if 4000 <= code < 5000:
-        final = final_error(code - 4000, text)
+        final = final_error(code - 4000, text, permanent)
         if final is not None:
             raise final
     message = f"the feed socket closed ({code} {text})".strip()
-    return SocketEnd(ArkorError(message), restart=code in RESTART_CODES)
+    too_large = code == 1009 and text.startswith(_TOO_LARGE_REASON)
+    return SocketEnd(
+        ArkorError(message),
+        restart=code in RESTART_CODES,
+        too_large=too_large,
+        broken=code == 1006,  # no close frame: the connection broke
+    )
 
 
-def end_from_rejection(exc: ConnectionRejected) -> SocketEnd:
-    """Classify a handshake answered with an HTTP status.
+def end_from_rejection(exc: ConnectionRejected, permanent: Collection[int]) -> SocketEnd:
+    """Classify a handshake answered with an HTTP status (``permanent`` as above).
 
     Raises:
-        ApiError: A final status.
+        ApiError: A permanent status.
     """
     status = exc.status_code
-    final = final_error(status, f"HTTP {status}")
+    final = final_error(status, f"HTTP {status}", permanent)
     if final is not None:
         raise final from None
     end = SocketEnd(ApiError(status, f"HTTP {status} opening the feed"))

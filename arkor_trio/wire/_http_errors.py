@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, cast
 import httpx
 
 from .._errors import ApiError, JobNotFound, UpgradeRequired, body_message
+from .._inflate import UnsafeBody, iter_body
 from .._version import PROTOCOL_VERSION, USER_AGENT, __version__
 from ..stream import certificate_problem
 
@@ -123,13 +124,13 @@ def deprecation_notice(headers: httpx.Headers) -> str | None:
 async def read_error_body(response: httpx.Response) -> bytes:
     """Up to ~64 KiB of a streamed error body; what arrived if reading fails (never a hang)."""
     chunks: list[bytes] = []
-    body = cast("AsyncGenerator[bytes, None]", response.aiter_bytes())
+    body = cast("AsyncGenerator[bytes, None]", iter_body(response, max_bytes=MAX_ERROR_BODY))
     try:
         async for chunk in body:
             chunks.append(chunk)
             if sum(map(len, chunks)) >= MAX_ERROR_BODY:
                 break
-    except httpx.HTTPError:
+    except (httpx.HTTPError, UnsafeBody):
         pass  # the status alone still makes the error
     finally:
         await body.aclose()

@@ -8,6 +8,7 @@ the library's errors. The routes themselves live in :mod:`arkor_trio.wire._clien
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, Self
@@ -16,7 +17,8 @@ from urllib.parse import quote
 import httpx
 import trio
 
-from .._errors import ConfigError
+from .._errors import ApiError, ConfigError
+from .._inflate import ACCEPT_ENCODING, MAX_BODY_BYTES, UnsafeBody, read_body
 from .._loops import asyncio_error, called_from_asyncio
 from .._version import USER_AGENT
 from ._codec import MalformedPayload
@@ -50,6 +52,8 @@ class ApiSession:
         self._given_http = http
         self._owned_http: httpx.AsyncClient | None = None
         self._stream_pools = StreamPools()
+        #: SSE streams of this client open now (entered, not yet left).
+        self.streams_open = 0
         self._scope: tuple[str, str] | None = None
         if self._config.org_slug and self._config.project_slug:
             self._scope = (self._config.org_slug, self._config.project_slug)
@@ -151,6 +155,35 @@ class ApiSession:
 
     # --- plain requests ----------------------------------------------------------------------
 
+    async def _send(self, request: httpx.Request, route: str) -> httpx.Response:
+        """Send ``request`` streamed; follow redirects (if the client does) within its origin.
+
+        A redirect to another origin is an :class:`ApiError`, never followed: the token, the
+        client's default headers, cookies and ``auth=`` would all go with it.
+
+        Raises:
+            httpx.RequestError: No answer.
+            ApiError: A redirect to another origin, or more than the client's ``max_redirects``.
+        """
+        http = self._http()
+        request.headers["Accept-Encoding"] = ACCEPT_ENCODING  # what iter_body inflates, bounded
+        origin = (request.url.scheme, request.url.netloc)
+        for _ in range(http.max_redirects + 1):
+            response = await http.send(request, stream=True, follow_redirects=False)
+            target = response.next_request if http.follow_redirects else None
+            if target is None:
+                return response
+            await response.aclose()
+            if (target.url.scheme, target.url.netloc) != origin:
+                raise ApiError(
+                    response.status_code,
+                    f"{route} redirects to another origin ({target.url.scheme}://"
+                    f"{target.url.host}:{target.url.port or ''}): not followed, so that "
+                    "no credential leaves the API's origin; set base_url to the API's address",
+                )
+            request = target
+        raise ApiError(response.status_code, f"{route}: more than {http.max_redirects} redirects")
+
     async def _request(
         self,
         method: str,
@@ -168,19 +201,33 @@ class ApiSession:
             )
         route = f"{method} {path}"
         headers = self._headers()
+        request = self._http().build_request(
+            method, self._url(path), params=params, json=body, headers=headers
+        )
         try:
-            response = await self._http().request(
-                method, self._url(path), params=params, json=body, headers=headers
-            )
+            response = await self._send(request, route)
         except httpx.RequestError as exc:
             raise unreachable(exc, self.base_url, route) from exc
-        await self._raise_for_status(response, route=route, job_route=job_route)
-        if not response.content:
-            return response.status_code, None
         try:
-            return response.status_code, response.json()
+            await self._raise_for_status(response, route=route, job_route=job_route)
+            # Inflated in bounded slices (a gzip bomb is refused, see arkor_trio._inflate).
+            content = await read_body(response, max_bytes=MAX_BODY_BYTES)
+        except httpx.RequestError as exc:
+            raise unreachable(exc, self.base_url, route, during=True) from exc
+        except UnsafeBody as exc:
+            raise malformed(response.status_code, route, str(exc)) from None
+        finally:
+            with trio.CancelScope(shield=True), trio.move_on_after(5):
+                await response.aclose()
+        status = response.status_code
+        if not content:
+            return status, None
+        try:
+            return status, json.loads(content)
         except ValueError:
-            raise malformed(response.status_code, route, "the body is not JSON") from None
+            raise malformed(status, route, "the body is not JSON") from None
+        except RecursionError:
+            raise malformed(status, route, "the JSON nests too deeply to decode") from None
 
     async def _field(
         self,

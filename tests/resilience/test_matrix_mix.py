@@ -45,7 +45,9 @@ MIXING = attrs.evolve(FAST, idle_timeout=0.3)
 
 
 def assert_every_fault_met(run) -> None:
-    assert {r.cut_kind for r in run.streams} == {*CutKind, None}
+    # (CutAfterBytes, a link that passes a few KiB per connection, has its own test:
+    # test_cutting_relay.py; it is not one of issue 4's faults.)
+    assert {r.cut_kind for r in run.streams} == {*CutKind, None} - {CutKind.BYTES}
     shaping = {type(f) for r in run.streams for f in r.faults}
     assert {Latency, Throttle} <= shaping
 

@@ -70,8 +70,9 @@ async def test_cookie_needs_our_host_and_origin(backend, http) -> None:
         assert ok.status_code == 200
         assert [j["id"] for j in ok.json()["jobs"]] == [job["id"]]
         assert not any(h.startswith("access-control") for h in ok.headers)
-        also = await c.get(jobs, params=SCOPE, headers={**cookie, "Host": f"localhost:{port}"})
-        assert also.status_code == 200
+        # A session is bound to the host name it signed in on (a browser keeps them apart).
+        other = await c.get(jobs, params=SCOPE, headers={**cookie, "Host": f"localhost:{port}"})
+        assert other.status_code == 401
         for extra, status in [
             ({"Host": f"evil.example:{port}"}, 403),                      # DNS rebinding
             ({"Origin": "http://evil.example"}, 403),                     # another site
@@ -240,3 +241,15 @@ async def test_loss_summaries_are_sampled_and_scoped(backend, http) -> None:
     assert curve == sorted(curve, reverse=True)
     again = (await http.get("/v1/local/losses", params=SCOPE)).json()["losses"]
     assert again == first  # incremental reads: nothing new, the same curve
+
+
+async def test_loss_summaries_name_the_curves_still_loading(backend, http) -> None:
+    # 5 pages of 1000 events per call: a run of 5200 logs takes two calls to read.
+    job = await create_job(http, "longer", logs=5200)
+    async with http.stream("GET", f"/v1/jobs/{job['id']}/events/stream", params=SCOPE) as r:
+        await r.aread()
+    first = (await http.get("/v1/local/losses", params=SCOPE)).json()
+    assert first["loading"] == [job["id"]]
+    second = (await http.get("/v1/local/losses", params=SCOPE)).json()
+    assert second["loading"] == []
+    assert second["losses"][job["id"]][-1] == 1 / 5200

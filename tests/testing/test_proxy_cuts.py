@@ -6,7 +6,15 @@ import httpx
 import pytest
 import trio
 
-from arkor_trio.testing import CutAfterEvents, CutKind, Plan, Stall, open_chaos_proxy
+from arkor_trio import ConfigError
+from arkor_trio.testing import (
+    CutAfterBytes,
+    CutAfterEvents,
+    CutKind,
+    Plan,
+    Stall,
+    open_chaos_proxy,
+)
 
 from ._proxy_upstream import fetch, frames, open_upstream, sse_frame
 
@@ -265,3 +273,45 @@ async def test_reconnecting_client_gaps_are_measured_from_outside(autojump_clock
     assert [r.cut_kind for r in records] == [CutKind.CLEAN, CutKind.MID_FRAME, CutKind.CLEAN, None]
     assert proxy.gaps() == pytest.approx([0.25, 0.25, 0.25])
     assert all(gap > 0 for gap in proxy.gaps(wall=True))
+
+
+@pytest.mark.parametrize("n", [0, 1, 37, 100])
+async def test_cut_after_bytes_forwards_exactly_that_many_body_bytes(n):
+    async with (
+        open_upstream(total=6) as upstream,
+        open_chaos_proxy(upstream.address, plan=[CutAfterBytes(n)]) as proxy,
+        httpx.AsyncClient() as client,
+    ):
+        got = await fetch(client, proxy.url + STREAM)
+        await proxy.wait_closed(1)
+    whole = b"".join(frames(1, 6))
+    assert n < len(whole)
+    assert got.body == whole[:n]
+    assert isinstance(got.error, httpx.RemoteProtocolError)  # no terminating chunk
+    [record] = proxy.records
+    assert record.cut_kind is CutKind.BYTES
+    assert record.ended_by == "proxy"
+
+
+async def test_cut_after_bytes_draws_per_connection_and_passes_a_short_body():
+    plan = Plan.of(CutAfterBytes(10, high=30), default=CutAfterBytes(10**6))
+    counts = []
+    async with (
+        open_upstream(total=6) as upstream,
+        open_chaos_proxy(upstream.address, plan=plan, seed=7) as proxy,
+        httpx.AsyncClient() as client,
+    ):
+        for _ in range(2):
+            got = await fetch(client, proxy.url + STREAM)
+            counts.append(len(got.body))
+        await proxy.wait_closed(2)
+    assert 10 <= counts[0] <= 30
+    assert counts[1] == len(b"".join(frames(1, 6)))  # shorter than the limit: unchanged
+    assert proxy.records[1].ended_by == "complete"
+
+
+def test_cut_after_bytes_is_validated():
+    with pytest.raises(ConfigError):
+        CutAfterBytes(-1)
+    with pytest.raises(ConfigError):
+        CutAfterBytes(10, high=5)

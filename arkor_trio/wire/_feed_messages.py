@@ -1,0 +1,55 @@
+"""The job feed's protocol messages: decoding what the server sends, building what the client sends.
+
+A text message from the server holds one message object, or a JSON array of them (a batch, in
+queue order); the client's messages are compact JSON objects (docs/websocket.md).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+__all__ = [
+    "MAX_AFTER",
+    "MAX_JOB_ID",
+    "decode_messages",
+    "encode",
+    "subscribe_message",
+    "unsubscribe_message",
+]
+
+#: The longest job id the server accepts in a message (it answers a longer one with an error,
+#: and closes the socket with 1009 on a message over 64 KiB): refused before sending.
+MAX_JOB_ID = 200
+#: The longest ``after`` sent (the local backend's ids are at most 18 digits).
+MAX_AFTER = 200
+
+
+def decode_messages(raw: str | bytes) -> list[Any] | None:
+    """The messages of one text message, in order; None when it is not JSON.
+
+    Nesting deeper than the parser goes (``RecursionError``) is "not JSON" too: a hostile
+    server's message is skipped, never raised into the feed.
+    """
+    try:
+        decoded = json.loads(raw)
+    except (ValueError, RecursionError):
+        return None
+    if isinstance(decoded, list):  # a batch: several messages in queue order
+        return decoded
+    return [decoded]
+
+
+def subscribe_message(job_id: str, after: str | None) -> dict[str, Any]:
+    """``subscribe {job, after}``."""
+    return {"type": "subscribe", "job": job_id, "after": after}
+
+
+def unsubscribe_message(job_id: str) -> dict[str, Any]:
+    """``unsubscribe {job}``."""
+    return {"type": "unsubscribe", "job": job_id}
+
+
+def encode(message: dict[str, Any]) -> str:
+    """Compact JSON text of a client message."""
+    return json.dumps(message, separators=(",", ":"))

@@ -1,0 +1,169 @@
+"""The job feed's per-job state machine: each server message moves one job.
+
+A job is ``active`` (subscribed, or to subscribe on the next socket), ``waiting`` (a task of
+:class:`~._feed_retry.JobRetry` decides when to subscribe it again: its queue is full, ``end``,
+an ``error`` for it) or ``done``. Events are accepted only once every ``subscribe`` sent for the
+job id on this socket was answered (``subscribed`` or ``error``) and while it is active; an event
+whose job queue is full pauses the job (unsubscribe, then subscribe again once the consumer made
+room). Dedupe and the replay guard are the job's ledger's (a ``reset`` leaves them: a replay
+of handled ids is dropped, design.md section 3 rule 10).
+
+The unanswered ``subscribe`` messages are counted per job *id*, not per followed job: after
+``remove(job)`` and a new ``subscribe(job, after=...)``, the old subscription's answer (and the
+events that follow it) still belongs to the old one, so nothing of it is taken for the new.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+from ._codec import MalformedPayload, decode_event
+from ._feed_messages import decode_messages, subscribe_message, unsubscribe_message
+from ._feed_retry import JobRetry
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from ..stream import ReconnectPolicy
+    from ._feed_job import FeedCounters, FeedJob
+    from ._feed_outbox import Outbox
+    from ._feed_socket import FeedClient
+
+__all__ = ["FeedRouter"]
+
+log = logging.getLogger("arkor_trio.feed")
+
+
+class FeedRouter:
+    """Routes incoming messages to their jobs and sends each job's ``subscribe``.
+
+    Attributes:
+        jobs: The jobs followed, by id (shared with the feed).
+        socket_progress: Set when an event was queued on the current socket.
+    """
+
+    def __init__(
+        self,
+        client: FeedClient,
+        policy: ReconnectPolicy,
+        jobs: dict[str, FeedJob],
+        counters: FeedCounters,
+        outbox: Outbox,
+        spawn: Callable[..., None],
+    ) -> None:
+        self.jobs = jobs
+        self.socket_progress = False
+        #: ``subscribe`` messages sent on the current socket and not yet answered, by job id.
+        self._pending: dict[str, int] = {}
+        self._counters = counters
+        self._outbox = outbox
+        self._spawn = spawn
+        self._retry = JobRetry(client, policy, counters, self.resubscribe)
+
+    # --- outgoing ------------------------------------------------------------------------------
+
+    def send_subscribe(self, job: FeedJob) -> None:
+        """Make ``job`` active and subscribe it now if a socket is open."""
+        job.state = "active"
+        job.progress = False
+        job.subscribing()
+        if self._outbox.connected:
+            self._pending[job.job_id] = self._pending.get(job.job_id, 0) + 1
+            self._outbox.send(subscribe_message(job.job_id, job.resume))
+
+    def socket_opened(self) -> None:
+        """A new socket: every active job is subscribed again from its resume point."""
+        self._pending.clear()
+        for job in self.jobs.values():
+            if job.state == "active":
+                self.send_subscribe(job)
+
+    def resubscribe(self, job: FeedJob) -> None:
+        """Subscribe a waiting job again (unless it was removed or finished meanwhile)."""
+        if job.state == "waiting" and self.jobs.get(job.job_id) is job:
+            self.send_subscribe(job)
+
+    # --- incoming ------------------------------------------------------------------------------
+
+    def handle_raw(self, raw: str | bytes) -> None:
+        """One text message from the server (a message or a batch)."""
+        messages = decode_messages(raw)
+        if messages is None:
+            self._counters.skipped += 1
+            log.debug("feed: skipped a message that is not JSON")
+            return
+        for message in messages:
+            self.handle(message)
+
+    def handle(self, message: Any) -> None:
+        """One decoded message."""
+        counters = self._counters
+        counters.messages += 1
+        kind = message.get("type") if isinstance(message, dict) else None
+        if not isinstance(kind, str):
+            counters.skipped += 1
+            log.debug("feed: skipped a malformed message")
+            return
+        if kind == "ping":
+            counters.pings += 1
+            return
+        key = message.get("job")
+        if not isinstance(key, str):
+            key = None
+        answered = key is not None and kind in ("subscribed", "error") and self._answered(key)
+        job = self.jobs.get(key) if key is not None else None
+        if job is None:
+            if kind == "error" and not answered:
+                log.warning("feed: the server refused a message: %s", message.get("error"))
+            return
+        if kind == "event":
+            self._on_event(job, message)
+        elif kind == "reset" and self._latest(job):  # else: an older subscription's
+            counters.resets += 1  # dedupe stays: the ledger's rule drops a replay of handled ids
+            job.resets.append(str(message.get("reason")))
+            log.warning("feed: job %s: %s", job.job_id, message.get("reason"))
+        elif kind in ("end", "error") and self._latest(job):
+            # The latest subscription ended or was refused: JobRetry decides what comes next.
+            job.state = "waiting"
+            if kind == "end":
+                self._spawn(self._retry.after_end, job)
+            else:
+                self._spawn(self._retry.after_error, job, message)
+
+    def _latest(self, job: FeedJob) -> bool:
+        """True when every subscribe of ``job`` on this socket was answered and it is active."""
+        return job.job_id not in self._pending and job.state == "active"
+
+    def _answered(self, job_id: str) -> bool:
+        """Count one answer to a ``subscribe`` of ``job_id``; False when none was pending."""
+        left = self._pending.get(job_id, 0) - 1
+        if left > 0:
+            self._pending[job_id] = left
+        elif left == 0:
+            del self._pending[job_id]
+        return left >= 0
+
+    def _on_event(self, job: FeedJob, message: dict[str, Any]) -> None:
+        counters = self._counters
+        if not self._latest(job):
+            counters.stale += 1
+            return
+        event_id = message.get("id")
+        if not isinstance(event_id, str) or job.is_duplicate(event_id):
+            counters.duplicates += 1
+            return
+        if job.queue.full:  # before decoding: the event comes again after the resubscribe
+            counters.pauses += 1
+            job.state = "waiting"
+            self._outbox.send(unsubscribe_message(job.job_id))
+            self._spawn(self._retry.after_room, job)
+            return
+        try:
+            event = decode_event(message.get("data"), event_id)
+        except (MalformedPayload, RecursionError):
+            counters.skipped += 1
+            return
+        job.accept(event)
+        counters.events += 1
+        self.socket_progress = True
