@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import httpx
 import pytest
 import trio
 
@@ -65,6 +66,32 @@ async def test_a_303_after_a_post_continues_as_a_get_without_the_body():
     assert (submit.method, json.loads(submit.body)) == ("POST", {"q": 1})
     assert (feed.method, feed.body) == ("GET", b"")
     assert "content-type" not in feed.headers
+
+
+@pytest.mark.parametrize(("status", "method"), [(307, "POST"), (308, "POST"), (303, "GET")])
+async def test_a_cross_origin_redirect_of_a_post_sends_no_credential(status, method):
+    """A 307/308 to another origin carries the method and body on, a 303 turns into a GET;
+    either way nothing that may authenticate is sent there (the hop is built bare)."""
+    credentials = {"Authorization": "Bearer secret", "X-Api-Key": "k1", "X-Trace": "keep"}
+    async with open_feed_server(total=2) as origin, open_feed_server(total=2) as other:
+        origin.routes["/submit"] = Reply(status, {"Location": f"{other.url}/feed"})
+        async with httpx.AsyncClient(cookies={"session": "c1"}) as http:
+            ids = await follow(
+                f"{origin.url}/submit", method="POST", json={"q": 1}, headers=credentials, http=http
+            )
+    assert ids == ["1", "2"]
+    submit = origin.requests[0]
+    assert (submit.method, submit.headers["authorization"]) == ("POST", "Bearer secret")
+    assert other.requests
+    for request in other.requests:
+        assert not set(request.headers) & {"authorization", "cookie", "x-api-key"}
+        assert request.headers["x-trace"] == "keep"
+        assert request.method == method
+        if method == "POST":
+            assert json.loads(request.body) == {"q": 1}
+            assert request.headers["content-type"] == "application/json"
+        else:
+            assert (request.body, "content-type" in request.headers) == (b"", False)
 
 
 async def test_resume_param_sends_the_resume_id_as_a_query_parameter():
