@@ -87,7 +87,7 @@ def test_a_planted_tmp_symlink_is_not_written_through(tmp_path: Path) -> None:
     store = FileCursorStore(tmp_path / "cursors.json")
     (tmp_path / "cursors.json.tmp").symlink_to(victim)
     with pytest.raises(ConfigError, match="symbolic link") as caught:
-        store.commit("job", "1")
+        store.commit_nowait("job", "1")
     assert "cursors.json.tmp" in str(caught.value)
     assert victim.read_text() == "precious"
     assert (tmp_path / "cursors.json.tmp").is_symlink()  # left for the user to look at
@@ -95,12 +95,12 @@ def test_a_planted_tmp_symlink_is_not_written_through(tmp_path: Path) -> None:
 
 def test_a_tmp_that_is_a_directory_is_a_config_error(tmp_path: Path) -> None:
     store = FileCursorStore(tmp_path / "cursors.json")
-    store.commit("job", "1")
+    store.commit_nowait("job", "1")
     (tmp_path / "cursors.json.tmp").mkdir()
     with pytest.raises(ConfigError, match="directory") as caught:
-        store.commit("job", "2")
+        store.commit_nowait("job", "2")
     assert "cursors.json.tmp" in str(caught.value)
-    assert store.load("job") == "1"
+    assert store.peek("job").id == "1"
 
 
 def test_a_planted_claim_symlink_is_not_truncated(tmp_path: Path) -> None:
