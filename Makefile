@@ -2,6 +2,9 @@ PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# `make demo` and `make serve` need only the server extra (NumPy, Starlette, hypercorn, rich),
+# not the dev extra's test, lint and browser tools (533 MB with Playwright).
+SERVER_STAMP := $(VENV)/.installed-server
 
 .PHONY: test properties demo bench serve lint types clean
 
@@ -11,7 +14,11 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev]'
-	touch $(STAMP)
+	touch $(STAMP) $(SERVER_STAMP)
+
+$(SERVER_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[server]'
+	touch $(SERVER_STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check arkor_trio tests benchmarks examples
@@ -30,10 +37,10 @@ properties: $(STAMP)
 	ARKOR_HYPOTHESIS_PROFILE=thorough $(BIN)/python -m pytest -q -p no:cacheprovider \
 		--hypothesis-show-statistics $(PROPERTY_TESTS)
 
-demo: $(STAMP)
+demo: $(SERVER_STAMP)
 	$(BIN)/arkor-trio demo
 
-serve: $(STAMP)
+serve: $(SERVER_STAMP)
 	$(BIN)/arkor-trio serve
 
 bench: $(STAMP)

@@ -34,6 +34,7 @@ from .trainer._infer import Infer as Infer
 from .trainer._trainer import Trainer as Trainer
 from .trainer._trainer import create_trainer as create_trainer
 from .wire._client import ArkorClient as ArkorClient
+from .wire._codec import event_to_wire as event_to_wire
 from .wire._feed import JobFeed as JobFeed
 from .wire._feed_job import FeedStats as FeedStats
 from .wire._feed_job import FeedSubscription as FeedSubscription
@@ -109,4 +110,5 @@ __all__ = [
     "WebSocketEventStream",
     "__version__",
     "create_trainer",
+    "event_to_wire",
 ]

@@ -18,9 +18,12 @@ The API token never appears in a message or a repr.
 
 from __future__ import annotations
 
+import html
+import re
 from typing import Any
 
 __all__ = [
+    "MAX_MESSAGE",
     "ApiError",
     "ArkorError",
     "ConfigError",
@@ -29,7 +32,42 @@ __all__ = [
     "ReconnectsExhausted",
     "StreamError",
     "UpgradeRequired",
+    "body_message",
 ]
+
+#: An error message quoting a response body is cut to this many characters.
+MAX_MESSAGE = 500
+#: An HTML page (a proxy's or framework's 404) is summarised in at most this many characters.
+_MAX_HTML_SUMMARY = 160
+_HTML_START = re.compile(
+    r"\A\s*(<!doctype html|<html|<head|<body|<\?xml|<[a-z]+[\s>])", re.IGNORECASE
+)
+_TITLE = re.compile(r"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_HEADING = re.compile(r"<h1[^>]*>(.*?)</h1\s*>", re.IGNORECASE | re.DOTALL)
+_SKIPPED = re.compile(r"<(script|style|head)[^>]*>.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_TAG = re.compile(r"<[^>]*>")
+
+
+def body_message(text: str, limit: int = MAX_MESSAGE) -> str:
+    """The part of a non-JSON error body an error message quotes: one line, at most ``limit``.
+
+    An HTML page (a reverse proxy's or a web framework's error page) is summarised as its
+    ``<title>`` (else its first heading, else its text without tags) and its size, instead of
+    hundreds of characters of markup.
+    """
+    if _HTML_START.match(text):
+        found = _TITLE.search(text) or _HEADING.search(text)
+        inner = found.group(1) if found else _SKIPPED.sub(" ", text)
+        summary = " ".join(html.unescape(_TAG.sub(" ", inner)).split())
+        if len(summary) > _MAX_HTML_SUMMARY:
+            summary = summary[: _MAX_HTML_SUMMARY - 1] + "…"
+        size = len(text.encode("utf-8", "replace"))
+        page = f"an HTML page of {size} bytes"
+        return f"{summary} ({page})" if summary else page
+    message = " ".join(text.split())
+    if len(message) > limit:
+        message = message[: limit - 1] + "…"
+    return message
 
 
 class ArkorError(Exception):

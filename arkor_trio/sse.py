@@ -26,7 +26,9 @@ folds an ASCII byte into an invalid sequence, so a line's bytes decode alone as 
 
 from __future__ import annotations
 
+import json
 import re
+from typing import Any
 
 import attrs
 
@@ -67,6 +69,14 @@ class SSEFrame:
     id: str | None = None
     retry: int | None = None
     last_event_id: str = attrs.field(default="", eq=False)
+
+    def json(self) -> Any:
+        """The frame's ``data`` parsed as JSON (as httpx-sse's ``ServerSentEvent.json()``).
+
+        Raises:
+            ValueError: The data is not JSON (:class:`json.JSONDecodeError`).
+        """
+        return json.loads(self.data)
 
 
 # SSEFrame's attrs __init__ goes through object.__setattr__ for each field (it is frozen); the

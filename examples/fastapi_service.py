@@ -25,15 +25,28 @@ import json
 import os
 import sys
 from typing import TYPE_CHECKING, Annotated, Any
+from urllib.parse import urlsplit
 
 import attrs
-from _recipe import MODEL, demo_dataset
 from fastapi import FastAPI, Header, HTTPException, Query
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, Field
 
-from arkor_trio import ApiError, ArkorClient, ArkorError, ConfigError, Trainer, aio, create_trainer
+from arkor_trio import (
+    ApiError,
+    ArkorClient,
+    ArkorError,
+    BlobDataset,
+    ConfigError,
+    DatasetSource,
+    HuggingfaceDataset,
+    JobEvent,
+    Trainer,
+    aio,
+    create_trainer,
+    event_to_wire,
+)
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable
@@ -46,6 +59,15 @@ MAX_EVENT_ID = 128
 MAX_WAIT = 60.0
 #: The largest request body read (``POST /runs`` needs a few dozen bytes).
 MAX_BODY = 16 * 1024
+#: The cloud's model name; the local backend trains its stand-in for it.
+MODEL = "unsloth/gemma-4-E4B-it"
+
+
+def demo_dataset(client: ArkorClient) -> DatasetSource:
+    """The support-triage demo data: the bundled file locally, the hub copy on the cloud."""
+    if urlsplit(client.base_url).hostname in ("127.0.0.1", "localhost", "::1"):
+        return BlobDataset.demo()
+    return HuggingfaceDataset("arkorlab/triage-demo")
 
 
 class RunRequest(BaseModel):
@@ -180,24 +202,12 @@ class BodyLimit:
         await self.app(scope, replayed, send)
 
 
-def sse_frame(event: Any) -> str:
-    """One job event as an SSE frame: ``id``, ``event`` (the wire type) and JSON ``data``."""
-    data = attrs.asdict(event)
-    data.pop("event_id", None)
-    kind = getattr(event, "type", None) or _WIRE_TYPES.get(type(event).__name__, "unknown")
+def sse_frame(event: JobEvent) -> str:
+    """One job event relayed as the Arkor stream sent it: same id, same camelCase JSON data."""
+    data = event_to_wire(event)  # {"type": "training.log", "jobId": ..., "step": 3, ...}
     lines = [f"id: {event.event_id}"] if event.event_id is not None else []
-    lines += [f"event: {kind}", f"data: {json.dumps(data, default=str)}"]
+    lines += [f"event: {data.get('type', 'message')}", f"data: {json.dumps(data)}"]
     return "\n".join(lines) + "\n\n"
-
-
-_WIRE_TYPES = {
-    "TrainingStarted": "training.started",
-    "TrainingLog": "training.log",
-    "CheckpointSaved": "checkpoint.saved",
-    "TrainingCompleted": "training.completed",
-    "TrainingFailed": "training.failed",
-    "TrainingCancelled": "training.cancelled",
-}
 
 
 def create_app(client_factory: Callable[[], ArkorClient] | None = None) -> FastAPI:

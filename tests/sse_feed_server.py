@@ -83,6 +83,7 @@ class Request:
     query: dict[str, str]
     headers: dict[str, str]
     at: float
+    body: bytes = b""
 
     @property
     def last_event_id(self) -> str | None:
@@ -191,15 +192,22 @@ class FeedServer:
             if not chunk or len(head) > MAX_HEAD:
                 return None
             head += chunk
-        lines = head.partition(b"\r\n\r\n")[0].decode("latin-1").split("\r\n")
+        head, _, body = head.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
         method, target, _ = lines[0].split(" ", 2)
         headers = {}
         for line in lines[1:]:
             name, _, value = line.partition(":")
             headers[name.strip().lower()] = value.strip()
+        length = min(int(headers.get("content-length", "0") or 0), MAX_HEAD)
+        while len(body) < length:
+            chunk = await stream.receive_some(65536)
+            if not chunk:
+                return None
+            body += chunk
         parts = urlsplit(target)
         query = dict(parse_qsl(parts.query))
-        return Request(method, parts.path, query, headers, trio.current_time())
+        return Request(method, parts.path, query, headers, trio.current_time(), body)
 
     async def _answer(self, stream: trio.abc.Stream, request: Request) -> None:
         if request.path != "/feed":

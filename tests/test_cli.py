@@ -385,6 +385,59 @@ def test_run_exits_1_when_the_job_fails(capsys, tmp_path):
     assert re.search(r"^job job_\w+: failed$", out, re.MULTILINE)
 
 
+def test_run_detach_submits_with_settings_and_exits_at_once(capsys, tmp_path, bg):
+    # A sweep from one file: each --detach submits a job with its own settings and returns;
+    # FOREVER steps would never finish, so a run that followed the job would hang the test.
+    path = str(trainer_file(tmp_path))
+    code, out, _ = run_cli(
+        capsys, "run", path, "--detach", "--json", "--name", "sweep-a",
+        "--set", f"max_steps={FOREVER}", "--set", "learning_rate=0.002", "--set", "optim=adamw",
+    )  # fmt: skip
+    assert code == 0
+    submitted = json.loads(out)
+    assert (submitted["name"], submitted["status"]) == ("sweep-a", "queued")
+    job_id = submitted["id"]
+
+    async def get(client, job_id):
+        return await client.get_job(job_id)
+
+    job = bg.call(get, job_id)
+    assert job.name == "sweep-a"
+    assert job.config["maxSteps"] == FOREVER
+    assert job.config["learningRate"] == 0.002
+    assert job.config["optim"] == "adamw"
+    assert job.config["loggingSteps"] == 1  # the file's own settings are kept
+    code, out, _ = run_cli(capsys, "run", path, "--detach")
+    assert code == 0
+    assert re.match(r"submitted job job_\w+ \(from-file, queued\)", out)
+    assert "arkor-trio jobs cancel job_" in out
+    other = out.split()[2]
+    for job in (job_id, other):
+        assert run_cli(capsys, "jobs", "cancel", job)[0] == 0
+
+
+@pytest.mark.parametrize(
+    ("setting", "fragment"),
+    [
+        ("max_steps=0", "max_steps"),
+        ("max_stepz=3", "unknown training setting 'max_stepz'"),
+        ("learning_rate=fast", "learning_rate"),
+    ],
+)
+def test_run_set_with_a_bad_setting_is_a_usage_error(capsys, tmp_path, setting, fragment):
+    code, _, err = run_cli(capsys, "run", str(trainer_file(tmp_path)), "--set", setting)
+    assert code == 2
+    assert_one_line_error(err, fragment)
+
+
+def test_serve_max_concurrent_jobs_parses():
+    from arkor_trio.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--max-concurrent-jobs", "3"])
+    assert args.max_concurrent_jobs == 3
+    assert build_parser().parse_args(["serve"]).max_concurrent_jobs == 1
+
+
 def test_run_without_a_trainer_or_file_is_a_usage_error(capsys, tmp_path):
     empty = tmp_path / "empty.py"
     empty.write_text("x = 1\n")

@@ -181,3 +181,26 @@ def test_the_fast_log_constructor_fills_every_field():
     assert got == want
     assert hash(got) == hash(want)
     assert repr(got) == repr(want)
+
+
+def test_event_to_wire_gives_back_the_wire_object_of_every_event_type():
+    from arkor_trio import UnknownEvent, event_to_wire
+    from arkor_trio.wire._codec import decode_event
+
+    wire = [
+        {"type": "training.started", "jobId": "j", "timestamp": "t", "metadata": {"a": 1}},
+        {"type": "training.log", "jobId": "j", "step": 3, "loss": 0.5, "evalLoss": 0.75,
+         "learningRate": 0.001, "samplesPerSecond": 12.5},
+        {"type": "checkpoint.saved", "jobId": "j", "step": 3, "artifacts": [{"pathname": "c"}]},
+        {"type": "training.completed", "jobId": "j", "artifacts": []},
+        {"type": "training.failed", "jobId": "j", "error": "boom"},
+        {"type": "training.cancelled", "jobId": "j"},
+        {"type": "model.exported", "jobId": "j", "format": "gguf"},
+    ]  # fmt: skip
+    for data in wire:
+        event = decode_event(data, "7")
+        assert event_to_wire(event) == data
+        assert next(iter(event_to_wire(event))) == "type"
+        assert event.event_id == "7"
+        assert decode_event(event_to_wire(event), event.event_id) == event
+    assert isinstance(decode_event(wire[-1]), UnknownEvent)

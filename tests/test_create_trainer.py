@@ -10,6 +10,7 @@ from arkor_trio import (
     ConfigError,
     HuggingfaceDataset,
     Lora,
+    Trainer,
     create_trainer,
 )
 from arkor_trio.wire._codec import encode
@@ -136,3 +137,25 @@ def test_demo_dataset_points_at_the_bundled_file():
 def test_a_bad_dataset_says_what_a_dataset_is(dataset, hint):
     with pytest.raises(ConfigError, match=re.escape(hint)):
         create_trainer(**{**BASE, "dataset": dataset})
+
+
+def test_configure_changes_settings_before_start_and_checks_them():
+    client = ArkorClient(base_url="http://127.0.0.1:9", token="t")
+    trainer = create_trainer(**BASE, max_steps=10, logging_steps=2, client=client)
+    trainer.configure(name="sweep-1", max_steps=500, learning_rate=3e-4, lora=Lora(r=4, alpha=8))
+    wire = encode(trainer._config)
+    assert trainer.name == "sweep-1"
+    assert (wire["maxSteps"], wire["learningRate"], wire["loggingSteps"]) == (500, 3e-4, 2)
+    assert (wire["loraR"], wire["loraAlpha"]) == (4, 8)
+    assert wire["datasetSource"] == {"type": "huggingface", "name": "a/b"}
+    with pytest.raises(ConfigError) as info:
+        trainer.configure(max_steps=0)
+    assert info.value.field == "max_steps"
+    assert encode(trainer._config)["maxSteps"] == 500  # a refused change changes nothing
+    with pytest.raises(ConfigError, match="unknown training setting 'steps'"):
+        trainer.configure(steps=3)
+    with pytest.raises(ConfigError) as info:
+        trainer.configure(name="")
+    assert info.value.field == "name"
+    with pytest.raises(ConfigError, match="no settings"):
+        Trainer.attach("job_1", client=client).configure(max_steps=3)

@@ -23,6 +23,7 @@ import uvicorn
 
 from arkor_trio import Trainer
 from arkor_trio.server import open_local_backend
+from tests.server.conftest import headers_for, read_stream
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -116,6 +117,14 @@ async def test_fastapi_service_trains_streams_and_cancels(
     assert service.problems == []
 
 
+async def backend_frames(backend: LocalBackend, job_id: str) -> list[tuple[str, str, Any]]:
+    """The job's frames as the backend's own SSE stream sends them: (id, type, data)."""
+    async with httpx.AsyncClient(base_url=backend.base_url, headers=headers_for(backend)) as http:
+        frames = await read_stream(http, job_id)
+    # Events carry an id; pings and the closing `end` frame do not, and are not relayed.
+    return [(f["id"], f["event"], json.loads(f["data"])) for f in frames if "id" in f]
+
+
 async def exercise(http: httpx.AsyncClient, service: Service, backend: LocalBackend) -> None:
     # Hostile or wrong input: 400 naming the field, 404 for unknown runs; never a 500.
     for body, field in [
@@ -172,6 +181,11 @@ async def exercise(http: httpx.AsyncClient, service: Service, backend: LocalBack
         assert (run["status"], run["step"]) == ("completed", 30)  # progress from the callbacks
         assert isinstance(run["loss"], float)
         # Resuming after an id relays only what came after it.
+        # The relay is the Arkor stream itself: same ids, same camelCase JSON, no snake_case.
+        original = await backend_frames(backend, job_id)
+        assert [(f["id"], f["event"], f["data"]) for f in frames] == original
+        assert all(f["data"]["jobId"] == job_id for f in frames)
+        assert not any("job_id" in f["data"] or "eval_loss" in f["data"] for f in frames)
         middle = frames[len(frames) // 2]["id"]
         rest = await sse_events(http, job_id, **{"Last-Event-ID": middle})
         assert [f["id"] for f in rest] == [f["id"] for f in frames[len(frames) // 2 + 1 :]]

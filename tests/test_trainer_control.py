@@ -282,3 +282,25 @@ async def test_attach_after_the_terminal_callback_ran_elsewhere_dispatches_nothi
     assert result.job.status == "completed"
     assert result.artifacts == [{"pathname": "a.bin"}]
     assert len(server.stream_requests()) == 1  # the second process opened no stream
+
+
+async def test_result_history_is_the_loss_curve_once_per_log(
+    autojump_clock, client, server, recorder
+):
+    # The first connection is cut after the second log; the first wait() fails in on_log for
+    # step 2, so that log is delivered again by the next wait(): it is in the history once.
+    server.conns.append(Conn(body=[frames(1, 2, 3)]))
+    server.conns.append(Conn(body=[frames(3, 4, 5)]))
+    failed = []
+
+    def on_log(ctx):
+        if ctx.step == 2 and not failed:
+            failed.append(ctx.step)
+            raise RuntimeError("once")
+
+    trainer = make(client, recorder, callbacks={"on_log": on_log})
+    with pytest.raises(RuntimeError, match="once"):
+        await trainer.wait()
+    result = await trainer.wait()
+    assert [(log.step, log.loss) for log in result.history] == [(1, 1.0), (2, 1.0), (3, 1.0)]
+    assert all(isinstance(log, TrainingLog) for log in result.history)

@@ -7,8 +7,13 @@ itself (:class:`Guest`), ``run``, ``aclose`` and ``is_running``.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
+import os
+import signal
+import socket
 import sys
+import threading
 import weakref
 from typing import TYPE_CHECKING, Any, TypeVar, TypeVarTuple, Unpack
 
@@ -68,6 +73,7 @@ class Guest:
         self._stopping = False
         self._sentinel: AsyncGenerator[None, None] | None = None
         self._trio_hooks: Any = None
+        self._wakeup: SignalWakeup | None = None
 
     def start(self) -> None:
         """Start the guest run and the shutdown hook; synchronous, so no other call interleaves."""
@@ -93,6 +99,7 @@ class Guest:
             ) from exc
         self.token = trio.lowlevel.current_trio_token()
         self._trio_hooks = sys.get_asyncgen_hooks()
+        self._wakeup = SignalWakeup.install(self.loop)
 
     # Every trio step runs through these two. Between two ``run_until_complete`` calls asyncio
     # puts back the async generator hooks it found, dropping trio's: each step reinstalls them,
@@ -125,6 +132,9 @@ class Guest:
 
     def _done(self, result: outcome.Outcome[None]) -> None:
         self._trio_hooks = None  # trio put back the loop's own hooks
+        if self._wakeup is not None:
+            self._wakeup.remove()
+            self._wakeup = None
         if _guests.get(self.loop) is self:
             del _guests[self.loop]
         for call in self._pending:  # accepted too late to start
@@ -161,6 +171,10 @@ class Guest:
         self._stopping = True
         if self._stop is not None:
             self._stop.set()
+
+    def sigints(self) -> int:
+        """How many SIGINTs reached this loop since the run started (0 without a wakeup fd)."""
+        return self._wakeup.sigints if self._wakeup is not None else 0
 
     def submit(self, call: _Call) -> None:
         """From asyncio: start ``call`` as a task of the guest run."""
@@ -200,6 +214,70 @@ class Guest:
         call.finish(value=value)
 
 
+class SignalWakeup:
+    """Wakes the asyncio loop when a signal arrives, whichever thread the kernel delivered it to.
+
+    A guest run adds a thread: trio's I/O wait. The kernel delivers a process signal (SIGINT
+    from Jupyter's Interrupt, Ctrl-C) to any thread that does not block it, often that one.
+    CPython then runs the Python handler in the main thread, but only once the main thread
+    wakes up, and the asyncio loop may sleep in its own ``select`` until the next I/O event
+    (a training log, a ping: seconds). CPython also writes the signal number to the fd set by
+    :func:`signal.set_wakeup_fd` from whichever thread got the signal; asyncio installs one only
+    with ``loop.add_signal_handler``. When none is set, this sets one whose other end the loop
+    reads, so the handler (IPython's, asyncio.Runner's, Python's default) runs at once.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, reader: socket.socket, fd: int) -> None:
+        self.loop, self._reader, self._fd = loop, reader, fd
+        #: SIGINTs seen so far (an interrupted call says so in its CancelledError).
+        self.sigints = 0
+
+    @classmethod
+    def install(cls, loop: asyncio.AbstractEventLoop) -> SignalWakeup | None:
+        """Set a wakeup fd read by ``loop`` (main thread, none set yet); else None."""
+        if threading.current_thread() is not threading.main_thread():
+            return None  # signals are handled in the main thread only
+        reader, writer = socket.socketpair()
+        reader.setblocking(False)
+        writer.setblocking(False)
+        try:
+            previous = signal.set_wakeup_fd(writer.fileno(), warn_on_full_buffer=False)
+        except (ValueError, OSError):
+            reader.close()
+            writer.close()
+            return None
+        if previous != -1:  # someone else's (asyncio's add_signal_handler): theirs wakes it
+            signal.set_wakeup_fd(previous)
+            reader.close()
+            writer.close()
+            return None
+        wakeup = cls(loop, reader, writer.detach())
+        try:
+            loop.add_reader(reader.fileno(), wakeup._drain)
+        except (NotImplementedError, RuntimeError):  # a loop without add_reader (Proactor)
+            wakeup.remove()
+            return None
+        return wakeup
+
+    def _drain(self) -> None:
+        # Reading is all: waking the loop let the interpreter run the Python-level handler.
+        with contextlib.suppress(OSError):
+            while data := self._reader.recv(4096):
+                self.sigints += data.count(signal.SIGINT)
+
+    def remove(self) -> None:
+        """Undo :meth:`install` (the wakeup fd only if it is still ours)."""
+        with contextlib.suppress(ValueError, OSError):
+            current = signal.set_wakeup_fd(-1)
+            if current not in (self._fd, -1):  # replaced since (add_signal_handler): keep theirs
+                signal.set_wakeup_fd(current)
+        with contextlib.suppress(ValueError, OSError, RuntimeError):
+            self.loop.remove_reader(self._reader.fileno())
+        self._reader.close()
+        with contextlib.suppress(OSError):
+            os.close(self._fd)
+
+
 def unwrap(exc: BaseException) -> BaseException:
     """The exception ``aio.run`` raises for ``exc``: a lone exception stands for its group."""
     if isinstance(exc, BaseExceptionGroup):
@@ -225,12 +303,40 @@ _guests: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Guest] = weakref.W
 
 
 def guest_of(loop: asyncio.AbstractEventLoop) -> Guest:
+    global _exit_hook  # registered once per process
     guest = _guests.get(loop)
     if guest is None:
         guest = Guest(loop)
         guest.start()
         _guests[loop] = guest
+        if not _exit_hook:
+            atexit.register(_stop_at_exit)
+            _exit_hook = True
     return guest
+
+
+#: How long the interpreter's exit waits for a guest run to unwind (a ``Trainer.run`` still in
+#: flight sends its backend cancel, itself bounded to 10 s). A Jupyter restart kills the kernel
+#: 5 s after asking it to stop, so this is usually cut shorter by the kernel manager.
+EXIT_TIMEOUT = 12.0
+_exit_hook = False
+
+
+def _stop_at_exit() -> None:
+    """At interpreter exit: stop guest runs whose loop stopped without shutting them down.
+
+    A Jupyter kernel that shuts down or restarts stops its asyncio loop and exits without
+    ``loop.shutdown_asyncgens()``: the calls still in flight (a ``Trainer.run`` awaited by a cell
+    or a background task) would end with the process, their jobs training on. Here the loop
+    runs once more until the guest run has unwound, so each sends its backend cancel, as a
+    cancelled call does. Calls that already returned (``aio.run(trainer.start)``: a job started
+    detached) are not touched.
+    """
+    for loop, guest in list(_guests.items()):
+        if loop.is_closed() or loop.is_running():
+            continue
+        with contextlib.suppress(Exception):
+            loop.run_until_complete(asyncio.wait_for(guest.stop(), EXIT_TIMEOUT))
 
 
 async def run(fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: *Ts) -> T:
@@ -241,9 +347,11 @@ async def run(fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: *Ts) -> T:
             unwrapped to it); a trio ``Cancelled`` becomes :class:`asyncio.CancelledError`.
         GuestRunError: Another trio run owns this thread, or the guest run is shutting down.
     """
+    __tracebackhide__ = True  # IPython shows the cell's line, not this frame
     loop = asyncio.get_running_loop()
     guest = guest_of(loop)
     call = _Call(fn, args, loop.create_future())
+    interrupts = guest.sigints()
     guest.submit(call)
     try:
         await asyncio.shield(call.done)
@@ -255,6 +363,13 @@ async def run(fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: *Ts) -> T:
                 await asyncio.shield(call.done)
         if call.error is not None and not isinstance(call.error, asyncio.CancelledError):
             raise call.error from None
+        if guest.sigints() > interrupts:  # Jupyter's Interrupt, Ctrl-C: say what happened
+            name = getattr(fn, "__qualname__", None) or type(fn).__name__
+            raise asyncio.CancelledError(
+                f"interrupted (SIGINT: Jupyter's Interrupt or Ctrl-C): {name} was cancelled in "
+                "the trio run and has finished unwinding (a Trainer.run has sent its backend "
+                "cancel)"
+            ) from None
         raise
     if call.error is not None:
         raise call.error

@@ -89,7 +89,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl-C is how a server stops: exit 0
         _trio_run(partial(_serve, args.host, args.port, data_dir, args.ping_interval,
                           allow_anonymous=args.allow_anonymous,
-                          retain_events=args.retain_events))  # fmt: skip
+                          retain_events=args.retain_events,
+                          max_concurrent_jobs=args.max_concurrent_jobs))  # fmt: skip
     print("arkor-trio serve: stopped", flush=True)
     return EXIT_OK
 
@@ -102,6 +103,7 @@ async def _serve(
     *,
     allow_anonymous: bool = False,
     retain_events: int | None = None,
+    max_concurrent_jobs: int = 1,
 ) -> int:
     """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM, shutting down cleanly on either."""
     from ..server import serve
@@ -111,8 +113,9 @@ async def _serve(
             try:
                 with collapse_groups():
                     run = partial(
-                        serve, allow_anonymous=allow_anonymous, retain_events=retain_events
-                    )
+                        serve, allow_anonymous=allow_anonymous, retain_events=retain_events,
+                        max_concurrent_jobs=max_concurrent_jobs,
+                    )  # fmt: skip
                     await nursery.start(run, host, port, data_dir, ping_interval)
             except OSError as exc:  # the port is taken, the data dir cannot be made or written
                 raise ConfigError(_startup_error(host, port, data_dir, exc)) from None
@@ -138,6 +141,12 @@ def cmd_run(args: argparse.Namespace) -> int:
     # prints (at import or in its callbacks) go to stderr.
     with contextlib.redirect_stdout(sys.stderr) if args.json else contextlib.nullcontext():
         trainer = load_trainer(args.path)
+        if args.settings or args.name is not None:
+            trainer.configure(name=args.name, **dict(args.settings))
+        if args.detach:
+            from ._train import submit_trainer
+
+            return _trio_run(partial(submit_trainer, trainer, result_out, as_json=args.json))
         try:
             return _run_file_trainer(args, trainer, result_out)
         except SystemExit as exc:  # from a callback of the file: reported, not a silent exit

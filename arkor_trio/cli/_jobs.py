@@ -17,8 +17,8 @@ import trio
 
 from .._errors import ApiError
 from ..wire._chat import build_chat_body
-from ..wire._codec import EVENT_TYPES, encode
-from ..wire._models import Adapter, CheckpointSaved, UnknownEvent
+from ..wire._codec import encode, event_to_wire
+from ..wire._models import Adapter, CheckpointSaved
 from ._text import CELL_LIMIT, VALUE_LIMIT, clip, printable
 
 if TYPE_CHECKING:
@@ -46,8 +46,6 @@ IDLE_WINDOW = 0.5
 #: Without ``--follow``: how long to wait for the first event (connecting, replay starting).
 FIRST_EVENT_WAIT = 5.0
 
-_TYPE_NAMES = {cls: name for name, cls in EVENT_TYPES.items()}
-
 
 def _dump(out: TextIO, value: Any, *, indent: int | None = 2) -> None:
     out.write(json.dumps(value, indent=indent, ensure_ascii=False) + "\n")
@@ -56,11 +54,7 @@ def _dump(out: TextIO, value: Any, *, indent: int | None = 2) -> None:
 
 def event_json(event: JobEvent) -> dict[str, Any]:
     """An event as wire JSON, with its SSE id under ``"id"`` (None when the frame had none)."""
-    if isinstance(event, UnknownEvent):
-        body = dict(event.data)
-    else:
-        body = {"type": _TYPE_NAMES[type(event)], **encode(event)}
-    return {"id": event.event_id, **body}
+    return {"id": event.event_id, **event_to_wire(event)}
 
 
 def _value(value: Any) -> str:

@@ -11,6 +11,7 @@ and rich are imported by the commands that use them. See docs/cli.md.
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import sys
 import traceback
@@ -52,6 +53,17 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+def _setting(text: str) -> tuple[str, Any]:
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise argparse.ArgumentTypeError(f"expected SETTING=VALUE, got {text!r}")
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = raw  # text: --set optim=adamw_8bit
+    return key.strip(), value
 
 
 # --- parser ------------------------------------------------------------------------------------
@@ -129,6 +141,11 @@ def build_parser() -> argparse.ArgumentParser:
         "--retain-events", type=_positive_int,
         help="keep only the last N events per job (default: all)",
     )  # fmt: skip
+    serve.add_argument(
+        "--max-concurrent-jobs", type=_positive_int, default=1, metavar="N",
+        help="train at most N jobs at once; later ones wait queued, first come first served "
+        "(default: %(default)s)",
+    )  # fmt: skip
     serve.set_defaults(handler=cmd_serve)
     add_credentials_parser(commands, DEFAULT_DATA_DIR)
     add_sessions_parser(commands, DEFAULT_DATA_DIR)
@@ -142,6 +159,19 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--sample", action="append", default=[], metavar="PROMPT",
         help="run PROMPT on every checkpoint and print the answer (repeatable)",
+    )  # fmt: skip
+    run.add_argument(
+        "--set", action="append", default=[], metavar="SETTING=VALUE", dest="settings",
+        type=_setting,
+        help="override one of create_trainer's training arguments, e.g. --set max_steps=500 "
+        "--set learning_rate=3e-4 (VALUE is read as JSON when it is JSON, else as text; "
+        "repeatable)",
+    )  # fmt: skip
+    run.add_argument("--name", help="the job name (default: the file's)")
+    run.add_argument(
+        "--detach", action="store_true",
+        help="submit the job, print its id and exit 0 without following it (it keeps training; "
+        "`jobs watch` follows every job)",
     )  # fmt: skip
     _add_json(run)
     run.set_defaults(handler=cmd_run)

@@ -38,6 +38,7 @@ __all__ = [
     "load_trainer",
     "print_summary",
     "run_trainer",
+    "submit_trainer",
 ]
 
 DEMO_NAME = "support-triage-demo"
@@ -265,3 +266,30 @@ async def run_trainer(
     else:
         print_summary(out, result, display)
     return exit_code(result)
+
+
+async def submit_trainer(trainer: Trainer, out: TextIO, *, as_json: bool = False) -> int:
+    """``run --detach``: create the job, print its id and how to follow it; exit code 0.
+
+    The job keeps training on the backend: nothing here follows or cancels it.
+    """
+    try:
+        job_id = await trainer.start()
+    finally:
+        await trainer.client.aclose()
+    job = trainer.job
+    status = job.status if job is not None else "queued"
+    if as_json:
+        out.write(json.dumps({"id": job_id, "name": trainer.name, "status": status}) + "\n")
+    else:
+        out.write(
+            printable(
+                f"submitted job {job_id} ({trainer.name}, {status}); it trains without this "
+                f"command.\n  follow:  arkor-trio jobs events {job_id} --follow   (or: "
+                f"arkor-trio jobs watch)\n  stop:    arkor-trio jobs cancel {job_id}",
+                keep_newlines=True,
+            )
+            + "\n"
+        )
+    out.flush()
+    return 0

@@ -326,6 +326,7 @@ async def serve(
     engine: Engine | None = None,
     allow_anonymous: bool = False,
     retain_events: int | None = None,
+    max_concurrent_jobs: int = 1,
     task_status: trio.TaskStatus[LocalBackend] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the local backend until cancelled, printing how a client connects to it.
@@ -338,11 +339,13 @@ async def serve(
         engine: The engine (None: the NumPy one).
         allow_anonymous: Answer ``POST /v1/auth/anonymous`` for loopback clients.
         retain_events: Keep only the last N events of each job (None: all).
+        max_concurrent_jobs: How many jobs train at once; later ones wait ``queued`` (FIFO).
         task_status: Receives the :class:`LocalBackend` once it listens.
     """
     async with open_local_backend(
         data_dir, port, host=host, ping_interval=ping_interval, engine=engine,
         allow_anonymous=allow_anonymous, retain_events=retain_events,
+        max_concurrent_jobs=max_concurrent_jobs,
     ) as backend:  # fmt: skip
         credentials = json.dumps(sdk_credentials(backend.base_url, backend.token), indent=2)
         anonymous = "on (--allow-anonymous)" if allow_anonymous else "off"

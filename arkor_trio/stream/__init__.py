@@ -28,6 +28,7 @@ from ._reconnect import PERMANENT_STATUSES as PERMANENT_STATUSES
 from ._reconnect import Backoff as Backoff
 from ._reconnect import ReconnectPolicy as ReconnectPolicy
 from ._reconnect import parse_retry_after as parse_retry_after
+from ._state import ConnectionState as ConnectionState
 from ._stats import GapLog as GapLog
 from ._stats import StreamCounters as StreamCounters
 from ._stats import StreamStats as StreamStats
@@ -44,6 +45,7 @@ __all__ = [
     "DEFAULT_LEASE_TTL",
     "PERMANENT_STATUSES",
     "Backoff",
+    "ConnectionState",
     "Cursor",
     "CursorStore",
     "Delivery",

@@ -39,6 +39,7 @@ from ._metrics import METRICS, release, track
 from ._queue import EventQueue
 from ._reader import ChunkReader, Outcome
 from ._reconnect import Backoff, ReconnectPolicy
+from ._state import ConnectionState
 from ._stats import StreamCounters, StreamStats
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ if TYPE_CHECKING:
     from ._connect import Headers
     from ._cursor import CursorStore
     from ._dedupe import DuplicateFilter
+    from ._state import OnState
 
 __all__ = ["SSEChannel"]
 
@@ -100,6 +102,9 @@ class SSEChannel(Generic[T]):
         ledger: The follower's :class:`~arkor_trio.stream.Ledger` (commit rule, dedupe, lease):
             a trainer keeps one across streams; default one for ``cursor_store``/``cursor_key``.
         rng: Randomness for the backoff jitter (tests pass a seeded one).
+        method: The request method (default ``GET``).
+        content: The request body, sent again on every connection (None: no body).
+        on_state: Called with a :class:`ConnectionState` at every state change.
 
     Attributes:
         cursor: The id of the last item yielded (starts at the resume id, or None).
@@ -127,6 +132,9 @@ class SSEChannel(Generic[T]):
         cursor_key: str | None = None,
         ledger: Ledger | None = None,
         rng: random.Random | None = None,
+        method: str = "GET",
+        content: bytes | None = None,
+        on_state: OnState | None = None,
     ) -> None:
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
@@ -147,6 +155,8 @@ class SSEChannel(Generic[T]):
         self.counters = StreamCounters()
         self._headers = headers
         self._params = params
+        self._method, self._content, self._on_state = method, content, on_state
+        self.state = ConnectionState("connecting")
         self._http = http
         permanent = self.policy.permanent_statuses
         self._is_permanent = is_permanent or permanent.__contains__
@@ -289,7 +299,13 @@ class SSEChannel(Generic[T]):
 
     # --- the reader task -----------------------------------------------------------------------
 
+    def _set_state(self, state: ConnectionState) -> None:
+        self.state = state
+        if self._on_state is not None:
+            self._on_state(state)
+
     async def _reader(self, queue: EventQueue[T]) -> None:
+        error: BaseException | None = None
         try:
             if self._http is not None:
                 await self._follow(queue, self._http)
@@ -297,13 +313,17 @@ class SSEChannel(Generic[T]):
                 async with httpx.AsyncClient(timeout=_TIMEOUT) as http:
                     await self._follow(queue, http)
         except ArkorError as exc:
+            error = exc
             queue.close(exc)
         else:
             queue.close()
+        finally:
+            self._set_state(ConnectionState("closed", error=error))
 
     async def _follow(self, queue: EventQueue[T], http: httpx.AsyncClient) -> None:
         backoff = Backoff(self.policy, self._rng)
         while True:
+            self._set_state(ConnectionState("connecting", backoff.attempt))
             outcome = await self._connection(queue, http)
             if outcome.finished:
                 return
@@ -327,6 +347,7 @@ class SSEChannel(Generic[T]):
                 outcome.error,
                 self.resume_id,
             )
+            self._set_state(ConnectionState("reconnecting", backoff.attempt, delay, outcome.error))
             if delay > 0:
                 await trio.sleep(delay)
 
@@ -349,6 +370,8 @@ class SSEChannel(Generic[T]):
             is_permanent=self._is_permanent,
             on_response=self._on_response,
             make_error=self._make_error,
+            method=self._method,
+            content=self._content,
         )
         if isinstance(opened, Failure):
             cause = "status" if getattr(opened.error, "status", None) else "error"
@@ -357,6 +380,7 @@ class SSEChannel(Generic[T]):
             return Outcome(finished=True)
         assert isinstance(opened, httpx.Response)
         response = opened
+        self._set_state(ConnectionState("open"))
         counters = self.counters
         counters.connections += 1
         if self._ended_at is not None:

@@ -1,7 +1,9 @@
 """Opening one connection of a channel: request headers, redirects, statuses, TLS failures.
 
-:func:`open_connection` sends one ``GET`` (following redirects itself, bounded, so that a loop is
-reported with its chain) and classifies the answer:
+:func:`open_connection` sends one request, a ``GET`` or (``method``/``content``) e.g. a ``POST``
+with a body, following redirects itself, bounded, so that a loop is reported with its chain (a 303,
+and a 301/302 answering a ``POST``, continue as a ``GET`` without the body, as browsers and httpx
+do; 307/308 repeat the method and body), and classifies the answer:
 
 * a 2xx ``text/event-stream`` response: returned, to be read;
 * 204: the server says the stream is over (the WHATWG rule): :data:`FINISHED`;
@@ -29,7 +31,7 @@ import attrs
 import httpx
 import trio
 
-from .._errors import ApiError, StreamError
+from .._errors import ApiError, StreamError, body_message
 from .._inflate import ACCEPT_ENCODING, UnsafeBody, iter_body
 from ._reconnect import parse_retry_after
 
@@ -62,7 +64,6 @@ Headers: TypeAlias = (
 MAX_REDIRECTS = 10
 _REDIRECTS = frozenset({301, 302, 303, 307, 308})
 _MAX_ERROR_BODY = 64 * 1024
-_MAX_MESSAGE = 500
 #: A header whose name holds one of these is not sent to another origin after a redirect:
 #: ``Authorization``, ``Cookie``, ``Proxy-Authorization``, ``X-Api-Key``, ``X-Auth-Token``, ...
 _CREDENTIAL_WORDS = (
@@ -155,9 +156,7 @@ def status_error(status: int, text: str, route: str) -> ApiError:
     with contextlib.suppress(ValueError, RecursionError):
         body = json.loads(text)
     error = body.get("error") if isinstance(body, Mapping) else None
-    message = error if isinstance(error, str) and error.strip() else text.strip()
-    if len(message) > _MAX_MESSAGE:
-        message = message[: _MAX_MESSAGE - 1] + "…"
+    message = body_message(error if isinstance(error, str) and error.strip() else text)
     return ApiError(status, f"{message or 'HTTP error'} from {route}", body)
 
 
@@ -187,19 +186,27 @@ def _authenticates(name: str) -> bool:
 
 
 def _cross_origin_request(
-    http: httpx.AsyncClient, url: str, headers: Mapping[str, str], timeout: httpx.Timeout
+    http: httpx.AsyncClient,
+    method: str,
+    url: str,
+    headers: Mapping[str, str],
+    content: bytes | None,
+    timeout: httpx.Timeout,
 ) -> httpx.Request:
     """A hop to another origin, built without anything that may authenticate.
 
     ``http.build_request`` would merge the client's default headers and its cookies back in,
     and ``send`` would apply its ``auth=`` (the caller sends this with ``auth=None``): the
     request is built bare, from the client's default headers and the connection's, less every
-    header that may authenticate (:data:`_CREDENTIAL_WORDS`), with no cookie.
+    header that may authenticate (:data:`_CREDENTIAL_WORDS`), with no cookie. A 307/308 hop
+    carries the method and body on (``content``); a body is never a credential.
     """
     merged = httpx.Headers(http.headers)
     merged.update(headers)
     send = [(k, v) for k, v in merged.multi_items() if not _authenticates(k)]
-    return httpx.Request("GET", url, headers=send, extensions={"timeout": timeout.as_dict()})
+    return httpx.Request(
+        method, url, headers=send, content=content, extensions={"timeout": timeout.as_dict()}
+    )
 
 
 async def open_connection(
@@ -212,10 +219,13 @@ async def open_connection(
     is_permanent: Callable[[int], bool],
     on_response: Callable[[httpx.Response], None] | None = None,
     make_error: Callable[[int, str, str], Exception] = status_error,
+    method: str = "GET",
+    content: bytes | None = None,
 ) -> httpx.Response | Failure | _Finished:
     """Open one connection; see the module docstring for what each answer becomes.
 
     ``make_error(status, body_text, route)`` builds the exception for a non-2xx answer.
+    ``method`` and ``content`` make the request (default ``GET`` without a body).
 
     Raises:
         ApiError: A permanent status.
@@ -227,7 +237,9 @@ async def open_connection(
     # Only the codings the reader inflates (bounded: see arkor_trio._inflate).
     headers = {k: v for k, v in headers.items() if k.lower() != "accept-encoding"}
     headers["Accept-Encoding"] = ACCEPT_ENCODING
-    request = http.build_request("GET", url, params=params, headers=headers, timeout=timeout)
+    request = http.build_request(
+        method, url, params=params, headers=headers, content=content, timeout=timeout
+    )
     crossed = False
     while True:
         response: httpx.Response | None = None
@@ -253,11 +265,16 @@ async def open_connection(
             await close_response(response)
             target = _next_url(response, chain)
             chain.append(target)
+            if status == 303 or (status in (301, 302) and method == "POST"):
+                method, content = "GET", None  # and so on every later hop
+                headers = {k: v for k, v in headers.items() if k.lower() != "content-type"}
             crossed = crossed or _origin(target) != _origin(url)  # once left, not resent
             if crossed:
-                request = _cross_origin_request(http, target, headers, timeout)
+                request = _cross_origin_request(http, method, target, headers, content, timeout)
             else:
-                request = http.build_request("GET", target, headers=headers, timeout=timeout)
+                request = http.build_request(
+                    method, target, headers=headers, content=content, timeout=timeout
+                )
             continue
         return await _classify(response, request, policy, is_permanent, make_error)
 
@@ -270,7 +287,7 @@ async def _classify(
     make_error: Callable[[int, str, str], Exception],
 ) -> httpx.Response | Failure | _Finished:
     status = response.status_code
-    route = f"GET {request.url.path}"
+    route = f"{request.method} {request.url.path}"
     if status == 204:
         await close_response(response)
         return FINISHED

@@ -7,11 +7,14 @@ once the consumer is done with it, so that a restart resumes after the last fram
 
 from __future__ import annotations
 
+import json as _json
 from contextlib import asynccontextmanager
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
+from .._errors import ConfigError
 from ..sse import SSEFrame
 from ._channel import SSEChannel
+from ._connect import resolve_headers
 from ._cursor import DEFAULT_LEASE_TTL
 from ._ledger import Ledger
 from ._store import as_cursor_store
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
     from ._connect import Headers
     from ._cursor import CursorStore
     from ._reconnect import ReconnectPolicy
+    from ._state import OnState
 
 __all__ = ["SSEStream", "open_sse"]
 
@@ -37,7 +41,12 @@ async def open_sse(
     url: str,
     *,
     headers: Headers = None,
-    params: Mapping[str, str] | None = None,
+    params: Headers = None,
+    method: str = "GET",
+    content: bytes | str | None = None,
+    json: Any = None,
+    resume_param: str | None = None,
+    on_state: OnState | None = None,
     last_event_id: str | None = None,
     cursor_store: CursorStore | None = None,
     cursor_key: str | None = None,
@@ -53,7 +62,19 @@ async def open_sse(
         url: The endpoint (http or https).
         headers: A mapping, or a callable (sync or async) returning one, called for every
             connection (token refresh).
-        params: Query parameters.
+        params: Query parameters: a mapping, or a callable (sync or async) returning one,
+            called for every connection (it may read ``stream.resume_id``).
+        method: The request method: ``"POST"`` for endpoints that stream their answer to a
+            request body (LLM completions). The body is sent again on every reconnect.
+        content: The request body (bytes, or text sent as UTF-8).
+        json: A JSON request body (sent with ``Content-Type: application/json`` unless the
+            headers name another); not together with ``content``.
+        resume_param: Also send the resume id as this query parameter on every reconnect, for
+            servers that take the resume point as ``?since=<id>`` instead of (or besides) the
+            ``Last-Event-ID`` header; left out while there is no resume id.
+        on_state: Called with a :class:`~arkor_trio.stream.ConnectionState` whenever the
+            connection state changes (``connecting``, ``open``, ``reconnecting`` with the delay
+            and the error, ``closed``); in the reader task, so it must not block.
         last_event_id: Resume after this id (default: the cursor store's, if any).
         cursor_store: Where frame ids are committed: a frame's ``last_event_id`` is saved when
             the consumer asks for the next frame or leaves the block without an exception,
@@ -77,19 +98,34 @@ async def open_sse(
         FrameTooLarge: The same frame exceeded ``max_frame_bytes`` twice at one resume point.
         LeaseLost: The lease of ``cursor_key`` was lost (``exclusive``).
     """
+    if json is not None and content is not None:
+        raise ConfigError("pass either content= or json=, not both", field="json")
+    body = content.encode() if isinstance(content, str) else content
+    if json is not None:
+        body = _json.dumps(json, separators=(",", ":"), ensure_ascii=False).encode()
+        headers = _with_json_type(headers)
+    made: list[SSEStream] = []  # the channel, for resume_param's hook (called per connection)
+    if resume_param is not None:
+        params = _with_resume(params, resume_param, lambda: made[0].resume_id)
     key = cursor_key if cursor_key is not None else url
 
     def channel(ledger: Ledger) -> SSEStream:
-        return SSEChannel(
-            url,
-            ledger=ledger,
-            last_event_id=last_event_id,
-            headers=headers,
-            params=params,
-            policy=policy,
-            http=http,
-            is_final=is_final,
+        made.append(
+            SSEChannel(
+                url,
+                ledger=ledger,
+                last_event_id=last_event_id,
+                headers=headers,
+                params=params,
+                policy=policy,
+                http=http,
+                is_final=is_final,
+                method=method.upper(),
+                content=body,
+                on_state=on_state,
+            )
         )
+        return made[0]
 
     if cursor_store is None or not exclusive:
         async with channel(Ledger(cursor_store, key)) as stream:
@@ -101,3 +137,24 @@ async def open_sse(
         channel(Ledger(store, key, lease=lease)) as stream,
     ):
         yield stream
+
+
+def _with_json_type(headers: Headers) -> Headers:
+    async def resolved() -> Mapping[str, str]:
+        found = await resolve_headers(headers)
+        if not any(key.lower() == "content-type" for key in found):
+            found["Content-Type"] = "application/json"
+        return found
+
+    return resolved
+
+
+def _with_resume(params: Headers, name: str, resume_id: Callable[[], str]) -> Headers:
+    async def resolved() -> Mapping[str, str]:
+        found = await resolve_headers(params)
+        current = resume_id()
+        if current:
+            found[name] = current
+        return found
+
+    return resolved

@@ -74,17 +74,20 @@ def apply_event(job: TrainingJob, event: JobEvent) -> TrainingJob:
     return job
 
 
-def result_for(job: TrainingJob, event: JobEvent) -> TrainingResult:
+def result_for(
+    job: TrainingJob, event: JobEvent, history: tuple[TrainingLog, ...] = ()
+) -> TrainingResult:
     """The ``TrainingResult`` a terminal event stands for."""
     if isinstance(event, TrainingCompleted):
-        return TrainingResult(job=job, artifacts=list(event.artifacts or job.artifacts or []))
-    return TrainingResult(job=job, artifacts=[])
+        artifacts = list(event.artifacts or job.artifacts or [])
+        return TrainingResult(job=job, artifacts=artifacts, history=history)
+    return TrainingResult(job=job, artifacts=[], history=history)
 
 
-def result_for_job(job: TrainingJob) -> TrainingResult:
+def result_for_job(job: TrainingJob, history: tuple[TrainingLog, ...] = ()) -> TrainingResult:
     """The ``TrainingResult`` of a job known to be terminal, from the job alone."""
     artifacts = list(job.artifacts or []) if job.status == "completed" else []
-    return TrainingResult(job=job, artifacts=artifacts)
+    return TrainingResult(job=job, artifacts=artifacts, history=history)
 
 
 _CALLBACK_NAMES: dict[type[Any], str] = {

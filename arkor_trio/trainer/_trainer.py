@@ -12,11 +12,14 @@ from __future__ import annotations
 import logging
 import random
 from contextlib import asynccontextmanager
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
+from .. import aio
 from .._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
+from .._loops import called_from_asyncio
 from ..stream import (
     DEFAULT_LEASE_TTL,
     Backoff,
@@ -33,7 +36,7 @@ from ..wire._models import TrainingLog
 from ..wire._ws_stream import WebSocketEventStream
 from ._callbacks import Callbacks, CallbacksLike, as_callbacks
 from ._dispatch import Dispatcher, apply_event, result_for, result_for_job
-from ._validate import build_job_config, check_name
+from ._validate import build_job_config, check_name, update_job_config
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator
@@ -103,6 +106,8 @@ class Trainer:
         self._ledger: Ledger | None = None
         #: Seconds a lease of the job lasts without renewal (design.md section 14).
         self.lease_ttl = DEFAULT_LEASE_TTL
+        #: The log events whose callbacks returned, in order (``TrainingResult.history``).
+        self._history: list[TrainingLog] = []
 
     def __repr__(self) -> str:
         return f"Trainer(name={self.name!r}, job_id={self._job_id!r})"
@@ -171,6 +176,27 @@ class Trainer:
         """The result, once a terminal event was dispatched."""
         return self._result
 
+    def configure(self, *, name: str | None = None, **settings: Any) -> None:
+        """Change the job name or training arguments before ``start()`` (a sweep from one file).
+
+        ``settings`` are :func:`create_trainer`'s training keywords (``max_steps=500``,
+        ``learning_rate=3e-4``, ``model=...``), checked as it checks them.
+
+        Raises:
+            ConfigError: An unknown or invalid setting (``field`` names it), a trainer that
+                already started its job, or one made by ``attach`` (it has no settings).
+        """
+        if self._config is None:
+            raise ConfigError("an attached trainer has no settings to change", field="config")
+        if self._job_id is not None:
+            raise ConfigError(
+                f"job {self._job_id} was already started: its settings can no longer change",
+                field="name" if name is not None else next(iter(settings), None),
+            )
+        config = update_job_config(self._config, settings)
+        self.name = check_name(name) if name is not None else self.name
+        self._config = config
+
     async def start(self) -> str:
         """Create the job on the backend (once: later and concurrent calls return the same id).
 
@@ -180,6 +206,8 @@ class Trainer:
         Raises:
             ApiError: The backend refused the job (its message says why, e.g. an unknown model).
         """
+        if called_from_asyncio():
+            return await aio.run(self.start)
         async with self._start_lock:
             if self._job_id is not None:
                 return self._job_id
@@ -202,6 +230,8 @@ class Trainer:
             ApiError: A permanent error from the backend (401, 403, 410, 426, unknown job ...).
             ReconnectsExhausted: ``ReconnectPolicy.max_attempts`` was exceeded.
         """
+        if called_from_asyncio():
+            return await aio.run(self.wait)
         async with self._wait_lock, self._using_client():
             if self._result is not None:
                 await trio.lowlevel.checkpoint()
@@ -219,7 +249,7 @@ class Trainer:
                         self._job = await self._fetch_job(job_id)
                     if stored.finished:
                         # Another follower already ran the terminal callback: report it.
-                        self._result = result_for_job(self._job)
+                        self._result = result_for_job(self._job, tuple(self._history))
                         return self._result
                     return await self._follow(job_id, ledger)
                 finally:
@@ -278,8 +308,10 @@ class Trainer:
                 if type(event) is not TrainingLog:  # logs leave the job as it is
                     job = self._job = apply_event(job, event)
                 await dispatcher(event, job, ledger)
+                if type(event) is TrainingLog:
+                    self._history.append(event)
                 if type(event) in TERMINAL_TYPES:
-                    self._result = result_for(job, event)
+                    self._result = result_for(job, event, tuple(self._history))
                     return self._result
         raise StreamError(f"the event stream of job {job_id} ended without a terminal event")
 
@@ -304,6 +336,8 @@ class Trainer:
 
         This does not stop a local ``wait()``: leave its cancel scope for that (or use ``run``).
         """
+        if called_from_asyncio():
+            return await aio.run(self.cancel)
         if self._job_id is None:
             await trio.lowlevel.checkpoint()
             return
@@ -322,6 +356,8 @@ class Trainer:
         ``cancel_on_abort`` is true, the backend cancel is sent in a shielded scope bounded to
         10 s before the cancellation propagates.
         """
+        if called_from_asyncio():
+            return await aio.run(partial(self.run, cancel_on_abort=cancel_on_abort))
         try:
             await self.start()
             return await self.wait()

@@ -7,12 +7,17 @@ name is not checked here: the backend is the authority on what it can train.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+import attrs
 
 from .._errors import ConfigError
 from ..wire._models import BlobDataset, DatasetSource, HuggingfaceDataset, JobConfig, Lora
 
-__all__ = ["build_job_config", "check_name"]
+if TYPE_CHECKING:
+    from collections.abc import Mapping
+
+__all__ = ["build_job_config", "check_name", "update_job_config"]
 
 
 def check_name(name: object) -> str:
@@ -167,3 +172,43 @@ def build_job_config(
         dataset_split=dataset_split,
         dry_run=dry_run,
     )
+
+
+#: ``create_trainer``'s training keywords that ``Trainer.configure`` accepts.
+_SETTINGS = frozenset(
+    {
+        "model", "dataset", "lora", "max_steps", "num_train_epochs", "learning_rate",
+        "batch_size", "optim", "lr_scheduler_type", "weight_decay", "warmup_steps",
+        "logging_steps", "save_steps", "eval_steps", "train_on_responses_only",
+        "dataset_format", "dataset_split", "dry_run",
+    }
+)  # fmt: skip
+#: The ``JobConfig`` fields a keyword sets, where they are not named alike.
+_FIELDS_OF = {
+    "dataset": ("dataset_source",),
+    "lora": ("lora_r", "lora_alpha", "max_length", "load_in_4bit"),
+}
+
+
+def update_job_config(config: JobConfig, settings: Mapping[str, Any]) -> JobConfig:
+    """``config`` with some of ``create_trainer``'s training keywords changed, checked alike.
+
+    Raises:
+        ConfigError: An unknown keyword or an invalid value; ``field`` names it.
+    """
+    unknown = sorted(set(settings) - _SETTINGS)
+    if unknown:
+        raise ConfigError(
+            f"unknown training setting {unknown[0]!r}; known: {', '.join(sorted(_SETTINGS))}",
+            field=unknown[0],
+        )
+    given = {k: v for k, v in settings.items() if k not in ("model", "dataset")}
+    checked = build_job_config(
+        model=settings.get("model", config.model),
+        dataset=settings.get("dataset", config.dataset_source),
+        **given,
+    )
+    changes = {
+        field: getattr(checked, field) for key in settings for field in _FIELDS_OF.get(key, (key,))
+    }
+    return attrs.evolve(config, **changes)

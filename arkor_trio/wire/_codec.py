@@ -46,6 +46,7 @@ __all__ = [
     "decode_event_json",
     "decode_job",
     "encode",
+    "event_to_wire",
     "to_camel",
 ]
 
@@ -137,6 +138,22 @@ def encode(obj: Any) -> dict[str, Any]:
     out = converter.unstructure(obj)
     assert isinstance(out, dict)
     return out
+
+
+_TYPE_NAMES: dict[type[Any], str] = {cls: name for name, cls in EVENT_TYPES.items()}
+
+
+def event_to_wire(event: JobEvent) -> dict[str, Any]:
+    """A job event back in its wire form: the JSON object its SSE frame's ``data`` carried.
+
+    ``type`` first (``"training.log"``), then the fields in camelCase (``jobId``, ``evalLoss``),
+    None fields left out; an :class:`UnknownEvent` gives back the object it was read from. The
+    frame's SSE id is not part of it: it is ``event.event_id``. ``decode_event(event_to_wire(e),
+    e.event_id) == e`` for every event.
+    """
+    if isinstance(event, UnknownEvent):
+        return dict(event.data)
+    return {"type": _TYPE_NAMES[type(event)], **encode(event)}
 
 
 def _structure(data: Any, cls: type[T], what: str) -> T:

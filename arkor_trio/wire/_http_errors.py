@@ -1,7 +1,8 @@
 """HTTP answers -> arkor-trio errors: the one translation table for every route.
 
 * non-2xx -> :class:`ApiError`; its message is the body's JSON ``error`` if a non-empty string,
-  else the raw text (cut to 500 characters), else ``"HTTP <status>"``; 404 on a job route ->
+  else the raw text (one line, cut to 500 characters; an HTML page summarised by its title),
+  else ``"HTTP <status>"``; 404 on a job route ->
   :class:`JobNotFound`; 426 -> :class:`UpgradeRequired` with the upgrade command, whatever the body;
 * no HTTP answer (any ``httpx.RequestError``: connect error, reset, transport timeout) ->
   ``ApiError`` with ``status == 0``, as a browser reports a network failure;
@@ -22,7 +23,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 import httpx
 
-from .._errors import ApiError, JobNotFound, UpgradeRequired
+from .._errors import ApiError, JobNotFound, UpgradeRequired, body_message
 from .._inflate import UnsafeBody, iter_body
 from .._version import PROTOCOL_VERSION, USER_AGENT, __version__
 from ..stream import certificate_problem
@@ -39,7 +40,6 @@ __all__ = [
     "upgrade_message",
 ]
 
-MAX_MESSAGE = 500
 MAX_ERROR_BODY = 64 * 1024
 _WARNING_RE = re.compile(r'^\s*\d{3}\s+-\s+"(.*)"')
 _UPGRADE = "Upgrade with: pip install -U arkor-trio"
@@ -82,13 +82,11 @@ def error_from(status: int, body_text: str, *, job_route: bool) -> ApiError:
         return UpgradeRequired(status, upgrade_message(body), body)
     error = body.get("error") if isinstance(body, Mapping) else None
     if isinstance(error, str) and error.strip():
-        message = error
+        message = body_message(error)
     elif body_text.strip():
-        message = body_text.strip()
+        message = body_message(body_text)
     else:
         message = f"HTTP {status}"
-    if len(message) > MAX_MESSAGE:
-        message = message[: MAX_MESSAGE - 1] + "…"
     cls = JobNotFound if status == 404 and job_route else ApiError
     return cls(status, message, body)
 

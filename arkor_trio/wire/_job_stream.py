@@ -23,6 +23,7 @@ import httpx
 import trio
 
 from .._errors import ApiError
+from .._loops import asyncio_error, called_from_asyncio
 from ..stream import DuplicateFilter, Ledger, ReconnectPolicy, SSEChannel
 from ._codec import MalformedPayload, decode_event_json
 from ._models import (
@@ -154,6 +155,11 @@ class EventStream:
         return self._channel.resume_id
 
     async def __aenter__(self) -> Self:
+        if called_from_asyncio():
+            raise asyncio_error(
+                "`async with client.events(job_id)`",
+                "async with arkor_trio.aio.iterate(client.events(job_id)) as events:",
+            )
         await self._channel.__aenter__()
         if self._source.in_use is not None:
             self._source.in_use(1)

@@ -239,13 +239,22 @@ JobEvent: TypeAlias = (
 
 @attrs.frozen(kw_only=True)
 class TrainingResult:
-    """What ``Trainer.wait()`` returns: the final job and its artifacts.
+    """What ``Trainer.wait()`` returns: the final job, its artifacts and its loss curve.
 
     A failed or cancelled job is a result too: inspect ``job.status``.
+
+    Attributes:
+        job: The job as it ended.
+        artifacts: The final artifacts (``[]`` unless completed).
+        history: Every ``training.log`` event the trainer dispatched, in step order (as W&B's
+            ``run.history()``): ``[(log.step, log.loss) for log in result.history]`` is the loss
+            curve. A trainer that resumed from a stored cursor (``attach`` with a
+            ``FileCursorStore``) has only the logs after it. Not part of ``==``.
     """
 
     job: TrainingJob
     artifacts: list[Any] = attrs.field(factory=list)
+    history: tuple[TrainingLog, ...] = attrs.field(default=(), eq=False, repr=False)
 
 
 @attrs.frozen(kw_only=True)

@@ -19,6 +19,7 @@ import trio
 
 from .._errors import ApiError, ConfigError
 from .._inflate import ACCEPT_ENCODING, MAX_BODY_BYTES, UnsafeBody, read_body
+from .._loops import asyncio_error, called_from_asyncio
 from .._version import USER_AGENT
 from ._codec import MalformedPayload
 from ._config import pick_project, resolve_config, scope_from_me
@@ -74,6 +75,12 @@ class ApiSession:
         return f"ArkorClient(base_url={self.base_url!r}, scope={self._scope!r}, token={token})"
 
     async def __aenter__(self) -> Self:
+        if called_from_asyncio():
+            raise asyncio_error(
+                "`async with ArkorClient()`",
+                "async with arkor_trio.aio.context(ArkorClient()) as client:` and "
+                "`await arkor_trio.aio.run(client.list_jobs)",
+            )
         return self
 
     async def __aexit__(
@@ -187,6 +194,11 @@ class ApiSession:
         job_route: bool = False,
     ) -> tuple[int, Any]:
         """Send one request; return (status, decoded JSON or None for an empty body)."""
+        if called_from_asyncio():
+            raise asyncio_error(
+                f"an ArkorClient request ({method} {path})",
+                "await arkor_trio.aio.run(client.list_jobs)",
+            )
         route = f"{method} {path}"
         headers = self._headers()
         request = self._http().build_request(
