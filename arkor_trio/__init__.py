@@ -14,8 +14,12 @@ from ._errors import ReconnectsExhausted as ReconnectsExhausted
 from ._errors import StreamError as StreamError
 from ._errors import UpgradeRequired as UpgradeRequired
 from ._version import __version__ as __version__
+from .stream import Cursor as Cursor
 from .stream import CursorStore as CursorStore
+from .stream import Delivery as Delivery
 from .stream import FileCursorStore as FileCursorStore
+from .stream import Lease as Lease
+from .stream import LeaseLost as LeaseLost
 from .stream import MemoryCursorStore as MemoryCursorStore
 from .stream import ReconnectPolicy as ReconnectPolicy
 from .stream import StreamStats as StreamStats
@@ -66,8 +70,10 @@ __all__ = [
     "CheckpointSaved",
     "CompletedContext",
     "ConfigError",
+    "Cursor",
     "CursorStore",
     "DatasetSource",
+    "Delivery",
     "EventStream",
     "FailedContext",
     "FeedStats",
@@ -80,6 +86,8 @@ __all__ = [
     "JobEvent",
     "JobFeed",
     "JobNotFound",
+    "Lease",
+    "LeaseLost",
     "LogContext",
     "Lora",
     "MemoryCursorStore",

@@ -3,12 +3,14 @@
 Each row commits ``--n`` cursors through one store, one key, the file already holding ``jobs``
 other keys, and reports microseconds per call (median of ``--repeat`` timed runs):
 
-* ``MemoryCursorStore.commit``: the floor;
-* ``FileCursorStore.commit``: flock, re-read and parse the file, write ``.tmp``, link ``.prev``,
-  rename; ``load`` / ``finished`` take a shared lock and re-read;
-* ``try_claim`` + release: a follower's claim of a job, once per ``wait()``;
+* ``MemoryCursorStore.commit_nowait``: the floor (what a follower's ledger calls inline);
+* ``FileCursorStore.commit_nowait``: flock, re-read and parse the file, write ``.tmp``, link
+  ``.prev``, rename; ``peek`` takes a shared lock and re-reads;
+* ``try_claim`` + release: the flock half of a lease;
+* ``lease`` acquire + release: a follower's lease of a job (flock + token bump), once per
+  ``wait()``;
 * ``fsync=True``: the same plus a file and a directory ``fsync`` (fewer samples: a disk sync);
-* the same commits through ``commit_cursor_async`` inside trio: inline for the default store, a
+* the same commits through ``await store.commit`` inside trio: inline for the default store, a
   worker thread for ``fsync=True`` (``blocking``), which keeps the event loop free.
 
 Usage: ``python benchmarks/cursor_commit.py [--n 2000] [--repeat 3] [--dir DIR]``; ``--dir``
@@ -28,7 +30,6 @@ from typing import TYPE_CHECKING, Any
 import trio
 
 from arkor_trio import FileCursorStore, MemoryCursorStore
-from arkor_trio.stream._cursor import commit_cursor_async
 
 if TYPE_CHECKING:
     from collections.abc import Callable
@@ -52,7 +53,7 @@ def per_call_async_us(store: Any, n: int, repeat: int) -> float:
         for _ in range(repeat):
             t0 = time.perf_counter()
             for i in range(n):
-                await commit_cursor_async(store, "job-bench", str(i), finished=False)
+                await store.commit("job-bench", str(i))
             runs.append((time.perf_counter() - t0) / n * 1e6)
         return statistics.median(runs)
 
@@ -62,7 +63,7 @@ def per_call_async_us(store: Any, n: int, repeat: int) -> float:
 def file_store(directory: Path, name: str, jobs: int, *, fsync: bool = False) -> FileCursorStore:
     store = FileCursorStore(directory / name, fsync=fsync)
     for j in range(jobs):
-        store.commit(f"job-{j:05d}", str(j * 1000), finished=j % 2 == 0)
+        store.commit_nowait(f"job-{j:05d}", str(j * 1000), finished=j % 2 == 0)
     return store
 
 
@@ -73,6 +74,20 @@ def claim_cycle(store: FileCursorStore) -> Callable[[int], None]:
         release()
 
     return cycle
+
+
+def lease_cycle_us(store: FileCursorStore, n: int, repeat: int) -> float:
+    async def main() -> float:
+        runs = []
+        for _ in range(repeat):
+            t0 = time.perf_counter()
+            for _ in range(n):
+                async with store.lease("job-lease", ttl=30.0):
+                    pass
+            runs.append((time.perf_counter() - t0) / n * 1e6)
+        return statistics.median(runs)
+
+    return trio.run(main)
 
 
 def main() -> None:
@@ -90,35 +105,36 @@ def main() -> None:
         memory = MemoryCursorStore()
         rows.append(
             (
-                "MemoryCursorStore.commit",
-                per_call_us(lambda i: memory.commit("j", str(i)), n, repeat),
+                "MemoryCursorStore.commit_nowait",
+                per_call_us(lambda i: memory.commit_nowait("j", str(i)), n, repeat),
             )
         )
         for jobs in (1, 100, 1000):
             store = file_store(directory, f"c{jobs}.json", jobs - 1)
             rows.append(
                 (
-                    f"FileCursorStore.commit, file of {jobs} job(s)",
-                    per_call_us(lambda i, s=store: s.commit("job-bench", str(i)), n, repeat),
+                    f"FileCursorStore.commit_nowait, file of {jobs} job(s)",
+                    per_call_us(lambda i, s=store: s.commit_nowait("job-bench", str(i)), n, repeat),
                 )
             )
         store = file_store(directory, "load.json", 99)
-        store.commit("job-bench", "1")
-        load = per_call_us(lambda i: store.load("job-bench"), n, repeat)
-        rows.append(("FileCursorStore.load, 100 jobs", load))
+        store.commit_nowait("job-bench", "1")
+        load = per_call_us(lambda i: store.peek("job-bench"), n, repeat)
+        rows.append(("FileCursorStore.peek, 100 jobs", load))
         rows.append(("try_claim + release", per_call_us(claim_cycle(store), n, repeat)))
-        rows.append(("commit_cursor_async (inline), 100 jobs", per_call_async_us(store, n, repeat)))
+        rows.append(("lease acquire + release, 100 jobs", lease_cycle_us(store, n // 4, repeat)))
+        rows.append(("await store.commit (inline), 100 jobs", per_call_async_us(store, n, repeat)))
         synced = file_store(directory, "sync.json", 0, fsync=True)
         small = max(n // 20, 20)
         rows.append(
             (
-                "FileCursorStore(fsync=True).commit, 1 job",
-                per_call_us(lambda i: synced.commit("job-bench", str(i)), small, repeat),
+                "FileCursorStore(fsync=True).commit_nowait, 1 job",
+                per_call_us(lambda i: synced.commit_nowait("job-bench", str(i)), small, repeat),
             )
         )
         rows.append(
             (
-                "commit_cursor_async (thread), fsync=True",
+                "await store.commit (thread), fsync=True",
                 per_call_async_us(synced, small, repeat),
             )
         )

@@ -69,7 +69,7 @@ async def main(
             await trainer.wait()
         job_id = trainer.job_id
         assert job_id is not None
-        cursor = FileCursorStore(path).load(job_id)
+        cursor = FileCursorStore(path).peek(job_id).id
         print(f"follower 1 saw steps {first[0]}..{first[-1]}, left at event id {cursor}")
 
         # --- process 2: a new trainer over the same cursor file --------------------------------

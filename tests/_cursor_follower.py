@@ -35,30 +35,23 @@ def emit(line: Any) -> None:
 
 
 class KillBetweenWrites:
-    """A store wrapper that dies where a crash splits "cursor written" from "finished written"."""
+    """A store wrapper that dies right after the write that records the terminal event."""
 
     def __init__(self, inner: FileCursorStore) -> None:
         self.inner = inner
 
-    def load(self, job_id: str) -> str | None:
-        return self.inner.load(job_id)
+    async def load(self, key: str) -> Any:
+        return await self.inner.load(key)
 
-    def save(self, job_id: str, cursor: str) -> None:
-        self.inner.save(job_id, cursor)
-
-    def finished(self, job_id: str) -> bool:
-        return self.inner.finished(job_id)
-
-    def mark_finished(self, job_id: str) -> None:
-        os._exit(9)  # the cursor of the terminal event is on disk, the finished mark is not
-
-    def commit(self, key: str, cursor: str | None, *, finished: bool = False) -> None:
-        self.inner.commit(key, cursor, finished=finished)
+    async def commit(
+        self, key: str, cursor_id: str | None, *, finished: bool = False, lease: Any = None
+    ) -> None:
+        await self.inner.commit(key, cursor_id, finished=finished, lease=lease)
         if finished:
             os._exit(9)  # right after the one write: nothing left unwritten
 
-    def try_claim(self, key: str) -> Any:
-        return self.inner.try_claim(key)
+    def lease(self, key: str, *, ttl: float) -> Any:
+        return self.inner.lease(key, ttl=ttl)
 
 
 def callbacks(job_id: str, leave: trio.CancelScope, leave_after: int | None) -> Callbacks:

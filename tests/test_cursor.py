@@ -11,10 +11,10 @@ from arkor_trio import ConfigError, CursorStore, FileCursorStore, MemoryCursorSt
 def test_memory_store():
     s = MemoryCursorStore()
     assert isinstance(s, CursorStore)
-    assert s.load("j") is None
+    assert s.peek("j").id is None
     s.save("j", "3")
     s.save("k", "1")
-    assert (s.load("j"), s.load("k")) == ("3", "1")
+    assert (s.peek("j").id, s.peek("k").id) == ("3", "1")
 
 
 def test_file_store_survives_a_new_instance(tmp_path):
@@ -25,7 +25,7 @@ def test_file_store_survives_a_new_instance(tmp_path):
     a.save("job-2", "4")
     a.save("job-1", "18")
     b = FileCursorStore(path)
-    assert (b.load("job-1"), b.load("job-2"), b.load("nope")) == ("18", "4", None)
+    assert (b.peek("job-1").id, b.peek("job-2").id, b.peek("nope").id) == ("18", "4", None)
     assert json.loads(path.read_text()) == {
         "version": 1,
         "cursors": {"job-1": "18", "job-2": "4"},
@@ -75,7 +75,7 @@ def test_finished_marker_survives_a_new_instance(tmp_path):
     b = FileCursorStore(path)
     assert is_finished(b, "j")
     assert not is_finished(b, "k")
-    assert b.load("j") == "9"
+    assert b.peek("j").id == "9"
     m = MemoryCursorStore()
     mark_finished(m, "j")
     assert is_finished(m, "j")
@@ -94,4 +94,4 @@ def test_finished_marker_survives_a_new_instance(tmp_path):
 def test_a_version_one_file_without_finished_still_loads(tmp_path):
     path = tmp_path / "c.json"
     path.write_text('{"version": 1, "cursors": {"j": "3"}}')
-    assert FileCursorStore(path).load("j") == "3"
+    assert FileCursorStore(path).peek("j").id == "3"

@@ -31,8 +31,8 @@ def test_two_objects_on_one_file_keep_each_others_cursors(tmp_path):
     b.save("job-b", "7")
     a.save("job-a", "2")
     assert json.loads(path.read_text())["cursors"] == {"job-a": "2", "job-b": "7"}
-    assert (b.load("job-a"), a.load("job-b")) == ("2", "7")  # each sees the other's writes
-    b.commit("job-b", "8", finished=True)
+    assert (b.peek("job-a").id, a.peek("job-b").id) == ("2", "7")  # each sees the other's writes
+    b.commit_nowait("job-b", "8", finished=True)
     assert is_finished(a, "job-b")
     assert not is_finished(a, "job-a")
 
@@ -49,8 +49,8 @@ def test_commits_from_many_threads_lose_nothing(tmp_path):
                     nursery.start_soon(trio.to_thread.run_sync, store.save, key, cursor)
 
     trio.run(main)
-    cursors = FileCursorStore(path).load
-    assert all(cursors(f"job-{n}-{k}") is not None for n in range(4) for k in range(5))
+    cursors = FileCursorStore(path).peek
+    assert all(cursors(f"job-{n}-{k}").id is not None for n in range(4) for k in range(5))
 
 
 # --- 3/5. one atomic commit, and the default for stores with only load/save -------------------
@@ -67,7 +67,7 @@ def test_commit_moves_cursor_and_finished_mark_in_one_write(tmp_path, monkeypatc
     assert replaced == [path.with_name("c.json.prev"), path]  # one new file, renamed in once
     assert json.loads(path.read_text()) == {"version": 1, "cursors": {"j": "5"}, "finished": ["j"]}
     commit_cursor(store, "j", None, finished=True)  # None keeps the cursor
-    assert store.load("j") == "5"
+    assert store.peek("j").id == "5"
 
 
 def test_a_store_with_only_load_and_save_gets_the_two_step_default():
@@ -97,7 +97,7 @@ async def test_a_blocking_store_commits_in_a_thread_even_while_cancelled(tmp_pat
     with trio.CancelScope() as scope:
         scope.cancel()
         await commit_cursor_async(store, "j", "9", finished=True)  # shielded: it happens
-    assert (store.load("j"), store.finished("j")) == ("9", True)
+    assert (store.peek("j").id, store.finished("j")) == ("9", True)
     assert not FileCursorStore(tmp_path / "d.json").blocking
 
 
@@ -131,7 +131,7 @@ def test_a_damaged_file_recovers_from_the_kept_previous_version(tmp_path, damage
     text = path.read_text()
     path.write_text({"empty": "", "truncated": text[: len(text) // 2], "spaces": "  \n"}[damage])
     again = FileCursorStore(path)
-    assert (again.load("a"), again.load("b")) == ("1", "2")  # the last commit is lost, no more
+    assert (again.peek("a").id, again.peek("b").id) == ("1", "2")  # the last commit lost
     assert "previous version" in caplog.text
     again.save("c", "5")  # the next commit writes a healthy file, keeping the good .prev
     assert json.loads(path.read_text())["cursors"] == {"a": "1", "b": "2", "c": "5"}
@@ -156,7 +156,7 @@ def test_a_crash_between_the_two_renames_keeps_the_commit(tmp_path, monkeypatch)
     monkeypatch.undo()
     assert not path.exists()
     again = FileCursorStore(path)
-    assert (again.load("a"), again.load("b")) == ("3", "2")  # from the complete .tmp
+    assert (again.peek("a").id, again.peek("b").id) == ("3", "2")  # from the complete .tmp
     again.save("c", "1")
     assert json.loads(path.read_text())["cursors"] == {"a": "3", "b": "2", "c": "1"}
     assert json.loads(path.with_name("c.json.prev").read_text())["cursors"] == {"a": "1", "b": "2"}
@@ -166,9 +166,9 @@ def test_an_empty_file_without_a_previous_version_is_an_empty_store(tmp_path):
     path = tmp_path / "c.json"
     path.write_text("")  # the very first write was lost to a power cut
     store = FileCursorStore(path)
-    assert store.load("j") is None
+    assert store.peek("j").id is None
     store.save("j", "1")
-    assert FileCursorStore(path).load("j") == "1"
+    assert FileCursorStore(path).peek("j").id == "1"
 
 
 def test_both_copies_damaged_is_a_clear_error(tmp_path):
@@ -189,11 +189,11 @@ def test_deleting_the_file_starts_over_and_drops_a_stale_previous_version(tmp_pa
     store.save("a", "1")
     store.save("a", "2")
     path.unlink()
-    assert store.load("a") is None
+    assert store.peek("a").id is None
     store.save("b", "1")
     assert not path.with_name("c.json.prev").exists()
     path.write_text("")  # and a later damage finds no stale state to resurrect
-    assert FileCursorStore(path).load("a") is None
+    assert FileCursorStore(path).peek("a").id is None
 
 
 # --- 2. one follower per key per store -----------------------------------------------------------

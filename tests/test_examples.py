@@ -248,7 +248,7 @@ async def test_attach_resumes_from_the_cursor_file_without_repeats(load, client,
     logged = [e.step for e in replay if isinstance(e, TrainingLog)]
     assert followed.first_steps + followed.second_steps == logged
     # The file holds the id of the last event dispatched: the terminal one.
-    assert FileCursorStore(path).load(followed.job_id) == replay[-1].event_id
+    assert FileCursorStore(path).peek(followed.job_id).id == replay[-1].event_id
     assert followed.cursor_after_first == next(
         e.event_id for e in replay if isinstance(e, TrainingLog) and e.step == 10
     )

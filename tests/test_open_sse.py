@@ -71,13 +71,13 @@ async def test_a_frame_is_committed_when_the_next_is_asked_for(tmp_path):
             async with open_sse(server.feed_url, cursor_store=store, policy=FAST) as stream:
                 async for frame in stream:
                     # While the body handles a frame, the store holds the one before it.
-                    saved.append(FileCursorStore(store.path).load(server.feed_url))
+                    saved.append(FileCursorStore(store.path).peek(server.feed_url).id)
                     assert stream.committed == saved[-1]
                     assert stream.cursor == frame.last_event_id
                     assert frame.id is not None
     assert saved == [None, "1", "2", "3", "4"]
     # Leaving the block normally (the 204 ended iteration) committed the last frame.
-    assert FileCursorStore(store.path).load(server.feed_url) == "5"
+    assert FileCursorStore(store.path).peek(server.feed_url).id == "5"
 
 
 async def test_leaving_the_block_normally_commits_the_frame_being_handled(tmp_path):
@@ -88,7 +88,7 @@ async def test_leaving_the_block_normally_commits_the_frame_being_handled(tmp_pa
                 async for frame in stream:
                     if frame.id == "3":
                         break
-        assert FileCursorStore(store.path).load("k") == "3"
+        assert FileCursorStore(store.path).peek("k").id == "3"
         assert stream.committed == stream.cursor == "3"
         # A restart with the same store (a new process: a new store on the file) resumes
         # after the last committed frame.
@@ -96,7 +96,7 @@ async def test_leaving_the_block_normally_commits_the_frame_being_handled(tmp_pa
         frames = await follow(server.feed_url, cursor_store=restarted, cursor_key="k")
         assert ids(frames) == numbers(4, 10)
         assert server.last_event_ids() == [None, "3", "10"]
-        assert FileCursorStore(store.path).load("k") == "10"
+        assert FileCursorStore(store.path).peek("k").id == "10"
 
 
 async def test_a_frame_whose_body_raised_is_not_committed(tmp_path):
@@ -114,7 +114,7 @@ async def test_a_frame_whose_body_raised_is_not_committed(tmp_path):
         with pytest.raises(Boom):
             await follow_into(delivered, server.feed_url, boom_at_3, cursor_store=store)
         assert ids(delivered) == ["1", "2", "3"]
-        assert FileCursorStore(store.path).load(server.feed_url) == "2"
+        assert FileCursorStore(store.path).peek(server.feed_url).id == "2"
         # The restart sees the frame being handled again (at most that one), then the rest.
         frames = await follow(server.feed_url, cursor_store=FileCursorStore(store.path))
         assert ids(frames) == numbers(3, 10)
@@ -130,7 +130,7 @@ async def test_an_explicit_last_event_id_wins_over_the_store(tmp_path):
         )
         assert ids(frames) == ["5", "6"]
         assert server.last_event_ids() == ["4", "6"]
-        assert store.load("feed") == "6"
+        assert store.peek("feed").id == "6"
 
 
 # --- headers: a mapping or a callable, called per connection ------------------------------------

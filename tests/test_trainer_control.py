@@ -180,7 +180,7 @@ async def test_attach_with_a_file_cursor_store_resumes_without_repeats(
     assert recorder.calls == [("log", 3), ("completed", 1)]
     assert server.last_event_ids() == [None, "3"]
     assert result.job.status == "completed"
-    assert FileCursorStore(store_path).load("job-1") == "5"
+    assert FileCursorStore(store_path).peek("job-1").id == "5"
 
 
 async def test_a_frame_over_max_frame_bytes_is_a_failure_then_resumes(

@@ -102,7 +102,9 @@ async def test_a_custom_store_with_commit_gets_one_atomic_commit_per_event(
 
     store = CommitStore()
     server.conns.append(Conn(body=[frames(1, 2, 3, 4, 5)]))
-    await Trainer.attach("job-1", client=client, cursor_store=store).wait()
+    with pytest.warns(DeprecationWarning, match="sync cursor store"):  # through the adapter
+        trainer = Trainer.attach("job-1", client=client, cursor_store=store)
+    await trainer.wait()
     assert store.commits == [
         ("job-1", "1", False),
         ("job-1", "2", False),

@@ -94,7 +94,30 @@ class AioIterator(Generic[T]):
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        await self.aclose()
+        if exc_type is None:
+            await self._leave()  # the source is left normally: it commits what was handled
+        else:
+            await self.aclose()
+
+    async def _leave(self) -> None:
+        """End the trio side by closing its request channel: the pump leaves the source as a
+        trio ``async with`` left normally would (a stream commits the last item handled)."""
+        self._finished = True
+        task, self._task = self._task, None
+        if task is None:
+            return
+        if not task.done() and self._token is not None and self._requests is not None:
+            with contextlib.suppress(trio.RunFinishedError):
+                self._token.run_sync_soon(self._requests.close)
+        try:
+            await asyncio.shield(task)
+        except asyncio.CancelledError:
+            if task.done():
+                raise
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            raise
 
     def __aiter__(self) -> Self:
         return self
@@ -198,9 +221,11 @@ def iterate(
     ``source`` is a trio async iterable, or an async context manager whose ``__aenter__`` gives
     one (``client.events(job_id)``), entered and left in the trio run. Backpressure: the trio
     side asks its iterator for the next item only when the asyncio consumer awaits it (one item
-    in flight, nothing buffered in between). Leaving the ``async with`` block (or ``aclose()``)
-    cancels the trio side and waits until it left the source; cancelling a consumer waiting for
-    an item does the same. Plain ``async for`` without ``async with`` also works; the trio side
-    then ends when the source ends.
+    in flight, nothing buffered in between). Leaving the ``async with`` block normally leaves
+    the source normally (a stream with a cursor store commits the last item handled, as in
+    trio); leaving it with an exception (or ``aclose()``) cancels the trio side and waits until
+    it left the source; cancelling a consumer waiting for an item does the same. Plain
+    ``async for`` without ``async with`` also works; the trio side then ends when the source
+    ends.
     """
     return AioIterator(source)

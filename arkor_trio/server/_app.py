@@ -1,9 +1,12 @@
-"""The local backend's ASGI application: routes for me, projects, jobs, events, models, chat.
+"""The local backend's ASGI application: routes for me, projects, jobs, events, models, chat,
+endpoints (deployments).
 
 Every error is JSON ``{"error": "..."}`` with its status; an unexpected exception is logged and
 answered ``500 {"error": "internal error"}`` (never a traceback). The app sits behind
 :class:`~arkor_trio.server._auth.GateMiddleware` (426, then 401), itself behind
-:class:`~arkor_trio.server._browser.BrowserGate` (the live page and its cookie sessions).
+:class:`~arkor_trio.server._browser.BrowserGate` (the live page and its cookie sessions),
+behind :class:`~arkor_trio.server._front.PublicFront` (the CLI config, deployment URLs and the
+404 of an unknown route, answered before any gate).
 """
 
 from __future__ import annotations
@@ -21,8 +24,12 @@ from starlette.routing import Route
 from ._auth import GateMiddleware
 from ._browser import BrowserAccess, BrowserGate
 from ._chat import chat_route
+from ._deploy_serve import DeploymentServer
+from ._deploy_store import DeploymentStore
+from ._deployments import deployment_routes
 from ._engine import Engine
 from ._events import EventHub, stream_events_route
+from ._front import PublicFront
 from ._http import (
     LOCAL_ORG,
     ApiProblem,
@@ -71,7 +78,7 @@ def _job_or_404(state: AppState, job_id: str) -> dict[str, Any]:
     return job_to_wire(row)
 
 
-def _routes(state: AppState) -> list[Route]:
+def _routes(state: AppState, deployments: DeploymentStore) -> list[Route]:
     store, engine = state.store, state.engine
 
     async def me(request: Request) -> Response:
@@ -112,7 +119,11 @@ def _routes(state: AppState) -> list[Route]:
             config=config,
         )
         job = _job_or_404(state, job_id)
-        state.runner.submit(job_id, config)
+        runner = state.runner  # asked again: shutdown may have begun during the write
+        if runner.accepting:
+            runner.submit(job_id, config)
+        else:  # then the job stays queued, as every job shutdown finds queued
+            log.info("job %s created as the backend shuts down: the next start fails it", job_id)
         return json_response({"job": job}, 201)
 
     async def list_jobs(request: Request) -> Response:
@@ -158,6 +169,7 @@ def _routes(state: AppState) -> list[Route]:
             chat_route(store, engine, state.data_dir, state.hub.closing),
             methods=["POST"],
         ),
+        *deployment_routes(deployments, store, engine.supported_models),
     ]
 
 
@@ -203,9 +215,10 @@ class _LogErrors:
 
 def build_app(state: AppState, token: str, access: BrowserAccess | None = None) -> ASGIApp:
     """The gated ASGI app (see the module docstring), behind the browser gate (the page)."""
+    deployments = DeploymentStore(state.store.path)
     app = Starlette(
         routes=[
-            *_routes(state),
+            *_routes(state, deployments),
             ws_route(state.store, state.hub, token, state.ping_interval, state.ws_limits),
         ],
         exception_handlers={
@@ -218,4 +231,6 @@ def build_app(state: AppState, token: str, access: BrowserAccess | None = None) 
     app.state.projects = state.projects  # for require_project_scope
     access = BrowserAccess(token) if access is None else access
     gated = GateMiddleware(app, token)
-    return _LogErrors(BrowserGate(gated, access, AnonymousSignIn(access)))
+    browser = BrowserGate(gated, access, AnonymousSignIn(access))
+    served = DeploymentServer(deployments, gated, token)
+    return _LogErrors(PublicFront(browser, app.router.routes, served))

@@ -29,6 +29,7 @@ __all__ = [
     "answer_json",
     "credential_problem",
     "load_or_create_token",
+    "upgrade_hint",
     "version_refusal",
 ]
 
@@ -36,6 +37,10 @@ TOKEN_FILE = "token"
 #: Versions of the Arkor protocol (first ``X-Arkor-Client`` token) this backend accepts.
 SUPPORTED_RANGE = ">=0.0.1 <1.0.0"
 UPGRADE_HINT = "pip install --upgrade arkor-trio"
+#: What the 426 tells the Arkor TypeScript SDK (``X-Arkor-Client: arkor/<v>`` and no arkor-trio).
+TS_UPGRADE_HINT = "npm install -g arkor@latest"
+#: What it tells a client that names neither (a missing or malformed header).
+ANY_UPGRADE_HINT = f"use an Arkor SDK: {UPGRADE_HINT} (Python) or {TS_UPGRADE_HINT} (TypeScript)"
 _CLIENT = re.compile(r"arkor/(\d+)\.(\d+)\.(\d+)(-[0-9A-Za-z.-]+)?(?:\+[0-9A-Za-z.-]+)?")
 
 
@@ -84,7 +89,23 @@ def _in_supported_range(core: tuple[int, ...], prerelease: str | None) -> bool:
     return above_low and below_high
 
 
-def version_refusal(raw_client: bytes | None) -> dict[str, object] | None:
+def upgrade_hint(raw_client: bytes | None, user_agent: bytes | None = None) -> str:
+    """The upgrade command that fits the client that asked (``X-Arkor-Client``, User-Agent).
+
+    arkor-trio names itself in both (``arkor/<v> arkor-trio/<v>``); the TypeScript SDK sends
+    ``arkor/<v>`` alone; anything else gets both commands.
+    """
+    client, agent = (raw_client or b"").lower(), (user_agent or b"").lower()
+    if b"arkor-trio" in client or b"arkor-trio" in agent:
+        return UPGRADE_HINT
+    if client.startswith(b"arkor/"):
+        return TS_UPGRADE_HINT
+    return ANY_UPGRADE_HINT
+
+
+def version_refusal(
+    raw_client: bytes | None, user_agent: bytes | None = None
+) -> dict[str, object] | None:
     """The 426 body for an ``X-Arkor-Client`` header outside the supported range, else None."""
     problem = _client_problem(None if raw_client is None else raw_client.decode("latin-1"))
     if problem is None:
@@ -94,7 +115,7 @@ def version_refusal(raw_client: bytes | None) -> dict[str, object] | None:
         "error": "sdk_version_unsupported",
         "currentVersion": current,
         "supportedRange": SUPPORTED_RANGE,
-        "upgrade": UPGRADE_HINT,
+        "upgrade": upgrade_hint(raw_client, user_agent),
     }
     if reason is not None:
         body["reason"] = reason
@@ -119,7 +140,7 @@ class GateMiddleware:
             await self.app(scope, receive, send)
             return
         headers = dict(scope["headers"])
-        refusal = version_refusal(headers.get(b"x-arkor-client"))
+        refusal = version_refusal(headers.get(b"x-arkor-client"), headers.get(b"user-agent"))
         if refusal is not None:
             await answer_json(send, 426, refusal)
             return
@@ -164,7 +185,8 @@ def credential_problem(headers: dict[bytes, bytes], token: str) -> tuple[int, st
     raw_client = headers.get(b"x-arkor-client")
     problem = _client_problem(None if raw_client is None else raw_client.decode("latin-1"))
     if problem is not None:
-        return 426, f"sdk_version_unsupported (supported {SUPPORTED_RANGE}): {UPGRADE_HINT}"
+        hint = upgrade_hint(raw_client, headers.get(b"user-agent"))
+        return 426, f"sdk_version_unsupported (supported {SUPPORTED_RANGE}): {hint}"
     scheme, _, given = headers.get(b"authorization", b"").partition(b" ")
     if scheme.lower() != b"bearer" or not given.strip():
         return 401, "missing bearer token"

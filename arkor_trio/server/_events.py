@@ -6,23 +6,22 @@ ones; while idle it writes ``event: ping`` every ``ping_interval`` seconds. Afte
 terminal event it writes ``event: end`` and closes. A client disconnect or the backend shutting
 down ends the stream at once.
 
-New-event wake-ups come from :class:`EventHub`: the store calls :meth:`EventHub.notify` after
-each committed append, from whichever thread appended. Off the loop it schedules one
-``run_sync_soon`` callback per job at a time (coalesced, never blocking the training thread).
+Where a stream starts for a ``Last-Event-ID`` and the replay-then-tail loop are
+:mod:`._replay`'s, shared with the WebSocket feed; new-event wake-ups come from
+:class:`~._hub.EventHub`.
 """
 
 from __future__ import annotations
 
 import logging
-import re
-import threading
-from contextlib import suppress
 from typing import TYPE_CHECKING
 
 import trio
 from starlette.responses import Response
 
 from ._http import fail, require_project_scope
+from ._hub import EventHub
+from ._replay import PAGE_SIZE, TERMINAL_TYPES, Rows, cursor_id, follow_log, resolve_cursor
 
 if TYPE_CHECKING:
     from collections.abc import Awaitable, Callable
@@ -34,7 +33,9 @@ if TYPE_CHECKING:
 
 __all__ = [
     "END_FRAME",
+    "PAGE_SIZE",
     "PING_FRAME",
+    "TERMINAL_TYPES",
     "EventHub",
     "SSEStream",
     "encode_rows",
@@ -46,76 +47,14 @@ log = logging.getLogger("arkor_trio.server")
 
 PING_FRAME = b"event: ping\ndata: {}\n\n"
 END_FRAME = b"event: end\ndata: {}\n\n"
-TERMINAL_TYPES = frozenset({"training.completed", "training.failed", "training.cancelled"})
-#: Rows fetched (and written as one body chunk) per replay page.
-PAGE_SIZE = 1000
 SSE_HEADERS = [
     (b"content-type", b"text/event-stream; charset=utf-8"),
     (b"cache-control", b"no-cache"),
     (b"x-accel-buffering", b"no"),
 ]
-_LAST_EVENT_ID = re.compile(r"[0-9]{1,18}")
 
 
-class EventHub:
-    """Wakes the streams following a job when an event is appended to it.
-
-    Create it inside the trio run that serves the streams. ``closing`` is set when the backend
-    shuts down; every open stream then ends.
-    """
-
-    def __init__(self) -> None:
-        self._token = trio.lowlevel.current_trio_token()
-        self._loop_thread = threading.get_ident()
-        self._changed: dict[str, trio.Event] = {}
-        self._pending: set[str] = set()
-        self._lock = threading.Lock()
-        self.closing = trio.Event()
-        #: How many event streams are following a job right now.
-        self.followers = 0
-        self._followers_changed = trio.Event()
-
-    def _count_follower(self, delta: int) -> None:
-        self.followers += delta
-        self._followers_changed.set()
-        self._followers_changed = trio.Event()
-
-    async def wait_followers(self, count: int) -> None:
-        """Return once exactly ``count`` streams are following jobs (statistics and tests)."""
-        while self.followers != count:
-            await self._followers_changed.wait()
-
-    def changed(self, job_id: str) -> trio.Event:
-        """An event set by the next append to ``job_id`` (call on the loop, before reading)."""
-        event = self._changed.get(job_id)
-        if event is None:
-            event = self._changed[job_id] = trio.Event()
-        return event
-
-    def notify(self, job_id: str) -> None:
-        """Record that ``job_id`` has a new event; callable from any thread, never blocks."""
-        if threading.get_ident() == self._loop_thread:
-            self._fire(job_id)
-            return
-        with self._lock:
-            if job_id in self._pending:
-                return  # a wake-up is already scheduled and will run after this commit
-            self._pending.add(job_id)
-        with suppress(trio.RunFinishedError):  # the loop is gone: nobody is listening
-            self._token.run_sync_soon(self._fire_pending, job_id)
-
-    def _fire_pending(self, job_id: str) -> None:
-        with self._lock:
-            self._pending.discard(job_id)
-        self._fire(job_id)
-
-    def _fire(self, job_id: str) -> None:
-        event = self._changed.pop(job_id, None)
-        if event is not None:
-            event.set()
-
-
-def encode_rows(rows: list[tuple[int, str, str]]) -> tuple[bytes, bool]:
+def encode_rows(rows: Rows) -> tuple[bytes, bool]:
     """SSE frames for event rows as one chunk, and whether the last one is terminal."""
     text = "".join([f"id: {seq}\nevent: {typ}\ndata: {data}\n\n" for seq, typ, data in rows])
     return text.encode(), rows[-1][1] in TERMINAL_TYPES
@@ -135,48 +74,26 @@ async def follow_job(
 
     Returns after writing the terminal event (or finding it at or before ``after``) followed by
     the ``end`` frame. While no event arrives it writes a ping every ``ping_interval`` seconds.
+    ``after`` is a resolved start (:func:`~._replay.resolve_cursor`).
     """
+
+    async def deliver(rows: Rows) -> None:
+        chunk, terminal = encode_rows(rows)
+        await send(chunk + END_FRAME if terminal else chunk)  # the last page and end: one write
+
+    async def ping() -> None:
+        await send(PING_FRAME)
+
     hub._count_follower(+1)
     try:
-        await _follow(store, hub, job_id, after, send, ping_interval, page_size)
+        ended = await follow_log(
+            store, hub, job_id, after, deliver, page_size=page_size, idle=ping_interval,
+            on_idle=ping,
+        )  # fmt: skip
+        if not ended:
+            await send(END_FRAME)
     finally:
         hub._count_follower(-1)
-
-
-async def _follow(
-    store: Store,
-    hub: EventHub,
-    job_id: str,
-    after: int,
-    send: Callable[[bytes], Awaitable[None]],
-    ping_interval: float,
-    page_size: int,
-) -> None:
-    cursor = after
-    last_sent = trio.current_time()
-    while True:
-        changed = hub.changed(job_id)  # taken before reading: no append can slip between
-        rows = store.events_after(job_id, cursor, page_size)
-        if not rows and store.job_status(job_id) in (None, "completed", "failed", "cancelled"):
-            # Terminal status => its event is committed: one more read tells if we still owe it.
-            rows = store.events_after(job_id, cursor, page_size)
-            if not rows:
-                await send(END_FRAME)
-                return
-        if rows:
-            chunk, terminal = encode_rows(rows)
-            cursor = rows[-1][0]
-            if terminal:
-                await send(chunk + END_FRAME)
-                return
-            await send(chunk)
-            last_sent = trio.current_time()
-            continue
-        with trio.move_on_at(last_sent + ping_interval):
-            await changed.wait()
-            continue
-        await send(PING_FRAME)
-        last_sent = trio.current_time()
 
 
 class SSEStream(Response):
@@ -243,13 +160,15 @@ def stream_events_route(
         require_project_scope(request)
         job_id = request.path_params["job_id"]
         raw = request.headers.get("last-event-id", "").strip()
-        if raw and not _LAST_EVENT_ID.fullmatch(raw):
+        cursor = cursor_id(raw) if raw else None
+        if raw and cursor is None:
             fail(
                 400, f"Last-Event-ID must be an event id of this backend (an integer), got {raw!r}"
             )
-        after = int(raw) if raw else 0
         if store.job_status(job_id) is None:
             fail(404, f"job {job_id} not found")
+        # One resolution for every transport; SSE has no `reset` and replays what is kept.
+        after = resolve_cursor(store, job_id, cursor).after
 
         async def produce(send_chunk: Callable[[bytes], Awaitable[None]]) -> None:
             await follow_job(store, hub, job_id, after, send_chunk, ping_interval=ping_interval)

@@ -5,7 +5,9 @@ up to :data:`POINTS` train-loss values, evenly sampled from the job's ``training
 The events are read incrementally: each job's curve is cached with the last event id read, and
 one call reads at most :data:`PAGES_PER_CALL` non-empty pages of events in all (the rest on the
 next poll), so a poll stays cheap however many and however long the runs; a cached curve keeps
-at most :data:`MAX_KEPT` values (halved, evenly, when it grows past that).
+at most :data:`MAX_KEPT` values (halved, evenly, when it grows past that). ``loading`` lists the
+jobs whose curve this call did not read to the end (the page draws those as loading, not as
+"no data").
 """
 
 from __future__ import annotations
@@ -45,11 +47,13 @@ def losses_route(store: Store) -> Route:
     """The route (its cache lives as long as the app)."""
     cache: dict[str, tuple[int, list[float]]] = {}
 
-    def curve(job_id: str, budget: list[int]) -> list[float]:
+    def curve(job_id: str, budget: list[int], loading: list[str]) -> list[float]:
         seq, values = cache.get(job_id, (0, []))
+        done = False
         while budget[0] > 0:
             rows = store.events_after(job_id, seq, PAGE)
             if not rows:
+                done = True
                 break  # nothing new: an indexed lookup, free of the budget
             budget[0] -= 1
             for row_seq, kind, payload in rows:
@@ -62,7 +66,10 @@ def losses_route(store: Store) -> Route:
             if len(values) > MAX_KEPT:
                 values = values[::2]
             if len(rows) < PAGE:
+                done = True
                 break
+        if not done:
+            loading.append(job_id)
         cache[job_id] = (seq, values)
         return _sample(values, POINTS)
 
@@ -70,6 +77,8 @@ def losses_route(store: Store) -> Route:
         project_id = require_project_scope(request)
         jobs = [row[0] for row in store.list_jobs() if row[2] == project_id][:MAX_JOBS]
         budget = [PAGES_PER_CALL]  # pages this call may read, over all its jobs
-        return json_response({"losses": {job_id: curve(job_id, budget) for job_id in jobs}})
+        loading: list[str] = []
+        losses = {job_id: curve(job_id, budget, loading) for job_id in jobs}
+        return json_response({"losses": losses, "loading": loading})
 
     return Route("/v1/local/losses", endpoint, methods=["GET"])

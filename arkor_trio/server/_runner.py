@@ -120,6 +120,8 @@ class JobRunner:
         self._nursery: trio.Nursery | None = None
         self._stop_requested = trio.Event()
         self._stopping = False
+        #: Jobs whose terminal event waits in :meth:`record_later` -> the ids it skips.
+        self._unrecorded: dict[str, int] = {}
 
     async def run(self, *, task_status: trio.TaskStatus[None] = trio.TASK_STATUS_IGNORED) -> None:
         """Serve submitted jobs until :meth:`stop` or cancellation; then join the threads.
@@ -192,8 +194,13 @@ class JobRunner:
             return True
         if run is not None:
             run.cancel_requested = True
+        # A job whose recovery waits to be recorded skips the same ids recovery would: the
+        # ids after its last kept event may have been sent by a stream before the crash.
         appended = await self._store.in_thread(
-            self._store.append, job_id, {"type": "training.cancelled"}
+            self._store.append,
+            job_id,
+            {"type": "training.cancelled"},
+            skip=self._unrecorded.get(job_id, 0),
         )
         return appended is not None
 
@@ -280,11 +287,13 @@ class JobRunner:
         """Append a terminal event the store refused, retrying in the background (event loop).
 
         Retries every ``RECORD_RETRY`` seconds, doubling up to ``RECORD_RETRY_MAX``, until the
-        store accepts it or the runner stops (then the next start marks the job failed).
+        store accepts it, the job ended meanwhile (a cancel: nothing is appended), or the runner
+        stops (then the next start marks the job failed). A cancel meanwhile skips ``skip`` ids.
         """
         if self._nursery is None:
             log.error("job %s: failure not recorded before shutdown: %s", job_id, payload["error"])
             return
+        self._unrecorded[job_id] = skip
         self._nursery.start_soon(self._retry_record, job_id, payload, skip, name=f"record {job_id}")
 
     async def _retry_record(self, job_id: str, payload: Mapping[str, Any], skip: int) -> None:
@@ -293,15 +302,24 @@ class JobRunner:
             while True:
                 await trio.sleep(delay)
                 try:
-                    await self._store.in_thread(self._store.append, job_id, payload, skip=skip)
+                    seq = await self._store.in_thread(
+                        self._store.append, job_id, payload, skip=skip
+                    )
                 except StoreClosed:
                     return
                 except StoreError as exc:
                     log.warning("job %s: still cannot record its failure: %s", job_id, exc)
                     delay = min(delay * 2, RECORD_RETRY_MAX)
                     continue
-                log.warning("job %s: recorded its failure: %s", job_id, payload["error"])
+                if seq is None:  # a cancel recorded the job's end meanwhile
+                    status = self._store.job_status(job_id)
+                    log.warning("job %s already ended (%s); its failure is not recorded: %s",
+                                job_id, status, payload["error"])  # fmt: skip
+                else:
+                    log.warning("job %s: recorded its failure: %s", job_id, payload["error"])
                 return
         except trio.Cancelled:
             log.error("job %s: failure not recorded before shutdown: %s", job_id, payload["error"])
             raise
+        finally:
+            self._unrecorded.pop(job_id, None)

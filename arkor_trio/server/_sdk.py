@@ -67,7 +67,7 @@ class AnonymousSignIn:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Answer the sign-in: 426, 405, 403, 400 or 200 with the SDK's shape."""
         headers = dict(scope["headers"])
-        refusal = version_refusal(headers.get(b"x-arkor-client"))
+        refusal = version_refusal(headers.get(b"x-arkor-client"), headers.get(b"user-agent"))
         if refusal is not None:
             await answer_json(send, 426, refusal)
             return

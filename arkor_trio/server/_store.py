@@ -151,7 +151,8 @@ class Store:
         on_append: Called with the job id after every committed append, from the appending
             thread and outside the lock (the event hub uses it to wake stream followers).
         retain_events: None keeps every event; N keeps only the last N events of each job
-            (older ones are deleted in the appending transaction; ids never restart).
+            (older ones are deleted in the appending transaction; ids never restart; what a
+            follower then gets is :func:`~._replay.resolve_cursor`'s).
     """
 
     def __init__(
@@ -307,9 +308,12 @@ class Store:
                 status = self._update_job(conn, job_id, status, event_type, data, timestamp)
                 last = int(seq)
             if last is not None and self.retain_events is not None:
+                # The last N *events*, not the ids above last - N: recovery's id gap would
+                # otherwise take every earlier event with it.
                 conn.execute(
-                    "DELETE FROM events WHERE job_id = ? AND seq <= ?",
-                    (job_id, last - self.retain_events),
+                    "DELETE FROM events WHERE job_id = ? AND seq < (SELECT seq FROM events "
+                    "WHERE job_id = ? ORDER BY seq DESC LIMIT 1 OFFSET ?)",
+                    (job_id, job_id, self.retain_events - 1),
                 )
             return last
 

@@ -28,8 +28,8 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocketDisconnect
 
 from ._auth import credential_problem
-from ._events import PAGE_SIZE, TERMINAL_TYPES
 from ._http import LOCAL_ORG, ProjectScopes
+from ._replay import Rows, follow_log, resolve_cursor
 from ._ws_protocol import (
     CLOSE_BAD_SCOPE,
     CLOSE_GOING_AWAY,
@@ -47,7 +47,7 @@ from ._ws_protocol import (
 if TYPE_CHECKING:
     from starlette.websockets import WebSocket
 
-    from ._events import EventHub
+    from ._hub import EventHub
     from ._store import Store
 
 __all__ = ["WS_PATH", "ws_route"]
@@ -73,9 +73,13 @@ class _SendQueue:
         self.not_full = trio.lowlevel.ParkingLot()
 
     async def put(self, message: str) -> None:
-        # A cancelled producer (an unsubscribed job) must not queue anything more.
-        await trio.lowlevel.checkpoint_if_cancelled()
-        while len(self.items) >= self.capacity:
+        # A cancelled producer (an unsubscribed job) must not queue anything more: checked
+        # right before appending, since a producer woken from ``not_full`` may have been
+        # cancelled (its job re-subscribed) after the wake-up and before it ran.
+        while True:
+            await trio.lowlevel.checkpoint_if_cancelled()
+            if len(self.items) < self.capacity:
+                break
             await self.not_full.park()
         self.items.append(message)
         self.not_empty.unpark_all()
@@ -199,29 +203,19 @@ class _Session:
             del self.subs[sub.job]
 
     async def _replay_and_tail(self, sub: Subscribe) -> None:
-        job, store, out = sub.job, self.store, self.out
+        job, out = sub.job, self.out
         job_json = json.dumps(job)
-        cursor, reason = _start(store, job, sub.after)
-        recovered = sub.after is not None and reason is None
-        await out.put(encode({"type": "subscribed", "job": job, "recovered": recovered}))
-        if reason is not None:
-            await out.put(encode({"type": "reset", "job": job, "reason": reason}))
-        while True:
-            changed = self.hub.changed(job)  # taken before reading: no append slips between
-            rows = store.events_after(job, cursor, PAGE_SIZE)
-            if not rows and store.job_status(job) in (None, "completed", "failed", "cancelled"):
-                rows = store.events_after(job, cursor, PAGE_SIZE)
-                if not rows:
-                    await out.put(encode({"type": "end", "job": job}))
-                    return
+        start = resolve_cursor(self.store, job, sub.after)  # the one rule, as SSE
+        await out.put(encode({"type": "subscribed", "job": job, "recovered": start.recovered}))
+        if start.reset is not None:
+            await out.put(encode({"type": "reset", "job": job, "reason": start.reset}))
+
+        async def deliver(rows: Rows) -> None:
             for seq, event_type, payload in rows:
                 await out.put(event_message(job_json, seq, event_type, payload))
-                cursor = seq
-                if event_type in TERMINAL_TYPES:
-                    await out.put(encode({"type": "end", "job": job}))
-                    return
-            if not rows:
-                await changed.wait()
+
+        await follow_log(self.store, self.hub, job, start.after, deliver)
+        await out.put(encode({"type": "end", "job": job}))
 
 
 def _batch(out: _SendQueue) -> str:
@@ -236,26 +230,6 @@ def _batch(out: _SendQueue) -> str:
             break
         parts.append(out.take())
     return first if len(parts) == 1 else "[" + ",".join(parts) + "]"
-
-
-def _start(store: Store, job: str, after: int | None) -> tuple[int, str | None]:
-    """Where the replay starts, and the reason of a ``reset`` (None when there is none)."""
-    bounds = store.event_bounds(job)
-    if after is None or after == 0:
-        first = 1 if bounds is None else bounds[0]
-        if first > 1:
-            return first - 1, f"events 1 to {first - 1} are no longer kept (retain-events)"
-        return 0, None
-    if bounds is None or after > bounds[1]:
-        last = 0 if bounds is None else bounds[1]
-        return 0, f"event {after} is unknown (the job's last event is {last}); replaying all"
-    first = bounds[0]
-    if after < first - 1:
-        return first - 1, (
-            f"events {after + 1} to {first - 1} are no longer kept (retain-events); "
-            f"continuing from {first}"
-        )
-    return after, None
 
 
 def _scope(ws: WebSocket) -> str | tuple[int, str]:

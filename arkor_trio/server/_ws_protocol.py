@@ -18,10 +18,11 @@ hypercorn's answer to a message larger than :data:`MAX_MESSAGE_BYTES`.
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 import attrs
+
+from ._replay import cursor_id
 
 __all__ = [
     "CLOSE_BAD_SCOPE",
@@ -53,7 +54,6 @@ CLOSE_UPGRADE = 4426
 MAX_MESSAGE_BYTES = 64 * 1024
 #: Longest job id accepted in a message.
 MAX_JOB_ID = 200
-_AFTER = re.compile(r"[0-9]{1,18}")
 
 
 @attrs.frozen(kw_only=True)
@@ -140,13 +140,14 @@ def parse_message(message: Any) -> Subscribe | Unsubscribe:
         after = message.get("after")
         if after is None:
             return Subscribe(job, None)
-        if not isinstance(after, str) or not _AFTER.fullmatch(after):
+        cursor = cursor_id(after) if isinstance(after, str) else None
+        if cursor is None:
             raise BadMessage(
                 "'after' must be null or an event id of this backend (a string of digits), "
                 f"got {after!r}",
                 job,
             )
-        return Subscribe(job, int(after))
+        return Subscribe(job, cursor)
     if kind == "unsubscribe":
         return Unsubscribe(_job_field(message))
     shown = kind if isinstance(kind, str) and len(kind) <= 40 else type(kind).__name__

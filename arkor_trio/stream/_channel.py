@@ -34,7 +34,7 @@ from ._connect import (
     resolve_headers,
     status_error,
 )
-from ._dedupe import DuplicateFilter
+from ._ledger import Ledger
 from ._queue import EventQueue
 from ._reader import ChunkReader, Outcome
 from ._reconnect import Backoff, ReconnectPolicy
@@ -47,6 +47,7 @@ if TYPE_CHECKING:
 
     from ._connect import Headers
     from ._cursor import CursorStore
+    from ._dedupe import DuplicateFilter
 
 __all__ = ["SSEChannel"]
 
@@ -95,6 +96,8 @@ class SSEChannel(Generic[T]):
             an exception, never when the block's body raised. Without ``last_event_id`` the
             channel resumes from the stored cursor.
         cursor_key: The key in ``cursor_store`` (default: ``url``).
+        ledger: The follower's :class:`~arkor_trio.stream.Ledger` (commit rule, dedupe, lease):
+            a trainer keeps one across streams; default one for ``cursor_store``/``cursor_key``.
         rng: Randomness for the backoff jitter (tests pass a seeded one).
 
     Attributes:
@@ -121,19 +124,23 @@ class SSEChannel(Generic[T]):
         item_id: Callable[[T], str | None] | None = None,
         cursor_store: CursorStore | None = None,
         cursor_key: str | None = None,
+        ledger: Ledger | None = None,
         rng: random.Random | None = None,
     ) -> None:
         parts = urlsplit(url) if isinstance(url, str) else None
         if parts is None or parts.scheme not in ("http", "https") or not parts.hostname:
             raise ConfigError(f"url must be an http(s) URL with a host, got {url!r}", field="url")
         self.url = url
-        self._store = cursor_store
-        self._key = cursor_key if cursor_key is not None else url
-        if last_event_id is None and cursor_store is not None:
-            last_event_id = cursor_store.load(self._key)
-        self.cursor: str | None = last_event_id
-        self.committed: str | None = last_event_id
-        self._pending: str | None = None
+        if ledger is None:
+            key = cursor_key if cursor_key is not None else url
+            ledger = Ledger(cursor_store, key)
+        self._ledger = ledger
+        #: Resume from the store's cursor when entered (no ``last_event_id`` given).
+        self._load = last_event_id is None and ledger.store is not None
+        if last_event_id is not None:
+            ledger.cursor = last_event_id
+            if ledger.committed is None:
+                ledger.committed = last_event_id
         self._item_id: Callable[[T], str | None] = item_id if item_id is not None else _frame_id
         self.policy = policy if policy is not None else ReconnectPolicy()
         self.counters = StreamCounters()
@@ -144,7 +151,8 @@ class SSEChannel(Generic[T]):
         self._is_permanent = is_permanent or permanent.__contains__
         self._on_response = on_response
         self._make_error = make_error if make_error is not None else status_error
-        self._filter = duplicates if duplicates is not None else DuplicateFilter()
+        self._filter = duplicates if duplicates is not None else ledger.new_filter()
+        self._is_final = is_final
         self._rng = rng if rng is not None else random.Random()
         self._decoder = SSEDecoder(self.policy.max_frame_bytes, last_event_id=last_event_id or "")
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
@@ -178,6 +186,29 @@ class SSEChannel(Generic[T]):
         return self._decoder.last_event_id
 
     @property
+    def cursor(self) -> str | None:
+        """The id of the last item yielded (starts at the resume id, or None)."""
+        return self._ledger.cursor
+
+    @property
+    def committed(self) -> str | None:
+        """The id last committed to the cursor store (starts at the stored cursor)."""
+        return self._ledger.committed
+
+    @property
+    def ledger(self) -> Ledger:
+        """The follower's ledger (the commit rule, dedupe and lease of this key)."""
+        return self._ledger
+
+    async def commit(self) -> None:
+        """Commit the item being handled now, before asking for the next one.
+
+        For a body that made a side effect it must not repeat: after ``commit()`` a crash
+        resumes after this item. Idempotent; the usual commit on the next item is then a no-op.
+        """
+        await self._ledger.handled()
+
+    @property
     def duplicates(self) -> DuplicateFilter:
         """The duplicate filter (keep it to resume another channel without re-delivering)."""
         return self._filter
@@ -185,6 +216,10 @@ class SSEChannel(Generic[T]):
     async def __aenter__(self) -> Self:
         if self._nursery_cm is not None:
             raise RuntimeError("a channel can be entered only once")
+        if self._load:
+            stored = await self._ledger.load()
+            if stored.id:
+                self._decoder.resume_from(stored.id)
         self._queue = EventQueue(self.policy.buffer_size)
         self._nursery_cm = trio.open_nursery()
         self._nursery = await self._nursery_cm.__aenter__()
@@ -200,8 +235,12 @@ class SSEChannel(Generic[T]):
         assert self._nursery is not None
         assert self._nursery_cm is not None
         assert self._queue is not None
-        if exc is None and self._pending is not None:
-            self._commit()
+        ledger = self._ledger
+        if ledger.pending:
+            if exc is None:
+                await ledger.handled()
+            else:
+                ledger.abandon()
         self._nursery.cancel_scope.cancel()
         self._queue.close()
         try:
@@ -218,8 +257,9 @@ class SSEChannel(Generic[T]):
         return self
 
     async def __anext__(self) -> T:
-        if self._pending is not None:
-            self._commit()
+        ledger = self._ledger
+        if ledger.pending and not ledger.handled_nowait():
+            await ledger.handled()
         queue = self._queue
         if queue is None:
             raise RuntimeError("enter the channel with `async with` before iterating it")
@@ -239,22 +279,10 @@ class SSEChannel(Generic[T]):
             except ArkorError:
                 self._done = True
                 raise
-        item_id = self._item_id(item)
-        if item_id:
-            self.cursor = item_id
-            if self._store is not None:
-                self._pending = item_id
+        is_final = self._is_final
+        ledger.take(self._item_id(item), final=is_final is not None and is_final(item))
         # After a final item the reader closes the queue: the next call ends the iteration.
         return item
-
-    def _commit(self) -> None:
-        """Save the last item's id: the consumer is done with it."""
-        pending, self._pending = self._pending, None
-        assert self._store is not None
-        assert pending is not None
-        if pending != self.committed:
-            self._store.save(self._key, pending)
-            self.committed = pending
 
     # --- the reader task -----------------------------------------------------------------------
 

@@ -84,13 +84,24 @@ class DuplicateFilter:
         size: How many recent ids the window holds.
     """
 
-    __slots__ = ("_anchors", "_first", "_known_since", "_recent", "_resume", "_skipping")
+    __slots__ = (
+        "_anchors",
+        "_candidate",
+        "_first",
+        "_known_since",
+        "_recent",
+        "_resume",
+        "_skipping",
+    )
 
     def __init__(
         self, ids: Iterable[str] = (), *, anchors: Iterable[str] = (), size: int = RECENT_IDS
     ) -> None:
         self._recent = RecentIds(ids, size)
         self._anchors: deque[str] = deque(anchors, maxlen=ANCHORS)
+        #: A connection's first new id: an anchor once delivered (a frame dropped or refused
+        #: after it was seen must not look like the start of a replay when it comes again).
+        self._candidate: str | None = None
         self._first = True
         self._resume = ""
         self._skipping = False
@@ -117,6 +128,7 @@ class DuplicateFilter:
     def connection(self, resume_id: str) -> None:
         """A connection opened that asked to resume after ``resume_id`` (``""`` for none)."""
         self._first = True
+        self._candidate = None
         self._resume = resume_id
         self._skipping = False
         self._known_since = False
@@ -136,7 +148,7 @@ class DuplicateFilter:
             self._first = False
             replay = frame_id in self._recent or frame_id in self._anchors
             if not replay:
-                self._anchors.append(frame_id)
+                self._candidate = frame_id
             elif self._resume:
                 self._skipping = True
                 return self._skip(frame_id)
@@ -159,6 +171,10 @@ class DuplicateFilter:
 
     def add(self, frame_id: str) -> None:
         """Remember a delivered frame's id."""
+        if self._candidate is not None:
+            if frame_id == self._candidate:
+                self._anchors.append(frame_id)
+            self._candidate = None
         recent = self._recent
         current = recent.current
         current[frame_id] = None

@@ -22,6 +22,22 @@ __all__ = ["FileLock", "read_note", "try_lock_file"]
 
 _OPEN_FLAGS = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
 
+#: Descriptors of the claims this process holds. ``O_CLOEXEC`` keeps them from a child that
+#: execs, not from one that only forks: a forked child closes its copies at once (below), so
+#: the claim stays its holder's alone and dies with it (issue 17, defect 9).
+_HELD_CLAIMS: set[int] = set()
+
+
+def _drop_claims_in_child() -> None:
+    for fd in _HELD_CLAIMS:
+        with suppress(OSError):
+            os.close(fd)  # the child's copy only: the parent's lock stays, and ends with it
+    _HELD_CLAIMS.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_drop_claims_in_child)
+
 
 def _flock(fd: int, exclusive: bool, *, wait: bool = True) -> None:
     if sys.platform != "win32":
@@ -112,8 +128,13 @@ def try_lock_file(path: Path, note: str) -> Callable[[], None] | None:
         os.write(fd, note.encode("utf-8", "replace"))
     except OSError:
         pass  # the note is a courtesy; the lock is what counts
+    _HELD_CLAIMS.add(fd)
+    pid = os.getpid()
 
     def release() -> None:
+        if os.getpid() != pid or fd not in _HELD_CLAIMS:
+            return  # a forked child (its copy is closed already), or released before
+        _HELD_CLAIMS.discard(fd)
         try:
             os.unlink(path)  # while still locked, so no one holds a lock on a removed file
         except OSError:

@@ -12,6 +12,9 @@ from typing import TYPE_CHECKING, TypeAlias
 
 from ..sse import SSEFrame
 from ._channel import SSEChannel
+from ._cursor import DEFAULT_LEASE_TTL
+from ._ledger import Ledger
+from ._store import as_cursor_store
 
 if TYPE_CHECKING:
     from collections.abc import AsyncIterator, Callable, Mapping
@@ -41,6 +44,8 @@ async def open_sse(
     policy: ReconnectPolicy | None = None,
     http: httpx.AsyncClient | None = None,
     is_final: Callable[[SSEFrame], bool] | None = None,
+    exclusive: bool = True,
+    lease_ttl: float = DEFAULT_LEASE_TTL,
 ) -> AsyncIterator[SSEStream]:
     """Follow the SSE endpoint at ``url``; ``async with open_sse(url) as stream: async for ...``.
 
@@ -58,23 +63,41 @@ async def open_sse(
             stop the stream.
         http: An httpx client to send with (kept open); default: one made and closed here.
         is_final: Iteration ends after yielding a frame for which it returns true.
+        exclusive: With a ``cursor_store``, be the key's only follower: hold the store's lease
+            of ``cursor_key`` for the block (waiting while another process or stream holds
+            it), check it before every frame and fence every commit with it, so two processes
+            on one key never both handle an event. ``False`` opts out (several readers of one
+            key, each handling every frame).
+        lease_ttl: Seconds the lease lasts without renewal (renewed every third of it).
 
     Raises:
         ApiError: A permanent status (on the next ``__anext__``).
         StreamError: A non-SSE 2xx answer, a redirect loop, a TLS certificate failure.
         ReconnectsExhausted: ``policy.max_attempts`` failures in a row.
         FrameTooLarge: The same frame exceeded ``max_frame_bytes`` twice at one resume point.
+        LeaseLost: The lease of ``cursor_key`` was lost (``exclusive``).
     """
-    stream: SSEStream = SSEChannel(
-        url,
-        cursor_store=cursor_store,
-        cursor_key=cursor_key,
-        last_event_id=last_event_id,
-        headers=headers,
-        params=params,
-        policy=policy,
-        http=http,
-        is_final=is_final,
-    )
-    async with stream:
+    key = cursor_key if cursor_key is not None else url
+
+    def channel(ledger: Ledger) -> SSEStream:
+        return SSEChannel(
+            url,
+            ledger=ledger,
+            last_event_id=last_event_id,
+            headers=headers,
+            params=params,
+            policy=policy,
+            http=http,
+            is_final=is_final,
+        )
+
+    if cursor_store is None or not exclusive:
+        async with channel(Ledger(cursor_store, key)) as stream:
+            yield stream
+        return
+    store = as_cursor_store(cursor_store)
+    async with (
+        store.lease(key, ttl=lease_ttl) as lease,
+        channel(Ledger(store, key, lease=lease)) as stream,
+    ):
         yield stream

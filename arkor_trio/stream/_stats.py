@@ -2,9 +2,44 @@
 
 from __future__ import annotations
 
+from collections import deque
+from typing import TYPE_CHECKING
+
 import attrs
 
-__all__ = ["StreamCounters", "StreamStats"]
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["GAPS_KEPT", "GapLog", "StreamCounters", "StreamStats"]
+
+#: How many of the most recent reconnect gaps a channel keeps (the rest only counted).
+GAPS_KEPT = 64
+
+
+class GapLog:
+    """Reconnect gaps in bounded memory: the last :data:`GAPS_KEPT` of them, plus the count,
+    the sum and the longest of all (a channel reconnecting for days keeps a few hundred bytes)."""
+
+    __slots__ = ("count", "longest", "recent", "total")
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=GAPS_KEPT)
+        self.count = 0
+        self.total = 0.0
+        self.longest = 0.0
+
+    def append(self, seconds: float) -> None:
+        """Record one gap."""
+        self.recent.append(seconds)
+        self.count += 1
+        self.total += seconds
+        self.longest = max(self.longest, seconds)
+
+    def __len__(self) -> int:
+        return len(self.recent)
+
+    def __iter__(self) -> Iterator[float]:
+        return iter(self.recent)
 
 
 @attrs.frozen(kw_only=True)
@@ -25,7 +60,10 @@ class StreamStats:
         unknown: Events of a ``type`` the item decoder does not know (job stream:
             queued as ``UnknownEvent``).
         pings: Keep-alive frames the item decoder dropped (job stream: ``ping`` frames).
-        gaps: Seconds from each connection's end to the next successful open.
+        gaps: Seconds from a connection's end to the next successful open: the last 64 gaps.
+        gap_count: How many gaps there were in all.
+        gap_total: Their sum, seconds.
+        gap_max: The longest, seconds.
     """
 
     connections: int = 0
@@ -39,6 +77,9 @@ class StreamStats:
     unknown: int = 0
     pings: int = 0
     gaps: tuple[float, ...] = ()
+    gap_count: int = 0
+    gap_total: float = 0.0
+    gap_max: float = 0.0
 
 
 @attrs.define
@@ -55,9 +96,16 @@ class StreamCounters:
     skipped: int = 0
     unknown: int = 0
     pings: int = 0
-    gaps: list[float] = attrs.field(factory=list)
+    gaps: GapLog = attrs.field(factory=GapLog)
 
     def snapshot(self) -> StreamStats:
         fields = attrs.asdict(self, recurse=False)
-        fields["gaps"] = tuple(self.gaps)
-        return StreamStats(reconnects=max(0, self.connections - 1), **fields)
+        gaps = self.gaps
+        fields["gaps"] = tuple(gaps.recent)
+        return StreamStats(
+            reconnects=max(0, self.connections - 1),
+            gap_count=gaps.count,
+            gap_total=gaps.total,
+            gap_max=gaps.longest,
+            **fields,
+        )

@@ -7,6 +7,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 
 if TYPE_CHECKING:
+    from ..stream import Delivery  # noqa: TC004
     from ..wire._models import Adapter, TrainingJob  # noqa: TC004
     from ._infer import Infer  # noqa: TC004  # contexts are never structured by cattrs
 
@@ -25,6 +26,9 @@ class StartedContext:
     """Passed to ``on_started``."""
 
     job: TrainingJob
+    #: Which dispatch this is (job_id, event_id, lease token, holder): the idempotency key
+    #: for side effects that must not run twice (design.md section 14).
+    delivery: Delivery | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -38,6 +42,9 @@ class LogContext:
     epoch: float | None
     samples_per_second: float | None
     job: TrainingJob
+    #: Which dispatch this is (job_id, event_id, lease token, holder): the idempotency key
+    #: for side effects that must not run twice (design.md section 14).
+    delivery: Delivery | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -49,6 +56,9 @@ class CheckpointContext:
     job: TrainingJob
     infer: Infer
     artifacts: list[Any]
+    #: Which dispatch this is (job_id, event_id, lease token, holder): the idempotency key
+    #: for side effects that must not run twice (design.md section 14).
+    delivery: Delivery | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -57,6 +67,9 @@ class CompletedContext:
 
     job: TrainingJob
     artifacts: list[Any]
+    #: Which dispatch this is (job_id, event_id, lease token, holder): the idempotency key
+    #: for side effects that must not run twice (design.md section 14).
+    delivery: Delivery | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -65,6 +78,9 @@ class FailedContext:
 
     job: TrainingJob
     error: str
+    #: Which dispatch this is (job_id, event_id, lease token, holder): the idempotency key
+    #: for side effects that must not run twice (design.md section 14).
+    delivery: Delivery | None = None
 
 
 @attrs.frozen(kw_only=True)
@@ -72,3 +88,6 @@ class CancelledContext:
     """Passed to ``on_cancelled`` (arkor-trio's sixth callback)."""
 
     job: TrainingJob
+    #: Which dispatch this is (job_id, event_id, lease token, holder): the idempotency key
+    #: for side effects that must not run twice (design.md section 14).
+    delivery: Delivery | None = None

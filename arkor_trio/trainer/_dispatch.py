@@ -36,6 +36,7 @@ from ._contexts import (
 from ._infer import Infer
 
 if TYPE_CHECKING:
+    from ..stream import Delivery, Ledger
     from ..wire._client import ArkorClient
     from ._callbacks import Callbacks
 
@@ -93,9 +94,11 @@ _CALLBACK_NAMES: dict[type[Any], str] = {
 }
 
 
-def _context(event: JobEvent, job: TrainingJob, client: ArkorClient) -> Any:
+def _context(
+    event: JobEvent, job: TrainingJob, client: ArkorClient, delivery: Delivery | None = None
+) -> Any:
     if type(event) is TrainingLog:
-        return _log_context(event, job)
+        return _log_context(event, job, delivery)
     if isinstance(event, CheckpointSaved):
         adapter = Adapter(kind="checkpoint", job_id=job.id, step=event.step)
         return CheckpointContext(
@@ -104,15 +107,16 @@ def _context(event: JobEvent, job: TrainingJob, client: ArkorClient) -> Any:
             job=job,
             infer=Infer(client, adapter),
             artifacts=list(event.artifacts or []),
+            delivery=delivery,
         )
     if isinstance(event, TrainingStarted):
-        return StartedContext(job=job)
+        return StartedContext(job=job, delivery=delivery)
     if isinstance(event, TrainingCompleted):
-        return CompletedContext(job=job, artifacts=list(event.artifacts or []))
+        return CompletedContext(job=job, artifacts=list(event.artifacts or []), delivery=delivery)
     if isinstance(event, TrainingFailed):
-        return FailedContext(job=job, error=event.error)
+        return FailedContext(job=job, error=event.error, delivery=delivery)
     assert isinstance(event, TrainingCancelled)
-    return CancelledContext(job=job)
+    return CancelledContext(job=job, delivery=delivery)
 
 
 class Dispatcher:
@@ -132,14 +136,17 @@ class Dispatcher:
         """Whether a callback runs for this event (else :meth:`__call__` would do nothing)."""
         return type(event) in self._handlers
 
-    async def __call__(self, event: JobEvent, job: TrainingJob) -> None:
-        """As :func:`dispatch`."""
+    async def __call__(
+        self, event: JobEvent, job: TrainingJob, ledger: Ledger | None = None
+    ) -> None:
+        """As :func:`dispatch`; with the follower's ``ledger``, contexts carry ``delivery``."""
         handler = self._handlers.get(type(event))
         if handler is None:
             return
         name, fn = handler
+        delivery = ledger.delivery() if ledger is not None else None
         try:
-            result = fn(_context(event, job, self._client))
+            result = fn(_context(event, job, self._client, delivery))
             if result is not None and (
                 type(result) is CoroutineType or inspect.isawaitable(result)
             ):
@@ -165,16 +172,19 @@ LOG_CONTEXT_FIELDS = (
     "epoch",
     "samples_per_second",
     "job",
+    "delivery",
 )
 _SETTERS = tuple(LogContext.__dict__[name].__set__ for name in LOG_CONTEXT_FIELDS)
 _new = object.__new__
 
 
-def _log_context(event: TrainingLog, job: TrainingJob) -> LogContext:
+def _log_context(
+    event: TrainingLog, job: TrainingJob, delivery: Delivery | None = None
+) -> LogContext:
     """``LogContext(step=event.step, ..., job=job)`` filling the frozen slots directly: the
     dispatcher builds one per log event, and attrs' frozen ``__init__`` costs twice as much."""
     ctx = _new(LogContext)
-    s_step, s_loss, s_eval, s_lr, s_epoch, s_sps, s_job = _SETTERS
+    s_step, s_loss, s_eval, s_lr, s_epoch, s_sps, s_job, s_delivery = _SETTERS
     s_step(ctx, event.step)
     s_loss(ctx, event.loss)
     s_eval(ctx, event.eval_loss)
@@ -182,6 +192,7 @@ def _log_context(event: TrainingLog, job: TrainingJob) -> LogContext:
     s_epoch(ctx, event.epoch)
     s_sps(ctx, event.samples_per_second)
     s_job(ctx, job)
+    s_delivery(ctx, delivery)
     return ctx
 
 

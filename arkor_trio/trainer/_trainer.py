@@ -9,27 +9,22 @@ exception ends ``wait()`` as itself; leaving a cancel scope stops the local wait
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import random
 from contextlib import asynccontextmanager
-from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import trio
 
 from .._errors import ApiError, ArkorError, ConfigError, ReconnectsExhausted, StreamError
 from ..stream import (
+    DEFAULT_LEASE_TTL,
     Backoff,
     CursorStore,
-    DuplicateFilter,
+    Ledger,
     MemoryCursorStore,
-    RecentIds,
     ReconnectPolicy,
-    commit_cursor,
-    commit_cursor_async,
-    hold_follower,
-    is_finished,
+    as_cursor_store,
 )
 from ..wire._client import ArkorClient
 from ..wire._feed import JobFeed
@@ -41,7 +36,7 @@ from ._dispatch import Dispatcher, apply_event, result_for, result_for_job
 from ._validate import build_job_config, check_name
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import AsyncIterator
 
     from ..wire._models import JobConfig, TrainingJob, TrainingResult
 
@@ -56,17 +51,6 @@ CANCEL_ON_ABORT_TIMEOUT = 10.0
 def _check_type(field: str, value: object, cls: type[Any], hint: str) -> None:
     if value is not None and not isinstance(value, cls):
         raise ConfigError(f"{field} must be {hint}, got {type(value).__name__}", field=field)
-
-
-def _inline_commit(store: CursorStore) -> Callable[..., None] | None:
-    """How to commit from the event loop: the store's ``commit``, or the save/mark fallback;
-    None for a ``blocking`` store (it commits from a worker thread)."""
-    if getattr(store, "blocking", False):
-        return None
-    commit = getattr(store, "commit", None)
-    if callable(commit):
-        return cast("Callable[..., None]", commit)
-    return partial(commit_cursor, store)
 
 
 class Trainer:
@@ -98,11 +82,6 @@ class Trainer:
             )
         self._transport = transport
         _check_type("reconnect", reconnect, ReconnectPolicy, "a ReconnectPolicy")
-        if cursor_store is not None and not isinstance(cursor_store, CursorStore):
-            raise ConfigError(
-                "cursor_store must have load(job_id) and save(job_id, cursor) methods",
-                field="cursor_store",
-            )
         self.name = name
         self.callbacks: Callbacks = as_callbacks(callbacks)
         self._config = config
@@ -110,15 +89,20 @@ class Trainer:
         self._owns_client = client is None
         self._active = 0
         self._policy = reconnect if reconnect is not None else ReconnectPolicy()
-        self._store: CursorStore = cursor_store if cursor_store is not None else MemoryCursorStore()
+        self._store: CursorStore = (
+            as_cursor_store(cursor_store) if cursor_store is not None else MemoryCursorStore()
+        )
         self._job_id = job_id
         self._job: TrainingJob | None = None
         self._created_at: float | None = None
         self._result: TrainingResult | None = None
         self._start_lock = trio.Lock()
         self._wait_lock = trio.Lock()
-        self._recent = RecentIds()
-        self._anchors: list[str] = []
+        #: The exactly-once rule of this trainer's job (commit, dedupe, lease), kept across
+        #: wait()s: created with the job id.
+        self._ledger: Ledger | None = None
+        #: Seconds a lease of the job lasts without renewal (design.md section 14).
+        self.lease_ttl = DEFAULT_LEASE_TTL
 
     def __repr__(self) -> str:
         return f"Trainer(name={self.name!r}, job_id={self._job_id!r})"
@@ -170,8 +154,17 @@ class Trainer:
 
     @property
     def cursor(self) -> str | None:
-        """The id of the last event whose callback returned (the committed cursor)."""
-        return None if self._job_id is None else self._store.load(self._job_id)
+        """The id of the last event whose callback returned (the committed cursor).
+
+        Read from the store when it has a sync ``peek`` (the built-in stores do); for another
+        store, what this trainer last loaded or committed (None before its first ``wait()``).
+        """
+        if self._job_id is None:
+            return None
+        peek = getattr(self._store, "peek", None)  # the built-in stores read synchronously
+        if callable(peek):
+            return cast("str | None", peek(self._job_id).id)
+        return self._ledger.committed if self._ledger is not None else None
 
     @property
     def result(self) -> TrainingResult | None:
@@ -214,15 +207,23 @@ class Trainer:
                 await trio.lowlevel.checkpoint()
                 return self._result
             job_id = await self.start()
-            # One follower per job per store: wait while another (process) follows this job.
-            async with hold_follower(self._store, job_id):
-                if self._job is None or is_finished(self._store, job_id):
-                    self._job = await self._fetch_job(job_id)
-                if is_finished(self._store, job_id):
-                    # Another follower already ran the terminal callback: report, don't repeat.
-                    self._result = result_for_job(self._job)
-                    return self._result
-                return await self._follow(job_id)
+            if self._ledger is None:
+                self._ledger = Ledger(self._store, job_id)
+            ledger = self._ledger
+            # One follower per job per store: wait while another (process) holds the lease.
+            async with self._store.lease(job_id, ttl=self.lease_ttl) as lease:
+                ledger.lease = lease
+                try:
+                    stored = await ledger.load()
+                    if self._job is None or stored.finished:
+                        self._job = await self._fetch_job(job_id)
+                    if stored.finished:
+                        # Another follower already ran the terminal callback: report it.
+                        self._result = result_for_job(self._job)
+                        return self._result
+                    return await self._follow(job_id, ledger)
+                finally:
+                    ledger.lease = None
 
     async def _fetch_job(self, job_id: str) -> TrainingJob:
         """``GET /v1/jobs/:id``, retried like a stream connection on transient failures."""
@@ -244,11 +245,12 @@ class Trainer:
                     ) from exc
                 await trio.sleep(backoff.after_failure())
 
-    async def _follow(self, job_id: str) -> TrainingResult:
+    async def _follow(self, job_id: str, ledger: Ledger) -> TrainingResult:
         assert self._job is not None
-        # Only dispatched ids count as seen: events read ahead but not dispatched come again.
-        duplicates = DuplicateFilter(self._recent.ids(), anchors=self._anchors)
-        after = self._store.load(job_id)
+        # The ledger owns the rule: it commits an event once its callback returned (when the
+        # loop asks for the next one, or leaves after the terminal one), drops what this
+        # trainer dispatched before, and forgets what an earlier wait() only read ahead.
+        after = ledger.committed
         stream: EventStream | WebSocketEventStream
         if self._transport == "sse":
             stream = EventStream(
@@ -256,9 +258,8 @@ class Trainer:
                 after=after,
                 policy=self._policy,
                 created_at=self._created_at,
-                duplicates=duplicates,
+                ledger=ledger,
             )
-            track = None  # the channel's window tells which ids were dispatched (_remember)
         else:
             feed = self._transport if isinstance(self._transport, JobFeed) else None
             stream = WebSocketEventStream(
@@ -268,49 +269,19 @@ class Trainer:
                 after=after,
                 policy=self._policy,
                 created_at=self._created_at,
-                seen=self._recent.ids(),
+                ledger=ledger,
             )
-            track = self._recent
-        last: str | None = None  # the last id dispatched by this wait()
-        store = self._store
-        commit = _inline_commit(store)  # None: commits go to a worker thread
         dispatcher = Dispatcher(self.callbacks, self._client)
         async with stream:
-            try:
-                async for event in stream:
-                    job = self._job
-                    if type(event) is not TrainingLog:  # logs leave the job as it is
-                        job = self._job = apply_event(job, event)
-                    await dispatcher(event, job)
-                    terminal = type(event) in TERMINAL_TYPES
-                    event_id = event.event_id
-                    if event_id is not None or terminal:
-                        # Cursor and finished mark in one atomic commit: a crash never splits them.
-                        if commit is not None:
-                            commit(job_id, event_id, finished=terminal)
-                        else:
-                            await commit_cursor_async(store, job_id, event_id, finished=terminal)
-                    if event_id is not None:
-                        last = event_id
-                        if track is not None:
-                            track.add(event_id)
-                    if terminal:
-                        self._result = result_for(job, event)
-                        return self._result
-            finally:
-                if track is None:
-                    self._remember(duplicates, last)
+            async for event in stream:
+                job = self._job
+                if type(event) is not TrainingLog:  # logs leave the job as it is
+                    job = self._job = apply_event(job, event)
+                await dispatcher(event, job, ledger)
+                if type(event) in TERMINAL_TYPES:
+                    self._result = result_for(job, event)
+                    return self._result
         raise StreamError(f"the event stream of job {job_id} ended without a terminal event")
-
-    def _remember(self, duplicates: DuplicateFilter, last: str | None) -> None:
-        """Keep the ids this wait() dispatched (not those only read ahead) for the next one."""
-        self._anchors = duplicates.anchors()
-        if last is None:
-            return
-        ids = duplicates.ids()  # delivered order: dispatched ids, then any read ahead
-        with contextlib.suppress(ValueError):
-            del ids[ids.index(last) + 1 :]
-        self._recent = RecentIds(ids)
 
     @asynccontextmanager
     async def _using_client(self) -> AsyncIterator[None]:
@@ -323,7 +294,8 @@ class Trainer:
             yield
         finally:
             self._active -= 1
-            if self._owns_client and self._active == 0:
+            # Not under a stream the user opened on trainer.client (its pool would close).
+            if self._owns_client and self._active == 0 and not self._client.streams_open:
                 with trio.CancelScope(shield=True):
                     await self._client.aclose()
 

@@ -167,7 +167,11 @@ class ArkorClient(ApiSession):
             get_job=self.get_job,
             make_error=self._stream_error,
             on_response=self._note_deprecation,
+            in_use=self._count_stream,
         )
+
+    def _count_stream(self, change: int) -> None:
+        self.streams_open += change
 
     def _stream_headers(self) -> dict[str, str]:
         return self._headers(extra={"Accept": "text/event-stream", "Cache-Control": "no-cache"})

@@ -39,7 +39,7 @@ from .._errors import (
     ReconnectsExhausted,
 )
 from .._groups import collapse_groups, lone_exception
-from ..stream import Backoff, MemoryCursorStore, RecentIds, ReconnectPolicy
+from ..stream import Backoff, Ledger, MemoryCursorStore, ReconnectPolicy, as_cursor_store
 from ._codec import MalformedPayload, decode_event
 from ._feed_job import FeedCounters, FeedJob, FeedStats, FeedSubscription
 from ._feed_socket import FeedClient, SocketEnd, end_from_close, end_from_rejection, take_batch
@@ -83,6 +83,7 @@ class JobFeed:
         self.cursor_store: CursorStore = (
             cursor_store if cursor_store is not None else MemoryCursorStore()
         )
+        self._store = as_cursor_store(self.cursor_store)
         self._client = client
         self._rng = rng if rng is not None else random.Random()
         self._jobs: dict[str, FeedJob] = {}
@@ -144,6 +145,7 @@ class JobFeed:
         after: str | None = None,
         created_at: float | None = None,
         seen: Iterable[str] = (),
+        ledger: Ledger | None = None,
     ) -> FeedSubscription:
         """Follow ``job_id`` on this feed, after event ``after`` (default: the stored cursor).
 
@@ -153,6 +155,9 @@ class JobFeed:
             created_at: ``trio.current_time()`` when this process created the job: an
                 unknown-job answer is retried for ``policy.not_found_grace`` after it.
             seen: Ids already handled (dropped if the server sends them again).
+            ledger: The follower's ledger (a trainer's: its store, lease and handled ids);
+                default: one on the feed's cursor store. With a ledger and no ``after``, the
+                job resumes after the ledger's cursor, not the feed store's.
 
         Raises:
             ConfigError: ``job_id`` is not a non-empty string.
@@ -164,20 +169,38 @@ class JobFeed:
             raise RuntimeError("use `async with client.feed() as feed:` before subscribing")
         if job_id in self._jobs:
             raise RuntimeError(f"this feed already follows job {job_id}")
+        load = after is None and ledger is None
+        if ledger is None:
+            ledger = Ledger(self._store, job_id, seen=seen)
+        elif after is None:
+            after = ledger.cursor
         job = FeedJob(
             job_id,
-            after=after if after is not None else self.cursor_store.load(job_id),
+            after=after,
             policy=self.policy,
             rng=self._rng,
             created_at=created_at,
-            seen=seen,
+            ledger=ledger,
         )
         self._jobs[job_id] = job
         if self._error is not None:
             job.finish(self._error)
+        elif load:  # resume after the store's cursor, once read
+            job.state = "waiting"
+            self._spawn(self._load_then_subscribe, job)
         else:
             self._send_subscribe(job)
-        return FeedSubscription(job, self.cursor_store, self.remove)
+        return FeedSubscription(job, None, self.remove)
+
+    async def _load_then_subscribe(self, job: FeedJob) -> None:
+        try:
+            stored = await job.ledger.load()
+        except ArkorError as exc:
+            job.finish(exc)
+            return
+        if job.resume is None:
+            job.resume = stored.id
+        self._resubscribe(job)
 
     def remove(self, job_id: str) -> None:
         """Stop following ``job_id`` (its subscription ends); unknown ids are ignored."""
@@ -198,6 +221,7 @@ class JobFeed:
     def _send_subscribe(self, job: FeedJob) -> None:
         job.state = "active"
         job.progress = False
+        job.subscribing()
         if self._connected:
             job.pending += 1
             self._send({"type": "subscribe", "job": job.job_id, "after": job.resume})
@@ -325,8 +349,7 @@ class JobFeed:
         elif kind == "subscribed":
             job.pending = max(0, job.pending - 1)
         elif kind == "reset":
-            counters.resets += 1
-            job.recent = RecentIds()
+            counters.resets += 1  # dedupe stays: the ledger's rule drops a replay of handled ids
             job.resets.append(str(message.get("reason")))
             log.warning("feed: job %s: %s", job.job_id, message.get("reason"))
         elif kind == "end":
@@ -345,7 +368,7 @@ class JobFeed:
             counters.stale += 1
             return
         event_id = message.get("id")
-        if not isinstance(event_id, str) or event_id in job.recent:
+        if not isinstance(event_id, str) or job.is_duplicate(event_id):
             counters.duplicates += 1
             return
         if job.queue.full:  # before decoding: the event comes again after the resubscribe

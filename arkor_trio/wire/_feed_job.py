@@ -2,10 +2,11 @@
 
 The feed's drain task turns ``event`` messages into decoded events on the job's bounded queue;
 the consumer iterates a :class:`FeedSubscription`. Per job, the feed keeps the resume position
-(the id of the last event it queued), a bounded set of recent ids for dedupe, and how many of
-its ``subscribe`` messages are still unanswered: events are accepted only once the latest
-``subscribe`` was answered with ``subscribed``, so nothing of an older subscription can slip
-in out of order.
+(the id of the last event it queued) and how many of its ``subscribe`` messages are still
+unanswered: events are accepted only once the latest ``subscribe`` was answered with
+``subscribed``, so nothing of an older subscription can slip in out of order. Dedupe, the
+replay guard and the commit rule are the job's :class:`~arkor_trio.stream.Ledger`'s, as on SSE
+(a ``reset`` leaves them alone: a replay of handled ids is dropped, design.md section 3 rule 10).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import attrs
 import trio
 
 from .._errors import ArkorError
-from ..stream import Backoff, EventQueue, RecentIds
+from ..stream import Backoff, EventQueue, GapLog, Ledger
 from ._models import TERMINAL_TYPES
 
 if TYPE_CHECKING:
@@ -55,7 +56,10 @@ class FeedStats:
         resets: ``reset`` messages (history the server no longer had).
         pauses: Times a job's queue was full and the job was unsubscribed until it drained.
         jobs: Jobs followed right now.
-        gaps: Seconds from each socket's end to the next successful open.
+        gaps: Seconds from a socket's end to the next successful open: the last 64.
+        gap_count: How many gaps there were in all.
+        gap_total: Their sum, seconds.
+        gap_max: The longest, seconds.
     """
 
     connections: int = 0
@@ -70,6 +74,9 @@ class FeedStats:
     pauses: int = 0
     jobs: int = 0
     gaps: tuple[float, ...] = ()
+    gap_count: int = 0
+    gap_total: float = 0.0
+    gap_max: float = 0.0
 
 
 @attrs.define
@@ -83,12 +90,20 @@ class FeedCounters:
     pings: int = 0
     resets: int = 0
     pauses: int = 0
-    gaps: list[float] = attrs.field(factory=list)
+    gaps: GapLog = attrs.field(factory=GapLog)
 
     def snapshot(self, jobs: int) -> FeedStats:
         fields = attrs.asdict(self, recurse=False)
-        fields["gaps"] = tuple(self.gaps)
-        return FeedStats(reconnects=max(0, self.connections - 1), jobs=jobs, **fields)
+        gaps = self.gaps
+        fields["gaps"] = tuple(gaps.recent)
+        return FeedStats(
+            reconnects=max(0, self.connections - 1),
+            jobs=jobs,
+            gap_count=gaps.count,
+            gap_total=gaps.total,
+            gap_max=gaps.longest,
+            **fields,
+        )
 
 
 class FeedJob:
@@ -102,12 +117,15 @@ class FeedJob:
         policy: ReconnectPolicy,
         rng: random.Random,
         created_at: float | None,
-        seen: Iterable[str],
+        seen: Iterable[str] = (),
+        ledger: Ledger | None = None,
     ) -> None:
         self.job_id = job_id
         self.resume = after
         self.queue: EventQueue[JobEvent] = EventQueue(policy.buffer_size)
-        self.recent = RecentIds(seen)
+        self.ledger = ledger if ledger is not None else Ledger(None, job_id, seen=seen)
+        #: This subscription's duplicate filter (from the ledger: handled ids, no read-ahead).
+        self.duplicates = self.ledger.new_filter()
         self.backoff = Backoff(policy, rng)
         self.created_at = created_at
         #: ``subscribe`` messages sent on the current socket and not yet answered.
@@ -118,12 +136,20 @@ class FeedJob:
         self.progress = False
         self.resets: deque[str] = deque(maxlen=MAX_RESETS)
 
+    def subscribing(self) -> None:
+        """A ``subscribe`` after :attr:`resume` goes out: a connection of the replay guard."""
+        self.duplicates.connection(self.resume or "")
+
+    def is_duplicate(self, event_id: str) -> bool:
+        """Whether the event with this id must be dropped (handled, queued, or a replay)."""
+        return self.duplicates.seen(event_id)
+
     def accept(self, event: JobEvent) -> None:
         """Queue an event the caller checked (not full, not a duplicate)."""
         self.queue.put(event)
         if event.event_id is not None:
             self.resume = event.event_id
-            self.recent.add(event.event_id)
+            self.duplicates.add(event.event_id)
         self.progress = True
         if type(event) in TERMINAL_TYPES:
             self.finish()
@@ -148,14 +174,29 @@ class FeedSubscription:
         cursor: The id of the last event yielded.
     """
 
-    def __init__(self, job: FeedJob, store: CursorStore, remove: Callable[[str], None]) -> None:
+    def __init__(
+        self, job: FeedJob, store: CursorStore | None, remove: Callable[[str], None]
+    ) -> None:
         self.job_id = job.job_id
-        self.cursor = job.resume
         self._job = job
-        self._store = store
+        self._ledger = job.ledger
         self._remove = remove
-        self._uncommitted: str | None = None
         self._done = False
+        del store  # commits go through the job's ledger (its store)
+
+    @property
+    def cursor(self) -> str | None:
+        """The id of the last event yielded (starts at the resume id)."""
+        return self._ledger.cursor or self._job.resume
+
+    @property
+    def ledger(self) -> Ledger:
+        """The follower's ledger (commit rule, dedupe, lease)."""
+        return self._ledger
+
+    async def commit(self) -> None:
+        """Commit the event being handled now (see :meth:`SSEChannel.commit`)."""
+        await self._ledger.handled()
 
     @property
     def resume_id(self) -> str | None:
@@ -167,11 +208,6 @@ class FeedSubscription:
         """The reasons of the last ``reset`` messages this job received (at most MAX_RESETS)."""
         return tuple(self._job.resets)
 
-    def _commit(self) -> None:
-        if self._uncommitted is not None:
-            self._store.save(self.job_id, self._uncommitted)
-            self._uncommitted = None
-
     async def __aenter__(self) -> Self:
         return self
 
@@ -182,15 +218,19 @@ class FeedSubscription:
         tb: TracebackType | None,
     ) -> None:
         self._remove(self.job_id)
+        ledger = self._ledger
         if exc_type is None:
-            self._commit()
-            await trio.lowlevel.checkpoint()
+            await ledger.handled()
+        else:
+            ledger.abandon()
 
     def __aiter__(self) -> Self:
         return self
 
     async def __anext__(self) -> JobEvent:
-        self._commit()
+        ledger = self._ledger
+        if ledger.pending and not ledger.handled_nowait():
+            await ledger.handled()
         if self._done:
             await trio.lowlevel.checkpoint()
             raise StopAsyncIteration
@@ -202,8 +242,8 @@ class FeedSubscription:
         except ArkorError:
             self._done = True
             raise
-        if item.event_id is not None:
-            self.cursor = self._uncommitted = item.event_id
-        if type(item) in TERMINAL_TYPES:
+        final = type(item) in TERMINAL_TYPES
+        ledger.take(item.event_id, final=final)
+        if final:
             self._done = True
         return item

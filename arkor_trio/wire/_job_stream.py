@@ -23,7 +23,7 @@ import httpx
 import trio
 
 from .._errors import ApiError
-from ..stream import DuplicateFilter, ReconnectPolicy, SSEChannel
+from ..stream import DuplicateFilter, Ledger, ReconnectPolicy, SSEChannel
 from ._codec import MalformedPayload, decode_event_json
 from ._models import (
     TERMINAL_TYPES,
@@ -64,6 +64,8 @@ class JobStreamSource:
         get_job: Fetches the job (for the ``end`` frame).
         make_error: Builds the error for a non-2xx answer from ``(status, body_text, route)``.
         on_response: Sees every response (deprecation headers).
+        in_use: Called with +1 when a stream of this source is entered and -1 when it is
+            left (the client counts its open streams).
     """
 
     job_id: str
@@ -74,6 +76,7 @@ class JobStreamSource:
     get_job: Callable[[str], Awaitable[TrainingJob]]
     make_error: Callable[[int, str, str], Exception]
     on_response: Callable[[httpx.Response], None] | None = None
+    in_use: Callable[[int], None] | None = None
 
 
 @attrs.frozen
@@ -110,6 +113,7 @@ class EventStream:
         duplicates: DuplicateFilter | None = None,
         seen: Iterable[str] = (),
         rng: random.Random | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.job_id = source.job_id
         self.policy = policy if policy is not None else ReconnectPolicy()
@@ -128,8 +132,11 @@ class EventStream:
             is_permanent=self._is_permanent,
             on_response=source.on_response,
             make_error=source.make_error,
-            duplicates=duplicates if duplicates is not None else DuplicateFilter(seen),
+            duplicates=duplicates
+            if duplicates is not None or ledger is not None
+            else (DuplicateFilter(seen)),
             item_id=_event_id,
+            ledger=ledger,
             rng=rng,
         )
         self._counters = self._channel.counters
@@ -148,6 +155,8 @@ class EventStream:
 
     async def __aenter__(self) -> Self:
         await self._channel.__aenter__()
+        if self._source.in_use is not None:
+            self._source.in_use(1)
         return self
 
     async def __aexit__(
@@ -156,12 +165,21 @@ class EventStream:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> bool:
-        return await self._channel.__aexit__(exc_type, exc, tb)
+        try:
+            return await self._channel.__aexit__(exc_type, exc, tb)
+        finally:
+            if self._source.in_use is not None:
+                self._source.in_use(-1)
 
     @property
     def cursor(self) -> str | None:
         """The id of the last event yielded (starts at ``after``)."""
         return self._channel.cursor
+
+    @property
+    def ledger(self) -> Ledger:
+        """The follower's ledger (commit rule, dedupe, lease)."""
+        return self._channel.ledger
 
     def __aiter__(self) -> AsyncIterator[JobEvent]:
         # Iterating the channel itself saves a layer per event; it yields what __anext__ does.

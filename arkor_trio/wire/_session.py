@@ -49,6 +49,8 @@ class ApiSession:
         self._given_http = http
         self._owned_http: httpx.AsyncClient | None = None
         self._stream_pools = StreamPools()
+        #: SSE streams of this client open now (entered, not yet left).
+        self.streams_open = 0
         self._scope: tuple[str, str] | None = None
         if self._config.org_slug and self._config.project_slug:
             self._scope = (self._config.org_slug, self._config.project_slug)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Self
 
-from ..stream import ReconnectPolicy, StreamStats
+from ..stream import Ledger, ReconnectPolicy, StreamStats
 from ._feed import JobFeed
 
 if TYPE_CHECKING:
@@ -45,6 +45,7 @@ class WebSocketEventStream:
         seen: Iterable[str] = (),
         rng: random.Random | None = None,
         feed: JobFeed | None = None,
+        ledger: Ledger | None = None,
     ) -> None:
         self.job_id = job_id
         self.cursor = after
@@ -54,6 +55,7 @@ class WebSocketEventStream:
         self._after = after
         self._created_at = created_at
         self._seen = tuple(seen)
+        self._ledger = ledger
         self._sub: FeedSubscription | None = None
 
     @property
@@ -69,6 +71,9 @@ class WebSocketEventStream:
             duplicates=s.duplicates,
             pings=s.pings,
             gaps=s.gaps,
+            gap_count=s.gap_count,
+            gap_total=s.gap_total,
+            gap_max=s.gap_max,
         )
 
     @property
@@ -88,7 +93,11 @@ class WebSocketEventStream:
         if self._own_feed:
             await self._feed.__aenter__()
         self._sub = self._feed.subscribe(
-            self.job_id, after=self._after, created_at=self._created_at, seen=self._seen
+            self.job_id,
+            after=self._after,
+            created_at=self._created_at,
+            seen=self._seen,
+            ledger=self._ledger,
         )
         return self
 
@@ -99,10 +108,20 @@ class WebSocketEventStream:
         tb: TracebackType | None,
     ) -> bool:
         assert self._sub is not None
-        self._feed.remove(self.job_id)
+        await self._sub.__aexit__(exc_type, exc, tb)  # the commit rule: leaving normally commits
         if self._own_feed:
             return await self._feed.__aexit__(exc_type, exc, tb)
         return False
+
+    @property
+    def ledger(self) -> Ledger | None:
+        """The follower's ledger (commit rule, dedupe, lease), once entered."""
+        return None if self._sub is None else self._sub.ledger
+
+    async def commit(self) -> None:
+        """Commit the event being handled now (see :meth:`SSEChannel.commit`)."""
+        if self._sub is not None:
+            await self._sub.commit()
 
     def __aiter__(self) -> Self:
         return self

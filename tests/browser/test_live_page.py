@@ -115,6 +115,22 @@ def test_the_prompt_box_answers_from_the_chosen_checkpoint(context, fake_backend
         page.wait_for_function(
             f"() => document.querySelector('#answer').textContent === 'hi from {job_id}@None'"
         )
+        # The system prompt goes first; the temperature (default 0.2) goes along.
+        page.click("details.system summary")
+        page.fill("#system-prompt", "You triage support tickets.")
+        page.fill("#temperature", "0.7")
+        with page.expect_request("**/v1/inference/chat?*") as asked:
+            page.click("#ask-send")
+        body = asked.value.post_data_json
+        assert body["messages"] == [
+            {"role": "system", "content": "You triage support tickets."},
+            {"role": "user", "content": "hello?"},
+        ]
+        assert body["temperature"] == 0.7
+        page.reload()  # both are kept
+        wait_job_status(page, "completed")
+        assert page.input_value("#system-prompt") == "You triage support tickets."
+        assert page.input_value("#temperature") == "0.7"
         assert page.errors == []
 
 

@@ -59,7 +59,7 @@ from arkor_trio import (
 from arkor_trio._version import USER_AGENT
 from arkor_trio.server import Engine, LocalBackend, open_local_backend
 from arkor_trio.sse import SSEDecoder
-from arkor_trio.stream._cursor import commit_cursor, is_finished, mark_finished
+from arkor_trio.stream import Cursor
 from arkor_trio.testing import ChaosProxy, ConnectionRecord, Plan, open_chaos_proxy
 
 from ._checks import (
@@ -73,9 +73,10 @@ from ._checks import (
 from ._scripted import MODEL, ScriptedEngine
 
 if TYPE_CHECKING:
+    from contextlib import AbstractAsyncContextManager
     from pathlib import Path
 
-    from arkor_trio.stream._cursor import CursorStore
+    from arkor_trio.stream import CursorStore, Lease
 
 SCOPE = {"orgSlug": "local", "projectSlug": "default"}
 #: Longer than any row: no ping frame ever shifts the proxy's frame counts.
@@ -161,39 +162,32 @@ class Recorder:
 
 
 class RecordingStore:
-    """A cursor store that records every committed cursor, in order, then delegates."""
+    """A cursor store (the async protocol) that records every committed cursor, then delegates."""
 
     def __init__(self, inner: CursorStore | None = None) -> None:
         self.inner: CursorStore = inner if inner is not None else MemoryCursorStore()
         self.saved: list[str] = []
 
-    def load(self, job_id: str) -> str | None:
-        """See ``CursorStore.load``."""
-        return self.inner.load(job_id)
+    async def load(self, key: str) -> Cursor:
+        """Delegated."""
+        return await self.inner.load(key)
 
-    def save(self, job_id: str, cursor: str) -> None:
-        """See ``CursorStore.save``; the cursor is recorded first."""
-        self.saved.append(cursor)
-        self.inner.save(job_id, cursor)
-
-    def finished(self, job_id: str) -> bool:
-        """Delegated: whether the job's terminal callback already ran."""
-        return is_finished(self.inner, job_id)
-
-    def mark_finished(self, job_id: str) -> None:
-        """Delegated: record that the job's terminal callback ran."""
-        mark_finished(self.inner, job_id)
-
-    def commit(self, job_id: str, cursor: str | None, *, finished: bool = False) -> None:
+    async def commit(
+        self, key: str, cursor_id: str | None, *, finished: bool = False, lease: Lease | None = None
+    ) -> None:
         """Delegated as one commit; the cursor is recorded first."""
-        if cursor is not None:
-            self.saved.append(cursor)
-        commit_cursor(self.inner, job_id, cursor, finished=finished)
+        if cursor_id is not None:
+            self.saved.append(cursor_id)
+        await self.inner.commit(key, cursor_id, finished=finished, lease=lease)
 
-    def try_claim(self, job_id: str) -> Callable[[], None] | None:
+    def lease(self, key: str, *, ttl: float) -> AbstractAsyncContextManager[Lease]:
         """Delegated: one follower per job per inner store."""
-        try_claim = getattr(self.inner, "try_claim", None)
-        return try_claim(job_id) if callable(try_claim) else lambda: None
+        return self.inner.lease(key, ttl=ttl)
+
+    def peek(self, key: str) -> Cursor:
+        """Delegated: the committed state now (the built-in stores read synchronously)."""
+        peek = getattr(self.inner, "peek", None)
+        return peek(key) if callable(peek) else Cursor()
 
 
 # --- the backend side ----------------------------------------------------------------------

@@ -10,6 +10,7 @@ the backend's log exactly once, in order.
 from __future__ import annotations
 
 import json
+from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING
 
 import trio
@@ -30,7 +31,9 @@ from ._harness import (
 from ._scripted import MODEL, ScriptedEngine
 
 if TYPE_CHECKING:
-    from collections.abc import Callable
+    from collections.abc import AsyncIterator
+
+    from arkor_trio.stream import Lease
 
 
 class WatchedStore(RecordingStore):
@@ -38,13 +41,18 @@ class WatchedStore(RecordingStore):
 
     def __init__(self, inner: FileCursorStore) -> None:
         super().__init__(inner)
+        self.file = inner
         self.refused = trio.Event()
 
-    def try_claim(self, job_id: str) -> Callable[[], None] | None:
-        release = super().try_claim(job_id)
-        if release is None:
+    @asynccontextmanager
+    async def lease(self, key: str, *, ttl: float) -> AsyncIterator[Lease]:
+        probe = self.file.try_claim(key)  # held by another follower right now?
+        if probe is None:
             self.refused.set()
-        return release
+        else:
+            probe()
+        async with self.file.lease(key, ttl=ttl) as lease:
+            yield lease
 
 
 async def test_two_followers_one_store(tmp_path):

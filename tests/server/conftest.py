@@ -47,7 +47,8 @@ class FakeEngine:
     Config keys: ``logs`` (number of training.log events, default 3), ``gate`` (name of a
     threading.Event to wait on after the logs, released by the test or by should_stop),
     ``fail`` (raise TrainingFailure), ``crash`` (raise RuntimeError), ``outcome`` (return
-    this without a terminal event).
+    this without a terminal event), ``script`` (name of a function in ``scripts`` called with
+    ``emit`` after the logs: a test's own events, such as a long run).
     """
 
     def __init__(self) -> None:
@@ -56,6 +57,7 @@ class FakeEngine:
         self.outcomes: dict[str, str] = {}
         self.weights: set[tuple[str, int | None]] = set()
         self.validate_error: Exception | None = None
+        self.scripts: dict[str, Any] = {}
 
     def engine(self) -> Engine:
         return Engine(
@@ -89,6 +91,8 @@ class FakeEngine:
         logs = int(config.get("logs", 3))
         for step in range(1, logs + 1):
             emit({"type": "training.log", "step": step, "loss": 1.0 / step})
+        if "script" in config:
+            self.scripts[config["script"]](emit)
         gate = config.get("gate")
         if gate is not None:
             # The engine checks should_stop between steps; the fake does the same while idle.

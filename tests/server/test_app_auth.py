@@ -15,8 +15,10 @@ from .conftest import SCOPE
 GATE_BASE = {
     "error": "sdk_version_unsupported",
     "supportedRange": ">=0.0.1 <1.0.0",
-    "upgrade": "pip install --upgrade arkor-trio",
 }
+PY_HINT = "pip install --upgrade arkor-trio"
+TS_HINT = "npm install -g arkor@latest"
+ANY_HINT = f"use an Arkor SDK: {PY_HINT} (Python) or {TS_HINT} (TypeScript)"
 
 
 async def _raw_get(backend, path: str, headers: dict[str, str]) -> httpx.Response:
@@ -25,26 +27,26 @@ async def _raw_get(backend, path: str, headers: dict[str, str]) -> httpx.Respons
 
 
 @pytest.mark.parametrize(
-    ("client_header", "reason", "current"),
+    ("client_header", "reason", "current", "hint"),
     [
-        (None, "missing", None),
-        ("", "missing", None),
-        ("python-httpx/0.28", "malformed", None),
-        ("arkor/0.0", "malformed", None),
-        ("arkor/1.2.3 arkor-trio/9", None, "1.2.3"),
+        (None, "missing", None, ANY_HINT),
+        ("", "missing", None, ANY_HINT),
+        ("python-httpx/0.28", "malformed", None, ANY_HINT),
+        ("arkor/0.0", "malformed", None, TS_HINT),
+        ("arkor/1.2.3 arkor-trio/9", None, "1.2.3", PY_HINT),
         # Exactly outside the advertised ">=0.0.1 <1.0.0" (semver precedence):
-        ("arkor/0.0.0", None, "0.0.0"),
-        ("arkor/0.0.1-alpha.1", None, "0.0.1-alpha.1"),
-        ("arkor/1.0.0", None, "1.0.0"),
-        ("arkor/1.0.0+build.5", None, "1.0.0+build.5"),
+        ("arkor/0.0.0", None, "0.0.0", TS_HINT),
+        ("arkor/0.0.1-alpha.1", None, "0.0.1-alpha.1", TS_HINT),
+        ("arkor/1.0.0", None, "1.0.0", TS_HINT),
+        ("arkor/1.0.0+build.5", None, "1.0.0+build.5", TS_HINT),
     ],
 )
-async def test_version_gate_answers_426_before_auth(backend, client_header, reason, current):
+async def test_version_gate_answers_426_before_auth(backend, client_header, reason, current, hint):
     headers = {} if client_header is None else {"X-Arkor-Client": client_header}
     # No Authorization either: the version gate answers first.
     response = await _raw_get(backend, "/v1/jobs", headers)
     assert response.status_code == 426
-    expected = {**GATE_BASE, "currentVersion": current}
+    expected = {**GATE_BASE, "currentVersion": current, "upgrade": hint}
     if reason is not None:
         expected["reason"] = reason
     assert response.json() == expected

@@ -240,3 +240,15 @@ async def test_loss_summaries_are_sampled_and_scoped(backend, http) -> None:
     assert curve == sorted(curve, reverse=True)
     again = (await http.get("/v1/local/losses", params=SCOPE)).json()["losses"]
     assert again == first  # incremental reads: nothing new, the same curve
+
+
+async def test_loss_summaries_name_the_curves_still_loading(backend, http) -> None:
+    # 5 pages of 1000 events per call: a run of 5200 logs takes two calls to read.
+    job = await create_job(http, "longer", logs=5200)
+    async with http.stream("GET", f"/v1/jobs/{job['id']}/events/stream", params=SCOPE) as r:
+        await r.aread()
+    first = (await http.get("/v1/local/losses", params=SCOPE)).json()
+    assert first["loading"] == [job["id"]]
+    second = (await http.get("/v1/local/losses", params=SCOPE)).json()
+    assert second["loading"] == []
+    assert second["losses"][job["id"]][-1] == 1 / 5200

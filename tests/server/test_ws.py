@@ -248,7 +248,7 @@ async def test_retention_makes_reset_real(tmp_path, fake) -> None:
 
         fresh = await follow(None)
         assert [m["type"] for m in fresh[:2]] == ["subscribed", "reset"]
-        assert "events 1 to 2 are no longer kept" in fresh[1]["reason"]
+        assert "events before 3 are no longer kept" in fresh[1]["reason"]
         assert [m.get("id") for m in fresh[2:]] == ["3", "4", "5", None]
         old = await follow("1")
         assert old[0]["recovered"] is False
@@ -259,8 +259,8 @@ async def test_retention_makes_reset_real(tmp_path, fake) -> None:
         assert [m.get("id") for m in exact[1:]] == ["3", "4", "5", None]
         future = await follow("99")
         assert future[1]["type"] == "reset"
-        assert "unknown" in future[1]["reason"]
-        assert [m.get("id") for m in future[2:]] == ["3", "4", "5", None]
+        assert "past the log" in future[1]["reason"]
+        assert [m.get("id") for m in future[2:]] == [None]  # as SSE: nothing again, then end
 
 
 async def test_heartbeat_while_idle(tmp_path, fake) -> None:

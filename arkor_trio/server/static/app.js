@@ -19,7 +19,25 @@
     dropped: false,       // a connection dropped since the last "live"
     resumedTimer: 0,
     titleChanged: false,
+    loading: new Set(),   // job ids whose sparkline the backend has not read to the end
+    chart: loadChartOptions(),
   };
+
+  // --- preferences (kept in localStorage) -------------------------------------------------------
+
+  function loadChartOptions() {
+    const out = { log: false, smoothing: 0.6 };
+    try {
+      const saved = JSON.parse(localStorage.getItem("arkor.chart") || "{}");
+      if (typeof saved.log === "boolean") out.log = saved.log;
+      if (typeof saved.smoothing === "number" && saved.smoothing >= 0 && saved.smoothing < 1) out.smoothing = saved.smoothing;
+    } catch (e) { /* storage off or corrupt: defaults */ }
+    return out;
+  }
+
+  function saveChartOptions() {
+    try { localStorage.setItem("arkor.chart", JSON.stringify(page.chart)); } catch (e) { /* storage off */ }
+  }
 
   // --- API ------------------------------------------------------------------------------------
 
@@ -97,7 +115,9 @@
       const [jobsRes, lossRes] = await Promise.all([
         api(`/v1/jobs?${scope()}`), api(`/v1/local/losses?${scope()}`)]);
       const jobs = (await jobsRes.json()).jobs;
-      const losses = (await lossRes.json()).losses;
+      const lossBody = await lossRes.json();
+      const losses = lossBody.losses;
+      page.loading = new Set(lossBody.loading || []);
       const first = !page.listLoaded;
       page.listLoaded = true;
       page.jobs = jobs;
@@ -109,6 +129,8 @@
         page.statuses.set(job.id, job.status);
       }
       renderList(jobs, losses);
+      // A queued job's note names what it waits behind: redraw it as the queue moves.
+      if (page.view && page.view.job && page.view.job.status === "queued") scheduleRender();
       if (page.listFailing) { page.listFailing = false; }
       if (streamHealthy()) setConn("ok");
     } catch (err) {
@@ -130,7 +152,8 @@
       const name = tr.insertCell(); name.className = "name"; name.textContent = job.name; name.title = job.name;
       const created = tr.insertCell(); created.className = "created"; created.textContent = ago(job.createdAt);
       created.title = new Date(job.createdAt).toLocaleString();
-      tr.insertCell().appendChild(window.ArkorChart.sparkline(losses[job.id] || []));
+      const spark = tr.insertCell(); spark.className = "spark-cell";
+      spark.appendChild(window.ArkorChart.sparkline(losses[job.id] || [], page.loading.has(job.id) ? "loading" : "done"));
       tr.addEventListener("click", () => { location.hash = `#job=${encodeURIComponent(job.id)}&project=${encodeURIComponent(page.project)}`; });
       return tr;
     });
@@ -325,25 +348,51 @@
     const total = view.total;
     const ratio = job.status === "completed" ? 1 : total ? Math.min(1, step / total) : 0;
     $("progress-fill").style.width = `${(ratio * 100).toFixed(1)}%`;
-    $("progress-text").textContent = total ? `step ${step} / ${total} · ${(ratio * 100).toFixed(0)}%` : `step ${step}`;
+    const fmtC = window.ArkorChart.fmtCount;
+    const pct = ratio > 0 && ratio < 0.1 ? (ratio * 100).toFixed(1) : (ratio * 100).toFixed(0);
+    $("progress-text").textContent = total ? `step ${fmtC(step)} / ${fmtC(total)} · ${pct}%` : `step ${fmtC(step)}`;
     const lastEval = view.evalPts.length ? view.evalPts[view.evalPts.length - 1][1] : null;
     const lastLoss = view.train.length ? view.train[view.train.length - 1][1] : null;
     $("stats").replaceChildren(
-      stat("step", total ? `${step} / ${total}` : String(step)),
+      stat("step", total ? `${fmtC(step)} / ${fmtC(total)}` : fmtC(step)),
       stat("train loss", num(lastLoss, 4)),
       stat("eval loss", num(lastEval, 4)),
       stat("learning rate", num(view.last.learningRate, 4)),
       stat("samples / s", num(view.last.samplesPerSecond, 0)),
     );
-    window.ArkorChart.lossChart($("chart"), view.train, view.evalPts, total, (s) => readout(view, s));
+    $("planned").textContent = total ? `steps 0–${window.ArkorChart.fmtCount(Math.max(step, 1))} of ${window.ArkorChart.fmtCount(total)} planned` : "";
+    window.ArkorChart.lossChart($("chart"), view.train, view.evalPts, total, (s) => readout(view, s),
+      { log: page.chart.log, smoothing: page.chart.smoothing, emptyNote: waitingNote(view) });
     renderCheckpoints(view);
     renderArtifacts(view);
+  }
+
+  // What an empty chart says: for a queued job, what it waits behind.
+  function waitingNote(view) {
+    const job = view.job;
+    if (job.status !== "queued") return "waiting for the first logged step…";
+    const running = page.jobs.filter((j) => j.status === "running" && j.id !== job.id);
+    const ahead = page.jobs.filter((j) => j.status === "queued" && j.id !== job.id && j.createdAt < job.createdAt);
+    const names = (jobs) => jobs.slice(0, 2).map((j) => `“${j.name}”`).join(", ") + (jobs.length > 2 ? ` and ${jobs.length - 2} more` : "");
+    if (!running.length && !ahead.length) {
+      return "queued: waiting for a free training slot (jobs train one at a time, across all projects)";
+    }
+    const parts = [];
+    if (running.length) parts.push(`${running.length === 1 ? "the running job" : `${running.length} running jobs`} ${names(running)}`);
+    if (ahead.length) parts.push(`${ahead.length} queued before it (${names(ahead)})`);
+    return `queued behind ${parts.join(" and ")}`;
   }
 
   function readout(view, step) {
     if (step === null) { $("readout").textContent = ""; return; }
     const t = view.train.find((p) => p[0] === step), e = view.evalPts.find((p) => p[0] === step);
-    $("readout").textContent = `step ${step}` + (t ? ` · train ${num(t[1], 4)}` : "") + (e ? ` · eval ${num(e[1], 4)}` : "");
+    let smooth = "";
+    if (t && page.chart.smoothing > 0) {
+      const i = view.train.indexOf(t);
+      const s = window.ArkorChart.ema(view.train.slice(0, i + 1), page.chart.smoothing);
+      smooth = ` (smoothed ${num(s[s.length - 1][1], 4)})`;
+    }
+    $("readout").textContent = `step ${window.ArkorChart.fmtCount(step)}` + (t ? ` · train ${num(t[1], 4)}${smooth}` : "") + (e ? ` · eval ${num(e[1], 4)}` : "");
   }
 
   function renderCheckpoints(view) {
@@ -352,8 +401,11 @@
       const li = document.createElement("li");
       li.dataset.step = c.step;
       li.innerHTML = "<span></span><span class=\"muted small\"></span>";
-      li.firstChild.textContent = `step ${c.step}`;
+      li.firstChild.className = "ck-step";
+      li.firstChild.textContent = `step ${window.ArkorChart.fmtCount(c.step)}`;
+      li.lastChild.classList.add("ck-path");
       li.lastChild.textContent = c.artifacts.map((a) => (a && a.pathname) || "").filter(Boolean).join(", ");
+      li.lastChild.title = li.lastChild.textContent;
       return li;
     });
     if (!items.length) {
@@ -362,10 +414,13 @@
       li.textContent = "none yet";
       items.push(li);
     }
+    const stick = list.scrollTop + list.clientHeight >= list.scrollHeight - 4;
     list.replaceChildren(...items);
+    if (stick) list.scrollTop = list.scrollHeight; // follow the newest, unless scrolled up
+    $("checkpoint-count").textContent = view.checkpoints.length ? String(view.checkpoints.length) : "";
     const select = $("ask-adapter");
     const chosen = select.value;
-    const options = view.checkpoints.map((c) => new Option(`checkpoint @ step ${c.step}`, `checkpoint:${c.step}`));
+    const options = view.checkpoints.map((c) => new Option(`checkpoint @ step ${window.ArkorChart.fmtCount(c.step)}`, `checkpoint:${c.step}`));
     if (view.job.status === "completed") options.push(new Option("final adapter", "final"));
     if (options.length !== select.options.length) {
       select.replaceChildren(...options);
@@ -434,6 +489,10 @@
     if (!view || !prompt || !choice) return;
     const adapter = choice === "final" ? { kind: "final", jobId: view.id }
       : { kind: "checkpoint", jobId: view.id, step: Number(choice.split(":")[1]) };
+    const system = $("system-prompt").value.trim();
+    const messages = (system ? [{ role: "system", content: system }] : []).concat([{ role: "user", content: prompt }]);
+    const temperature = Number($("temperature").value);
+    try { localStorage.setItem("arkor.ask", JSON.stringify({ system, temperature })); } catch (e) { /* storage off */ }
     const out = $("answer");
     out.hidden = false;
     out.textContent = "";
@@ -442,7 +501,7 @@
     try {
       const res = await api(`/v1/inference/chat?${scope()}`, {
         method: "POST", headers: { "Content-Type": "application/json", Accept: "text/event-stream" },
-        body: JSON.stringify({ messages: [{ role: "user", content: prompt }], adapter, stream: true, maxTokens: 160 }),
+        body: JSON.stringify({ messages, adapter, stream: true, maxTokens: 160, temperature }),
       });
       const reader = res.body.getReader();
       const decoder = new TextDecoder();
@@ -520,6 +579,32 @@
     });
   }
 
+  function setupChartControls() {
+    const log = $("log-scale"), smooth = $("smoothing"), shown = $("smoothing-value");
+    log.checked = page.chart.log;
+    smooth.value = String(page.chart.smoothing);
+    shown.textContent = page.chart.smoothing.toFixed(2);
+    log.addEventListener("change", () => { page.chart.log = log.checked; saveChartOptions(); scheduleRender(); });
+    smooth.addEventListener("input", () => {
+      page.chart.smoothing = Number(smooth.value);
+      shown.textContent = page.chart.smoothing.toFixed(2);
+      saveChartOptions();
+      scheduleRender();
+    });
+  }
+
+  function setupAskControls() {
+    const temp = $("temperature"), shown = $("temperature-value");
+    try {
+      const saved = JSON.parse(localStorage.getItem("arkor.ask") || "{}");
+      if (typeof saved.system === "string") $("system-prompt").value = saved.system;
+      if (typeof saved.temperature === "number" && saved.temperature >= 0 && saved.temperature <= 2) temp.value = String(saved.temperature);
+    } catch (e) { /* storage off or corrupt: defaults */ }
+    const show = () => { shown.textContent = Number(temp.value).toFixed(1); };
+    temp.addEventListener("input", show);
+    show();
+  }
+
   // --- start ------------------------------------------------------------------------------------
 
   document.addEventListener("DOMContentLoaded", () => {
@@ -534,6 +619,8 @@
     window.addEventListener("hashchange", routeFromHash);
     for (const type of ["pointerdown", "keydown"]) document.addEventListener(type, restoreTitle);
     setupNotifyButton();
+    setupChartControls();
+    setupAskControls();
     loadProjects().then(routeFromHash);
     refreshList();
   });

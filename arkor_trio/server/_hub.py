@@ -1,0 +1,101 @@
+"""Wake-ups for the followers of a job's event log (SSE streams and feed subscriptions).
+
+The store calls :meth:`EventHub.notify` after each committed append, from whichever thread
+appended. Off the loop it schedules one ``run_sync_soon`` callback per job at a time (coalesced,
+never blocking the training thread). A follower holds :meth:`EventHub.watching` while it follows
+a job; the hub keeps a job's wake-up event only while someone watches it, so its memory is
+bounded by the jobs followed right now, not by every job ever followed.
+"""
+
+from __future__ import annotations
+
+import threading
+from contextlib import contextmanager, suppress
+from typing import TYPE_CHECKING
+
+import trio
+
+if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+__all__ = ["EventHub"]
+
+
+class EventHub:
+    """Wakes the streams following a job when an event is appended to it.
+
+    Create it inside the trio run that serves the streams. ``closing`` is set when the backend
+    shuts down; every open stream then ends.
+    """
+
+    def __init__(self) -> None:
+        self._token = trio.lowlevel.current_trio_token()
+        self._loop_thread = threading.get_ident()
+        self._changed: dict[str, trio.Event] = {}
+        self._watchers: dict[str, int] = {}
+        self._pending: set[str] = set()
+        self._lock = threading.Lock()
+        self.closing = trio.Event()
+        #: How many event streams are following a job right now.
+        self.followers = 0
+        self._followers_changed = trio.Event()
+
+    def _count_follower(self, delta: int) -> None:
+        self.followers += delta
+        self._followers_changed.set()
+        self._followers_changed = trio.Event()
+
+    async def wait_followers(self, count: int) -> None:
+        """Return once exactly ``count`` streams are following jobs (statistics and tests)."""
+        while self.followers != count:
+            await self._followers_changed.wait()
+
+    @contextmanager
+    def watching(self, job_id: str) -> Iterator[None]:
+        """Hold while following ``job_id`` (on the loop); :meth:`changed` is used inside it.
+
+        When the last watcher of a job leaves, the hub forgets the job.
+        """
+        self._watchers[job_id] = self._watchers.get(job_id, 0) + 1
+        try:
+            yield
+        finally:
+            left = self._watchers[job_id] - 1
+            if left:
+                self._watchers[job_id] = left
+            else:
+                del self._watchers[job_id]
+                self._changed.pop(job_id, None)
+
+    def changed(self, job_id: str) -> trio.Event:
+        """An event set by the next append to ``job_id``.
+
+        Call it on the loop, inside :meth:`watching`, before reading the log: no append can
+        slip between.
+        """
+        event = self._changed.get(job_id)
+        if event is None:
+            event = self._changed[job_id] = trio.Event()
+        return event
+
+    def notify(self, job_id: str) -> None:
+        """Record that ``job_id`` has a new event; callable from any thread, never blocks."""
+        if threading.get_ident() == self._loop_thread:
+            self._fire(job_id)
+            return
+        with self._lock:
+            if job_id in self._pending:
+                return  # a wake-up is already scheduled and will run after this commit
+            self._pending.add(job_id)
+        with suppress(trio.RunFinishedError):  # the loop is gone: nobody is listening
+            self._token.run_sync_soon(self._fire_pending, job_id)
+
+    def _fire_pending(self, job_id: str) -> None:
+        with self._lock:
+            self._pending.discard(job_id)
+        self._fire(job_id)
+
+    def _fire(self, job_id: str) -> None:
+        event = self._changed.pop(job_id, None)
+        if event is not None:
+            event.set()
