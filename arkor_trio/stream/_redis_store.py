@@ -21,19 +21,17 @@ keys of one cursor share a hash tag, so they live on one Cluster slot).
 from __future__ import annotations
 
 import logging
-import os
 import random
-import socket
-from contextlib import asynccontextmanager
 from typing import TYPE_CHECKING, Any, Self
 
 import trio
 
 from .._errors import ConfigError, StreamError
-from ._lease_types import Cursor, Lease, LeaseLost
+from ._store import Cursor, Lease, LeaseLost, default_holder, keep_lease
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Awaitable, Callable
+    from collections.abc import Awaitable, Callable
+    from contextlib import AbstractAsyncContextManager
 
 __all__ = ["RedisCursorStore", "StoreUnavailable"]
 
@@ -84,7 +82,7 @@ class RedisCursorStore:
     Args:
         url: ``redis://[user:password@]host:port/db`` (``rediss://`` for TLS), as coredis takes.
         namespace: Prefix of every key, so that several applications share one Redis.
-        holder: This follower's name in the hash (default ``host:pid``).
+        holder: This follower's name in the hash (default ``"pid N on host"``).
         timeout: How long a ``load`` or a lease-less ``commit`` retries an unreachable Redis
             before raising :class:`StoreUnavailable`.
         client: A coredis client to use instead of one made from ``url`` (tests).
@@ -129,7 +127,7 @@ class RedisCursorStore:
                 raise ConfigError(f"not a Redis URL: {exc}", field="url") from exc
         self.url = url
         self.namespace = namespace
-        self.holder = holder or f"{socket.gethostname()}:{os.getpid()}"
+        self.holder = holder or default_holder()
         self.timeout = timeout
         self._redis = client
         self._scripts: dict[str, Any] = {}
@@ -216,7 +214,11 @@ class RedisCursorStore:
         """
         args = ["" if lease is None else str(lease.token), cursor_id or "", "1" if finished else ""]
         keys = self._keys(key)
-        deadline = lease.expires_at if lease is not None else trio.current_time() + self.timeout
+        if lease is not None:
+            lease.check()
+            deadline = lease.renewed_at + lease.ttl
+        else:
+            deadline = trio.current_time() + self.timeout
 
         async def call() -> Any:
             return await self._run("commit", _COMMIT, keys, args)
@@ -227,66 +229,52 @@ class RedisCursorStore:
             except StoreUnavailable as exc:
                 if lease is None:
                     raise
-                lease.lose()
-                raise LeaseLost(f"{key}: Redis unreachable until the lease lapsed") from exc
+                lease.lost.set()
+                raise LeaseLost(
+                    f"{key}: Redis unreachable until the lease lapsed", key=key
+                ) from exc
         if not done:
             assert lease is not None
-            lease.lose()
-            raise LeaseLost(f"{key}: the lease (token {lease.token}) was taken over")
+            lease.lost.set()
+            raise LeaseLost(f"{key}: the lease (token {lease.token}) was taken over", key=key)
 
-    @asynccontextmanager
-    async def lease(self, key: str, *, ttl: float) -> AsyncIterator[Lease]:
+    def lease(self, key: str, *, ttl: float) -> AbstractAsyncContextManager[Lease]:
         """Hold ``key``'s lease for the block, waiting while another holder has it.
 
-        Renewed in the background every ``ttl / 3``; ``lease.lost`` is set when a renewal is
-        refused or none succeeded for ``ttl`` by this process's clock.
+        Renewed in the background every ``ttl / 3`` (:func:`~arkor_trio.stream.keep_lease`);
+        Redis expires an unrenewed lease after ``ttl`` by its own clock, and the holder treats
+        it as lost after ``ttl`` without a renewal by its clock, which starts earlier.
         """
-        if ttl <= 0:
+        if not ttl > 0:
             raise ConfigError(f"ttl must be positive, got {ttl!r}", field="ttl")
         keys = self._keys(key)
         ttl_ms = max(1, round(ttl * 1000))
-        delay, ceiling = RETRY[0], max(RETRY[0], min(ttl / 4, 1.0))
-        while True:
-            asked = trio.current_time()
+        errors = (OSError, ConnectionError, _redis_errors())
 
-            async def acquire() -> Any:
-                return await self._run("acquire", _ACQUIRE, keys, [self.holder, ttl_ms])
-
-            token = int(await self._retrying("acquire", acquire, float("inf")))
-            if token:
-                break
-            await trio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(delay * 2, ceiling)
-        held = Lease(key=key, token=token, holder=self.holder, ttl=ttl, renewed_at=asked)
-        async with trio.open_nursery() as nursery:
-            nursery.start_soon(self._renew, held, keys, ttl_ms)
-            try:
-                yield held
-            finally:
-                nursery.cancel_scope.cancel()
-                with trio.CancelScope(shield=True), trio.move_on_after(min(ttl, 5.0)):
-                    try:
-                        await self._run("release", _RELEASE, keys, [token])
-                    except (OSError, ConnectionError, _redis_errors()) as exc:
-                        log.info("%s: lease not released (%r); it lapses in %g s", key, exc, ttl)
-
-    async def _renew(self, held: Lease, keys: list[str], ttl_ms: int) -> None:
-        while not held.lost.is_set():
-            await trio.sleep(held.ttl / 3)
+        async def acquire() -> Lease | None:
             asked = trio.current_time()
             try:
-                with trio.move_on_at(held.expires_at) as scope:
-                    ok = await self._run("renew", _RENEW, keys, [held.token, ttl_ms])
-            except (OSError, ConnectionError, _redis_errors()) as exc:
-                log.debug("%s: renewal failed (%r)", held.key, exc)
-                ok = None
-            else:
-                if scope.cancelled_caught:
-                    ok = None
-            if ok:
-                held.renewed(asked)
-            elif ok == 0 or trio.current_time() >= held.expires_at:
-                held.lose()
+                token = int(await self._run("acquire", _ACQUIRE, keys, [self.holder, ttl_ms]))
+            except errors as exc:
+                log.info("%s: acquiring the lease failed (%r); retrying", key, exc)
+                return None
+            if not token:
+                return None
+            return Lease(key, token, self.holder, ttl, renewed_at=asked)
+
+        async def renew(lease: Lease) -> bool:
+            with trio.move_on_at(lease.renewed_at + lease.ttl):  # a late answer is no renewal
+                return bool(await self._run("renew", _RENEW, keys, [lease.token, ttl_ms]))
+            raise StoreUnavailable(f"{key}: Redis did not answer the renewal in time")
+
+        async def release(lease: Lease) -> None:
+            with trio.move_on_after(min(ttl, 5.0)):
+                try:
+                    await self._run("release", _RELEASE, keys, [lease.token])
+                except errors as exc:
+                    log.info("%s: lease not released (%r); it lapses in %g s", key, exc, ttl)
+
+        return keep_lease(key, ttl=ttl, acquire=acquire, renew=renew, release=release)
 
 
 def _redis_errors() -> type[BaseException]:
