@@ -68,6 +68,26 @@ _RELEASE = """
 if redis.call('GET', KEYS[2]) == ARGV[1] then redis.call('DEL', KEYS[2]) end
 return 1
 """
+# KEYS[1] members zset (score: expiry, ms of the server's clock), KEYS[2] infos hash;
+# ARGV[1] member ('' only reads), ARGV[2] ttl ms, ARGV[3] info. -> flat [member, info, ...].
+_HEARTBEAT = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gone = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
+for _, m in ipairs(gone) do redis.call('HDEL', KEYS[2], m) end
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+if ARGV[1] ~= '' then
+  redis.call('ZADD', KEYS[1], now + tonumber(ARGV[2]), ARGV[1])
+  redis.call('HSET', KEYS[2], ARGV[1], ARGV[3])
+end
+return redis.call('HGETALL', KEYS[2])
+"""
+# ARGV[1] member.
+_LEAVE = """
+redis.call('ZREM', KEYS[1], ARGV[1])
+redis.call('HDEL', KEYS[2], ARGV[1])
+return 1
+"""
 #: Reconnect backoff to Redis: from the first value, doubling to the second.
 RETRY = (0.05, 2.0)
 
@@ -275,6 +295,30 @@ class RedisCursorStore:
                     log.info("%s: lease not released (%r); it lapses in %g s", key, exc, ttl)
 
         return keep_lease(key, ttl=ttl, acquire=acquire, renew=renew, release=release)
+
+    # --- membership (a fleet's replicas, design.md section 15) ------------------------------
+
+    def _member_keys(self) -> list[str]:
+        tag = "{" + self.namespace + ":fleet}"
+        return [f"{tag}:m", f"{tag}:i"]
+
+    async def heartbeat(self, member: str, *, ttl: float, info: str = "") -> dict[str, str]:
+        """Mark ``member`` alive for ``ttl`` seconds (Redis's clock) with ``info``, in one
+        script that also drops expired members; returns the live members' infos."""
+        if not member:
+            raise ConfigError("member must be a non-empty name", field="member")
+        args = [member, max(1, round(ttl * 1000)), info]
+        flat = await self._run("heartbeat", _HEARTBEAT, self._member_keys(), args)
+        pairs = iter(flat)
+        return dict(sorted(zip(pairs, pairs, strict=True)))
+
+    async def leave(self, member: str) -> None:
+        """Remove ``member`` at once (a replica shutting down); best effort."""
+        with trio.move_on_after(min(self.timeout, 5.0)):
+            try:
+                await self._run("leave", _LEAVE, self._member_keys(), [member])
+            except (OSError, ConnectionError, _redis_errors()) as exc:
+                log.info("leaving the fleet failed (%r); membership lapses by itself", exc)
 
 
 def _redis_errors() -> type[BaseException]:
