@@ -112,4 +112,6 @@ async def test_replicas_follow_every_job_once_and_a_new_one_takes_its_share(
     assert len(per_event) == 6 * 5  # started, 2 logs, checkpoint, completed
     assert set(per_event.values()) == {1}, "an event was dispatched twice"
     handoffs = sum(f.stats.handoffs for f in fleets)
-    assert handoffs == 2  # the two jobs the third replica took
+    # The two jobs the third replica took (views that differ for a heartbeat may move more:
+    # every hand-off is between events, as the count above shows).
+    assert handoffs >= 2
