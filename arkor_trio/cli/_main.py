@@ -32,6 +32,7 @@ from ._commands import (
     cmd_serve,
 )
 from ._credentials import add_parser as add_credentials_parser
+from ._fleet import add_fleet_command
 from ._signals import EXIT_TERMINATED, Terminated
 from ._text import printable
 from ._watch import add_watch_command
@@ -163,6 +164,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(events)
     jobs.set_defaults(handler=cmd_jobs)
     add_watch_command(jobs_commands)
+    add_fleet_command(commands)
 
     infer = _command(
         commands, "infer", "chat with a job's adapter",
