@@ -36,10 +36,16 @@ def test_holders_keep_their_jobs_up_to_the_cap_and_a_new_member_gets_the_rest() 
     held_by_a = {f"j{i}": "a" for i in range(9)}  # a was alone and took everything
     out = assign(["a", "b", "c"], jobs, held_by_a)
     load = Counter(out.values())
-    assert load == {"a": 3, "b": 3, "c": 3}
-    assert [out[f"j{i}"] for i in range(3)] == ["a", "a", "a"]  # a keeps its oldest three
+    assert load == {"a": 3, "b": 3, "c": 3}  # the new ones take the newest jobs of a
+    assert [out[f"j{i}"] for i in range(3)] == ["a"] * 3
     # Stable: the same inputs with the new holders move nothing.
     assert assign(["a", "b", "c"], jobs, out) == out
+
+
+def test_jobs_ending_unevenly_move_nothing_within_fair_share_plus_one() -> None:
+    jobs = [(i, f"j{i}") for i in range(8)]  # fair share 3 (rounded up)
+    holders = {f"j{i}": m for i, m in enumerate("aaaabbcc")}
+    assert assign(["a", "b", "c"], jobs, holders) == holders
 
 
 @pytest.mark.parametrize("count", range(1, 12))
@@ -48,7 +54,7 @@ def test_nobody_gets_more_than_fair_share_plus_one(count: int) -> None:
     skewed = {f"j{i}": "a" for i in range(0, count, 2)}
     load = Counter(assign(["a", "b", "c"], jobs, skewed).values())
     assert max(load.values()) <= -(-count // 3) + 1  # fair share (rounded up) + 1
-    assert max(load.values()) - min(load.get(m, 0) for m in "abc") <= 1
+    assert max(load.values()) - min(load.get(m, 0) for m in "abc") <= 2
 
 
 def test_a_fleet_needs_a_store_with_membership() -> None:

@@ -5,8 +5,11 @@ follow in the backend's creation order, who holds what according to the members'
 so they agree without talking to each other; where views differ for a moment, the job's lease
 still lets only one follow it. The rules:
 
-* a job stays with the member holding it while that member is within the cap, ``ceil(jobs /
-  members)``, so a healthy fleet does not move jobs around;
+* a job stays with the member holding it while that member holds no more than its fair share
+  plus one, ``ceil(jobs / members) + 1``, so a healthy fleet does not move jobs around as jobs
+  end (a member sheds only what is beyond that);
+* but a member below ``floor(jobs / members)`` (a new one, say) takes the newest jobs of the
+  most loaded until it is not, so a fresh replica gets its share without anyone restarting;
 * every other job goes to the least loaded member; ties go to the member the job's position in
   the project (``index``) points at, round robin, so jobs that arrive one by one are dealt
   evenly (10/10/10 for 30 jobs and 3 replicas);
@@ -38,7 +41,7 @@ def assign(
     """
     if not members:
         return {}
-    cap = math.ceil(len(jobs) / len(members))
+    cap = math.ceil(len(jobs) / len(members)) + 1
     load = dict.fromkeys(members, 0)
     out: dict[str, str] = {}
     for _, job in jobs:
@@ -58,4 +61,13 @@ def assign(
                 out[job] = member
                 load[member] += 1
                 break
-    return out
+    floor = len(jobs) // n
+    while True:
+        low = min(members, key=lambda m: (load[m], members.index(m)))
+        high = max(members, key=lambda m: (load[m], -members.index(m)))
+        if load[low] >= floor or load[high] - load[low] <= 1:
+            return out
+        newest = next(job for _, job in reversed(jobs) if out[job] == high)
+        out[newest] = low
+        load[high] -= 1
+        load[low] += 1
