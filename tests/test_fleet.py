@@ -121,3 +121,26 @@ async def test_replicas_follow_every_job_once_and_a_new_one_takes_its_share(
     # The two jobs the third replica took (views that differ for a heartbeat may move more:
     # every hand-off is between events, as the count above shows).
     assert handoffs >= 2
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--store", "http://127.0.0.1:1/0"], "not a Redis URL"),
+        (["--callbacks", "no_such_module_here:callbacks"], "cannot import no_such_module_here"),
+        (["--callbacks", "arkor_trio:no_such_name"], "arkor_trio has no attribute no_such_name"),
+        (["--callbacks", "arkor_trio"], "package.module:attribute"),
+    ],
+)
+def test_fleet_command_rejects_a_bad_store_or_callbacks_in_one_line(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from arkor_trio.cli import main
+
+    options = {"--store": "redis://127.0.0.1:1/0", "--callbacks": "arkor_trio:Callbacks"}
+    options.update(zip(argv[::2], argv[1::2], strict=True))
+    args = ["fleet", "--namespace", "n"] + [x for kv in options.items() for x in kv]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert message in err
+    assert err.count("\n") == 1  # one line, no traceback
