@@ -30,7 +30,7 @@ import math
 import os
 import secrets
 import socket
-from contextlib import AsyncExitStack, asynccontextmanager
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -41,10 +41,11 @@ from ..stream import Lease, LeaseLost, as_cursor_store
 from ..wire._client import ArkorClient
 from ._callbacks import Callbacks, CallbacksLike, as_callbacks
 from ._fleet_assign import assign
+from ._fleet_store import WatchedStore
 from ._trainer import Trainer
 
 if TYPE_CHECKING:
-    from collections.abc import AsyncIterator, Callable
+    from collections.abc import Callable
 
     from ..stream import Cursor
     from ..wire._models import TrainingJob
@@ -324,7 +325,7 @@ class Fleet:
             job_id,
             callbacks=self._guarded(follow),
             client=self.client,
-            cursor_store=_Watched(self._cursors, lambda lease: self._acquired(follow, lease)),
+            cursor_store=WatchedStore(self._cursors, lambda lease: self._acquired(follow, lease)),
         )
         trainer.lease_ttl = self.lease_ttl
         try:
@@ -390,26 +391,3 @@ class Fleet:
 
 def _holds(follow: _Follow) -> bool:
     return follow.lease is not None and not follow.lost and follow.lease.valid()
-
-
-class _Watched:
-    """A cursor store that tells the fleet when a lease was acquired; otherwise the store."""
-
-    def __init__(self, inner: Any, on_lease: Callable[[Lease], None]) -> None:
-        self._inner = inner
-        self._on_lease = on_lease
-        self.blocking = getattr(inner, "blocking", False)
-
-    async def load(self, key: str) -> Cursor:
-        return await self._inner.load(key)  # type: ignore[no-any-return]
-
-    async def commit(
-        self, key: str, cursor_id: str | None, *, finished: bool = False, lease: Lease | None = None
-    ) -> None:
-        await self._inner.commit(key, cursor_id, finished=finished, lease=lease)
-
-    @asynccontextmanager
-    async def lease(self, key: str, *, ttl: float) -> AsyncIterator[Lease]:
-        async with self._inner.lease(key, ttl=ttl) as lease:
-            self._on_lease(lease)
-            yield lease
