@@ -30,6 +30,8 @@ from .trainer._contexts import CompletedContext as CompletedContext
 from .trainer._contexts import FailedContext as FailedContext
 from .trainer._contexts import LogContext as LogContext
 from .trainer._contexts import StartedContext as StartedContext
+from .trainer._fleet import Fleet as Fleet
+from .trainer._fleet import FleetStats as FleetStats
 from .trainer._infer import Infer as Infer
 from .trainer._trainer import Trainer as Trainer
 from .trainer._trainer import create_trainer as create_trainer
@@ -80,6 +82,8 @@ __all__ = [
     "FeedStats",
     "FeedSubscription",
     "FileCursorStore",
+    "Fleet",
+    "FleetStats",
     "FrameTooLarge",
     "HuggingfaceDataset",
     "Infer",

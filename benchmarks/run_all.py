@@ -103,10 +103,23 @@ SECTIONS: list[tuple[str, str, list[str], str]] = [
         "Throughput of the readers that record metrics, without an OpenTelemetry SDK (the "
         "API's no-ops) and with the SDK and an in-memory reader, in alternating processes.",
     ),
+    (
+        "10. A fleet on Redis: commit cost per event, takeover after kill -9",
+        "fleet.py",
+        ["--n", "2000", "--kills", "20", "--ttl", "1.0"],
+        "Its own redis-server on loopback: the cost of one fenced commit, a load and a "
+        "heartbeat, and how long a lease takes to be taken over after its holder is killed.",
+    ),
 ]
 #: Scripts that print tables only (no --json).
 NO_JSON = frozenset(
-    {"server_replay.py", "cursor_commit.py", "websocket_feed.py", "websocket_reconnect.py"}
+    {
+        "server_replay.py",
+        "cursor_commit.py",
+        "websocket_feed.py",
+        "websocket_reconnect.py",
+        "fleet.py",
+    }
 )
 BUDGET_S = 1200
 

@@ -54,6 +54,7 @@ def test_every_recipe_has_a_main_and_a_script_entry(load) -> None:
         "fastapi_service",
         "midrun_eval",
         "notifications",
+        "slack_fleet",
         "structured_outputs",
         "training_service",
     ]
@@ -159,6 +160,26 @@ async def test_notifications_script_mode_posts_to_its_own_receiver(load, client,
     assert statuses == ["completed", "failed"]
     printed = capsys.readouterr().out
     assert printed.count("POST /hook: ") == 3  # progress at 10, completed, failed
+
+
+async def test_slack_fleet_posts_each_completion_once_across_three_replicas(
+    load, client, nursery, tmp_path: Path
+) -> None:
+    from tests._redis import redis_server
+
+    slack_fleet = load("slack_fleet")
+    receiver = await Receiver().start(nursery)
+    (tmp_path / "redis").mkdir()
+    with redis_server(tmp_path / "redis") as redis:
+        completed = await slack_fleet.main(
+            client, redis_url=redis.url, slack_url=receiver.url("/slack"), max_steps=10
+        )
+    assert len(completed) == 3
+    posts = [r.json["text"] for r in receiver.requests if r.path == "/slack"]
+    assert len(posts) == 3  # one completion message per job, from whichever replica
+    assert all("completed" in text for text in posts)
+    for job_id in completed:
+        assert sum(job_id in text for text in posts) == 1
 
 
 # --- programmatic runs -------------------------------------------------------------------------

@@ -34,6 +34,7 @@ from ._commands import (
     cmd_serve,
 )
 from ._credentials import add_parser as add_credentials_parser
+from ._fleet import add_fleet_command
 from ._sessions import add_parser as add_sessions_parser
 from ._signals import EXIT_TERMINATED, Terminated
 from ._text import printable
@@ -196,6 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_json(events)
     jobs.set_defaults(handler=cmd_jobs)
     add_watch_command(jobs_commands)
+    add_fleet_command(commands)
 
     infer = _command(
         commands, "infer", "chat with a job's adapter",

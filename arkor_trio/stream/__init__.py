@@ -28,6 +28,8 @@ from ._reconnect import PERMANENT_STATUSES as PERMANENT_STATUSES
 from ._reconnect import Backoff as Backoff
 from ._reconnect import ReconnectPolicy as ReconnectPolicy
 from ._reconnect import parse_retry_after as parse_retry_after
+from ._redis_store import RedisCursorStore as RedisCursorStore
+from ._redis_store import StoreUnavailable as StoreUnavailable
 from ._state import ConnectionState as ConnectionState
 from ._stats import GapLog as GapLog
 from ._stats import StreamCounters as StreamCounters
@@ -60,8 +62,10 @@ __all__ = [
     "MemoryCursorStore",
     "RecentIds",
     "ReconnectPolicy",
+    "RedisCursorStore",
     "SSEChannel",
     "SSEStream",
+    "StoreUnavailable",
     "StreamCounters",
     "StreamStats",
     "SyncCursorStore",

@@ -162,6 +162,7 @@ class MemoryCursorStore:
 
     def __init__(self) -> None:
         self._entries: dict[str, _Entry] = {}
+        self._members: dict[str, tuple[float, str]] = {}
 
     def _entry(self, key: str) -> _Entry:
         entry = self._entries.get(key)
@@ -224,6 +225,24 @@ class MemoryCursorStore:
             release=release,
             describe=lambda: self._entry(key).holder or "",
         )
+
+    # --- membership (a fleet's replicas, design.md section 15) ----------------------------------
+
+    async def heartbeat(self, member: str, *, ttl: float, info: str = "") -> dict[str, str]:
+        """Mark ``member`` alive for ``ttl`` seconds with ``info``; the live members' infos.
+
+        Members expire by this store's clock, as a networked store's would.
+        """
+        await trio.lowlevel.checkpoint()
+        now = trio.current_time()
+        self._members[member] = (now + ttl, info)
+        self._members = {m: v for m, v in self._members.items() if v[0] > now}
+        return {m: v[1] for m, v in sorted(self._members.items())}
+
+    async def leave(self, member: str) -> None:
+        """Remove ``member`` at once (a replica shutting down)."""
+        self._members.pop(member, None)
+        await trio.lowlevel.checkpoint()
 
     # --- sync helpers (tools, tests, the older surface) ----------------------------------------
 
