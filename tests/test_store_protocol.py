@@ -301,15 +301,15 @@ def test_defect_9_a_forked_child_does_not_keep_the_claim(tmp_path):
     the holder was SIGKILLed the next follower waited for the child to exit."""
     path = tmp_path / "c.json"
     script = (
-        "import os, sys, time\n"
+        "import os, signal, sys\n"
         "from arkor_trio.stream import FileCursorStore\n"
         "assert FileCursorStore(sys.argv[1]).try_claim('job') is not None\n"
         "pid = os.fork()\n"
-        "if pid == 0:\n"
-        "    time.sleep(60)\n"
+        "if pid == 0:  # the at-fork hooks have run: the child says it is up itself\n"
+        "    print(os.getpid(), flush=True)\n"
+        "    signal.pause()  # until the test kills it\n"
         "    os._exit(0)\n"
-        "print(pid, flush=True)\n"
-        "time.sleep(60)\n"
+        "signal.pause()\n"
     )
     proc = subprocess.Popen([sys.executable, "-c", script, str(path)], stdout=subprocess.PIPE)
     child = 0

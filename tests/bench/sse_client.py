@@ -48,7 +48,7 @@ class Client:
             self.log.flush()
         if data == '{"final": true}':
             if self.args.misbehave == "linger":
-                time.sleep(3600)
+                signal.pause()  # lingers until the bench stops it
             sys.exit(0)
 
     def dispatch(self, event_id: str | None, event: str, data: str, tag: str = "") -> None:
@@ -173,7 +173,7 @@ class Client:
 
 def misbehave(name: str, log: str | None) -> None:
     if name == "silent":
-        time.sleep(3600)
+        signal.pause()  # silent until the bench stops it
     elif name == "garbage":
         for n in range(50):
             print(f"not json {n} {{", flush=True)
