@@ -30,11 +30,11 @@ from .trainer._contexts import CompletedContext as CompletedContext
 from .trainer._contexts import FailedContext as FailedContext
 from .trainer._contexts import LogContext as LogContext
 from .trainer._contexts import StartedContext as StartedContext
+from .trainer._create import create_trainer as create_trainer
 from .trainer._fleet import Fleet as Fleet
 from .trainer._fleet import FleetStats as FleetStats
 from .trainer._infer import Infer as Infer
 from .trainer._trainer import Trainer as Trainer
-from .trainer._trainer import create_trainer as create_trainer
 from .wire._client import ArkorClient as ArkorClient
 from .wire._codec import event_to_wire as event_to_wire
 from .wire._feed import JobFeed as JobFeed

@@ -44,11 +44,7 @@ if TYPE_CHECKING:
 ROOT = "arkor_trio"
 #: The trainer layer (design.md section 1), and the layers above it.
 TRAINER_LAYER = (
-    "arkor_trio.trainer._trainer",
-    "arkor_trio.trainer._dispatch",
-    "arkor_trio.trainer._callbacks",
-    "arkor_trio.trainer._contexts",
-    "arkor_trio.trainer._infer",
+    "arkor_trio.trainer",
     "arkor_trio.notify",
     "arkor_trio.cli",
 )

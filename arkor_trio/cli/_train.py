@@ -17,7 +17,8 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from .._errors import ConfigError
 from ..trainer._callbacks import Callbacks
-from ..trainer._trainer import Trainer, create_trainer
+from ..trainer._create import create_trainer
+from ..trainer._trainer import Trainer
 from ..wire._codec import encode
 from ..wire._models import BlobDataset
 from ._chart import can_draw_unicode, loss_chart

@@ -31,16 +31,12 @@ same mode) is created 0600.
 
 from __future__ import annotations
 
-import json
-import math
 import os
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Callable, Iterable, Mapping
 from contextlib import suppress
-from datetime import UTC, datetime
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
@@ -48,11 +44,16 @@ import trio
 
 from ._projects_schema import PROJECTS_SCHEMA, ensure_default_project
 from ._redact import redact_config
+from ._rows import JobRow as JobRow
+from ._rows import dump_json as dump_json
+from ._rows import job_to_wire as job_to_wire
+from ._rows import utc_now as utc_now
 from ._store_errors import StoreClosed as StoreClosed
 from ._store_errors import StoreError as StoreError
 from ._store_errors import store_error
 
 if TYPE_CHECKING:
+    from collections.abc import Callable, Iterable, Mapping
     from pathlib import Path
 
 _T = TypeVar("_T")
@@ -115,34 +116,6 @@ _JOB_COLUMNS = (
     "id, org_id, project_id, name, status, config, error, created_at, started_at, completed_at, "
     "artifacts"
 )
-
-#: A job row: (id, org_id, project_id, name, status, config, error, created_at, started_at,
-#: completed_at, artifacts), JSON columns still as text.
-JobRow = tuple[str, str, str, str, str, str, str | None, str, str | None, str | None, str | None]
-
-
-def utc_now() -> str:
-    """The current time as ISO 8601 UTC with milliseconds, e.g. ``2025-01-02T03:04:05.678Z``."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-def _finite(value: Any) -> Any:
-    """Replace NaN/inf (not valid JSON) by None, recursively."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Mapping):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
-
-
-def dump_json(value: Any) -> str:
-    """Compact one-line JSON; non-finite floats become null."""
-    try:
-        return json.dumps(value, separators=(",", ":"), allow_nan=False)
-    except ValueError:
-        return json.dumps(_finite(value), separators=(",", ":"), allow_nan=False)
 
 
 class StoreObserver(Protocol):
@@ -469,23 +442,3 @@ def _private_file(path: Path) -> None:
     os.close(fd)
     with suppress(OSError):  # not ours (e.g. shared read-only): SQLite reports what matters
         os.chmod(path, 0o600)
-
-
-def job_to_wire(row: JobRow) -> dict[str, Any]:
-    """A job row as the wire's ``TrainingJob`` (camelCase; ``artifacts`` once completed)."""
-    (job_id, org_id, project_id, name, status, config, error, created, started, done, arts) = row
-    job: dict[str, Any] = {
-        "id": job_id,
-        "orgId": org_id,
-        "projectId": project_id,
-        "name": name,
-        "status": status,
-        "config": redact_config(json.loads(config)),
-        "error": error,
-        "createdAt": created,
-        "startedAt": started,
-        "completedAt": done,
-    }
-    if arts is not None:
-        job["artifacts"] = json.loads(arts)
-    return job
