@@ -645,3 +645,43 @@ def test_uvloop_works_the_same_way(backend: LocalBackend) -> None:
         assert runner.run(main()) == "completed"
     assert unwound == ["call", "call"]
     assert_no_trio_left()
+
+
+def test_the_exit_hook_rides_through_a_stop_the_host_left_queued() -> None:
+    # A Jupyter kernel stops its loop without shutting it down and, in most restarts, leaves
+    # one more loop.stop() queued; the exit hook must still run the loop until the guest run
+    # has unwound (before, it gave up at that stop: background runs trained on).
+    from arkor_trio.aio import _guest
+
+    unwound: list[str] = []
+
+    async def parked(started: asyncio.Event) -> None:
+        started.set()
+        try:
+            await trio.sleep_forever()
+        finally:
+            with trio.CancelScope(shield=True):  # unwinding takes more than one loop pass
+                await trio.sleep(0.01)
+            unwound.append("call")
+
+    async def start() -> None:
+        started = asyncio.Event()
+        asyncio.get_running_loop().create_task(aio.run(parked, started))
+        await started.wait()
+
+    loop = asyncio.new_event_loop()
+    try:
+        loop.run_until_complete(start())
+
+        def stop_twice() -> None:  # the second stop() stays queued past run_forever
+            loop.stop()
+            loop.call_soon(loop.stop)
+
+        loop.call_soon(stop_twice)
+        loop.run_forever()
+        assert unwound == []
+        _guest._stop_at_exit()
+        assert unwound == ["call"]
+    finally:
+        loop.close()
+    assert_no_trio_left()

@@ -213,16 +213,21 @@ def test_a_sigint_delivered_to_another_thread_lands_at_once(
     assert status(backend, job_id) == "cancelled"
 
 
-def test_a_kernel_restart_cancels_the_awaited_run_not_detached_jobs(
+def test_a_kernel_restart_cancels_attached_runs_not_detached_jobs(
     backend: LocalBackend, kernel: Kernel
 ) -> None:
     assert kernel.run(setup_cell(backend))["error"] is None
     cell = kernel.run(
-        "attached, detached = make('attached'), make('detached')\n"
+        "attached, background, detached = make('attached'), make('background'), make('detached')\n"
+        "running = asyncio.Event()\n"
+        "background.callbacks = background.callbacks + {'on_started': lambda ctx: running.set()}\n"
+        "task = asyncio.ensure_future(aio.run(background.run))  # a run in the background\n"
         "print(await aio.run(detached.start))  # started detached: not followed here\n"
+        "await running.wait()\n"
+        "print(background.job_id)\n"
     )
     assert cell["error"] is None, cell
-    (detached_id,) = cell["out"].split()
+    detached_id, background_id = [word for word in cell["out"].split() if word != "started"]
     # A cell still awaiting its run (its job queued behind the two others: the backend trains
     # two at once) when the kernel restarts: the cell never ends, the kernel process does.
     msg_id = kernel.client.execute(
@@ -238,6 +243,7 @@ def test_a_kernel_restart_cancels_the_awaited_run_not_detached_jobs(
     # starts a new one.
     kernel.manager.restart_kernel(now=False)
     assert final_status(backend, attached_id) == "cancelled"
+    assert final_status(backend, background_id) == "cancelled"
     assert status(backend, detached_id) == "running"
 
     async def cancel() -> None:

@@ -336,7 +336,32 @@ def _stop_at_exit() -> None:
         if loop.is_closed() or loop.is_running():
             continue
         with contextlib.suppress(Exception):
-            loop.run_until_complete(asyncio.wait_for(guest.stop(), EXIT_TIMEOUT))
+            _run_until_stopped(loop, guest)
+
+
+#: How many stray ``loop.stop()`` calls the exit hook rides through (see below).
+STRAY_STOPS = 16
+
+
+def _run_until_stopped(loop: asyncio.AbstractEventLoop, guest: Guest) -> None:
+    """Run ``loop`` until ``guest``'s trio run has unwound, or ``EXIT_TIMEOUT`` has passed.
+
+    The host may have queued more ``loop.stop()`` calls than it needed to end its own loop: an
+    ipykernel shutdown queues one per stream loop, and the one left over stops the loop again a
+    moment into this run ("Event loop stopped before Future completed"), in about 4 of 5 kernel
+    restarts, often before a background ``Trainer.run`` had sent its backend cancel. So the
+    loop is run again until the guest has stopped, through a bounded number of such stops.
+    """
+    stopping = loop.create_task(asyncio.wait_for(guest.stop(), EXIT_TIMEOUT))
+    for _ in range(STRAY_STOPS):
+        try:
+            loop.run_until_complete(stopping)
+        except RuntimeError:
+            if stopping.done():
+                raise
+            continue  # a stray stop() of the host's: run the loop again
+        return
+    stopping.cancel()
 
 
 async def run(fn: Callable[[Unpack[Ts]], Awaitable[T]], *args: *Ts) -> T:
