@@ -97,8 +97,9 @@ def load_callbacks(spec: str) -> Any:
 def status_line(fleet: Fleet) -> str:
     """The replica's figures as one line."""
     s = fleet.stats
+    waiting = f"waiting for Redis ({s.store_error}), " if s.store_error else ""
     return (
-        f"fleet {fleet.name}: members {s.members}, held {s.held}, assigned {s.assigned}, "
+        f"fleet {fleet.name}: {waiting}members {s.members}, held {s.held}, assigned {s.assigned}, "
         f"takeovers {s.takeovers}, lease losses {s.lease_losses}, hand-offs {s.handoffs}, "
         f"dispatched {s.dispatched}, lag {s.lag:.1f}s"
     )
