@@ -75,8 +75,10 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(directory: Path, *, appendonly: bool = False) -> Iterator[RedisServer]:
-    server = RedisServer(directory, appendonly=appendonly)
+def redis_server(
+    directory: Path, *, appendonly: bool = False, host: str = "127.0.0.1"
+) -> Iterator[RedisServer]:
+    server = RedisServer(directory, appendonly=appendonly, host=host)
     server.start()
     try:
         yield server
