@@ -39,8 +39,10 @@ import trio
 from .._errors import ArkorError, ConfigError
 from ..stream import Lease, LeaseLost, as_cursor_store
 from ..wire._client import ArkorClient
+from . import _fleet_metrics as fleet_metrics
 from ._callbacks import Callbacks, CallbacksLike, as_callbacks
 from ._fleet_assign import assign
+from ._fleet_metrics import FleetStats
 from ._fleet_store import WatchedStore
 from ._trainer import Trainer
 
@@ -63,36 +65,6 @@ RETRY_DELAY = 1.0
 #: Seconds before a discovery that could not reach the store is tried again (doubling to the
 #: discovery interval).
 DISCOVERY_RETRY = 0.1
-
-
-@attrs.frozen
-class FleetStats:
-    """A replica's counters (a snapshot).
-
-    Attributes:
-        held: Jobs whose lease this replica holds now.
-        assigned: Jobs the assignment gives this replica now (held or being acquired).
-        members: Live replicas, this one included.
-        takeovers: Leases acquired on jobs another holder had (token > 1, not our own).
-        lease_losses: Follows that stopped because the lease was lost (expired, taken over,
-            the store unreachable past the ttl).
-        handoffs: Jobs handed to another replica between events.
-        dispatched: Callbacks this replica ran to completion.
-        lag: Seconds the longest-waiting job assigned to this replica has gone without being
-            held here (0 when every assigned job is held): the follow lag after a takeover.
-        store_error: Why the shared store cannot be reached now (its last heartbeat or first
-            discovery failed or went unanswered), None while it answers.
-    """
-
-    held: int = 0
-    assigned: int = 0
-    members: int = 0
-    takeovers: int = 0
-    lease_losses: int = 0
-    handoffs: int = 0
-    dispatched: int = 0
-    lag: float = 0.0
-    store_error: str | None = None
 
 
 @attrs.define(eq=False)
@@ -167,7 +139,9 @@ class Fleet:
         self._stopping = False
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
-        self._counts = {"takeovers": 0, "lease_losses": 0, "handoffs": 0, "dispatched": 0}
+        self._counts = dict.fromkeys(
+            ("takeovers", "lease_losses", "handoffs", "dispatched", "commits", "commits_refused"), 0
+        )
         self._store_error: str | None = None
 
     def __repr__(self) -> str:
@@ -201,6 +175,7 @@ class Fleet:
         async with AsyncExitStack() as stack:
             if callable(getattr(self.store, "__aenter__", None)):
                 await stack.enter_async_context(self.store)
+            fleet_metrics.track(self)
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
@@ -223,6 +198,7 @@ class Fleet:
                     nursery.cancel_scope.cancel()
             finally:
                 self._nursery = None
+                fleet_metrics.release(self)
                 with trio.CancelScope(shield=True):
                     await self.store.leave(self.name)
 
@@ -361,7 +337,9 @@ class Fleet:
             job_id,
             callbacks=self._guarded(follow),
             client=self.client,
-            cursor_store=WatchedStore(self._cursors, lambda lease: self._acquired(follow, lease)),
+            cursor_store=WatchedStore(
+                self._cursors, lambda lease: self._acquired(follow, lease), self._committed
+            ),
         )
         trainer.lease_ttl = self.lease_ttl
         try:
@@ -385,6 +363,9 @@ class Fleet:
                 self._tokens[job_id] = follow.lease.token
             del self._follows[job_id]
             self._wake.set()  # reconsider at once (a successor may be waiting)
+
+    def _committed(self, accepted: bool) -> None:
+        self._counts["commits" if accepted else "commits_refused"] += 1
 
     def _later(self, job_id: str) -> None:
         delay = self._retry_at.get(job_id, (0.0, RETRY_DELAY))[1]
@@ -418,7 +399,8 @@ class Fleet:
                         await result
             finally:
                 follow.busy = False
-            self._counts["dispatched"] += 1
+            if fn is not None:  # a callback ran (not only the guard of an absent one)
+                self._counts["dispatched"] += 1
             if follow.handoff:  # the event is committed next, then the follow stops
                 follow.scope.cancel()
 
