@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import signal
 import socket
+import sys
 import time
 from typing import TYPE_CHECKING
 
@@ -147,3 +148,16 @@ def test_metrics_port_in_use_is_one_line_and_exit_code_2(
     err = capsys.readouterr().err
     assert f"--metrics-port {port}: cannot listen on 127.0.0.1" in err
     assert err.count("\n") == 1
+
+
+def test_metrics_port_without_prometheus_client_names_the_extra(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from arkor_trio.cli import main
+
+    monkeypatch.setitem(sys.modules, "prometheus_client", None)  # as if not installed
+    args = ["fleet", "--store", "redis://127.0.0.1:1/0", "--namespace", "n",
+            "--callbacks", "arkor_trio:Callbacks", "--metrics-port", "0"]  # fmt: skip
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert "--metrics-port needs prometheus-client: pip install 'arkor-trio[server]'" in err
