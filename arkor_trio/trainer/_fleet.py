@@ -227,9 +227,9 @@ class Fleet:
         self._unreachable(f"no answer to the heartbeat within {self.lease_ttl:g} s")
 
     def _unreachable(self, why: str) -> None:
-        if self._store_error is None:
+        if self._store_error is None:  # the first reason stays until the store answers
             log.warning("fleet: the store is unreachable (%s); leases lapse, retrying", why)
-        self._store_error = why
+            self._store_error = why
 
     async def _discover(self) -> bool:
         """List the jobs and decide which to follow; False when the store did not answer."""

@@ -49,8 +49,9 @@ class FleetStats:
         commits_refused: Commits the store refused because the lease was lost (fencing).
         lag: Seconds the longest-waiting job assigned to this replica has gone without being
             held here (0 when every assigned job is held): the follow lag after a takeover.
-        store_error: Why the shared store cannot be reached now (its last heartbeat or first
-            discovery failed or went unanswered), None while it answers.
+        store_error: Why the shared store cannot be reached: the first failure (a heartbeat
+            or discovery that failed or went unanswered within the ttl) since it last
+            answered; None while it answers.
     """
 
     held: int = 0
