@@ -120,6 +120,8 @@ class _Fleets:
             weakref.WeakKeyDictionary()
         )
         self._folded: dict[str, float] = {}
+        # The counts of each fleet already folded (a fleet may run again: they are cumulative).
+        self._base: weakref.WeakKeyDictionary[Any, dict[str, float]] = weakref.WeakKeyDictionary()
         self._lock = threading.Lock()
 
     def add(self, fleet: FleetFigure, token: trio.lowlevel.TrioToken) -> None:
@@ -131,16 +133,24 @@ class _Fleets:
         with self._lock:
             if self._live.pop(fleet, None) is None:
                 return
+            base = self._base.setdefault(fleet, {})
             for field, (_, kind, *_rest) in FIGURES.items():
                 if kind == "counter":
-                    self._folded[field] = self._folded.get(field, 0.0) + values[field]
+                    new = values[field] - base.get(field, 0.0)
+                    self._folded[field] = self._folded.get(field, 0.0) + new
+                    base[field] = values[field]
 
     def totals(self) -> dict[str, float]:
         """Every figure over this process's fleets (counters: ended fleets' counts included)."""
         with self._lock:
-            live = list(self._live.items())
+            live = [(fleet, token, dict(self._base.get(fleet, {}))) for fleet, token in
+                    self._live.items()]  # fmt: skip
             folded = dict(self._folded)
-        each = [v for fleet, token in live if (v := _read(fleet, token)) is not None]
+        each = []
+        for fleet, token, base in live:
+            values = _read(fleet, token)
+            if values is not None:
+                each.append({k: v - base.get(k, 0.0) for k, v in values.items()})
         out: dict[str, float] = {}
         for field, (_, kind, _unit, _doc, combine) in FIGURES.items():
             seen = [v[field] for v in each]
