@@ -30,19 +30,20 @@ class RedisServer:
     directory: Path
     port: int = attrs.field(factory=free_port)
     appendonly: bool = False
+    host: str = "127.0.0.1"
     process: subprocess.Popen[bytes] | None = None
     drain: threading.Thread | None = None
 
     @property
     def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
+        return f"redis://{self.host}:{self.port}/0"
 
     def start(self) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             pytest.fail("redis-server is missing: apt-get install -y redis-server (.ci/run does)")
         self.process = subprocess.Popen(
-            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            [binary, "--port", str(self.port), "--bind", self.host, "--save", "",
              "--appendonly", "yes" if self.appendonly else "no", "--dir", str(self.directory),
              "--protected-mode", "no", "--loglevel", "notice"],
             stdout=subprocess.PIPE,
@@ -74,8 +75,10 @@ class RedisServer:
 
 
 @contextmanager
-def redis_server(directory: Path, *, appendonly: bool = False) -> Iterator[RedisServer]:
-    server = RedisServer(directory, appendonly=appendonly)
+def redis_server(
+    directory: Path, *, appendonly: bool = False, host: str = "127.0.0.1"
+) -> Iterator[RedisServer]:
+    server = RedisServer(directory, appendonly=appendonly, host=host)
     server.start()
     try:
         yield server

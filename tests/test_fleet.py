@@ -12,9 +12,12 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pytest
 import trio
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader, NumberDataPoint
 
 from arkor_trio import Callbacks, ConfigError, Fleet, MemoryCursorStore
 from arkor_trio.server import open_local_backend
+from arkor_trio.trainer import _fleet_metrics as fleet_metrics
 from arkor_trio.trainer._fleet_assign import assign
 from tests.server.conftest import FakeEngine, create_job, headers_for
 
@@ -144,3 +147,67 @@ def test_fleet_command_rejects_a_bad_store_or_callbacks_in_one_line(
     err = capsys.readouterr().err
     assert message in err
     assert err.count("\n") == 1  # one line, no traceback
+
+
+def _points(reader: InMemoryMetricReader) -> dict[str, float]:
+    data = reader.get_metrics_data()
+    assert data is not None
+    return {
+        metric.name: point.value
+        for resource in data.resource_metrics
+        for scope in resource.scope_metrics
+        for metric in scope.metrics
+        for point in metric.data.data_points
+        if isinstance(point, NumberDataPoint)
+    }
+
+
+async def test_fleet_instruments_read_the_replicas_at_collection(tmp_path: Path) -> None:
+    reader = InMemoryMetricReader()
+    provider = MeterProvider(metric_readers=[reader])
+    fleet_metrics.register(provider.get_meter("test"))
+    before = fleet_metrics.figures()  # counts folded by earlier tests of this process
+    fake = FakeEngine()
+    store = MemoryCursorStore()
+    seen: list[str] = []
+    callbacks = Callbacks(
+        on_started=lambda ctx: seen.append("s"), on_log=lambda ctx: seen.append("l")
+    )
+    async with (
+        open_local_backend(tmp_path / "d", engine=fake.engine(), max_concurrent_jobs=8) as backend,
+        backend.client() as client,
+        httpx.AsyncClient(base_url=backend.base_url, headers=headers_for(backend)) as http,
+        trio.open_nursery() as nursery,
+    ):
+        fleets = [
+            Fleet(client, store=store, callbacks=callbacks, lease_ttl=0.6,
+                  discovery_interval=0.1, name=f"m{i}")
+            for i in range(2)
+        ]  # fmt: skip
+        for fleet in fleets:
+            nursery.start_soon(fleet.run)
+        await _until(lambda: all(f.stats.members == 2 for f in fleets), "two members")
+        for i in range(4):
+            await create_job(http, f"j{i}", logs=1, gate="g")
+        await _until(lambda: [f.stats.held for f in fleets] == [2, 2], "held 2/2")
+        await _until(lambda: len(seen) == 4 * 2, "started and the log of each")
+        got = _points(reader)
+        assert got["arkor.fleet.jobs.held"] == 4  # summed over the process's fleets
+        assert got["arkor.fleet.jobs.assigned"] == 4
+        assert got["arkor.fleet.members"] == 2  # the largest view, not a sum
+        assert got["arkor.fleet.store.up"] == 1
+        assert got["arkor.fleet.dispatched"] - before["dispatched"] == 8
+        assert got["arkor.fleet.commits"] - before["commits"] == sum(
+            f.stats.commits for f in fleets
+        )
+        fake.gates["g"].set()
+        await _until(lambda: all(f.stats.held == 0 for f in fleets) and len(seen) == 8, "done")
+        for fleet in fleets:
+            fleet.stop()
+    await fleets[0].run()  # a stopped fleet run again returns at once: nothing counted twice
+    got = _points(reader)
+    assert "arkor.fleet.jobs.held" not in got  # no fleet runs: no gauge
+    assert got["arkor.fleet.dispatched"] - before["dispatched"] == 8  # kept once they ended
+    assert got["arkor.fleet.commits"] - before["commits"] == sum(f.stats.commits for f in fleets)
+    assert got["arkor.fleet.commits.refused"] == before["commits_refused"]
+    provider.shutdown()

@@ -1,13 +1,15 @@
 """``arkor-trio fleet``: one replica of a fleet as a process (design.md section 15).
 
 ``arkor-trio fleet --store redis://HOST:PORT/DB --namespace NAME --callbacks pkg.mod:attr
-[--lease-ttl S] [--discovery-interval S]`` follows every job of the project (``ARKOR_*`` as the
-other client commands) with the callbacks named by ``--callbacks`` (a ``Callbacks``, a mapping
-of its keys, or a function returning one), sharing the jobs with every replica of the same
-store and namespace. It prints a status line on stdout whenever a figure changes (at most twice
-a second). SIGTERM (or Ctrl-C) hands every job back between events and releases the leases at
-once, so a successor needs no ttl wait; exit code 143 (130 for Ctrl-C). A bad ``--store`` or
-``--callbacks`` is one line on stderr and exit code 2.
+[--lease-ttl S] [--discovery-interval S] [--metrics-port PORT]`` follows every job of the
+project (``ARKOR_*`` as the other client commands) with the callbacks named by ``--callbacks``
+(a ``Callbacks``, a mapping of its keys, or a function returning one), sharing the jobs with
+every replica of the same store and namespace. It prints a status line on stdout whenever a
+figure changes (at most twice a second), saying so while it waits for Redis. SIGTERM (or
+Ctrl-C) hands every job back between events and releases the leases at once, so a successor
+needs no ttl wait; exit code 143 (130 for Ctrl-C). A bad ``--store`` or ``--callbacks`` is one
+line on stderr and exit code 2. ``--metrics-port`` serves the replica's figures in Prometheus
+text on 127.0.0.1 (:mod:`arkor_trio.cli._fleet_metrics`).
 """
 
 from __future__ import annotations
@@ -42,6 +44,16 @@ def _seconds(text: str) -> float:
     return value
 
 
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number (0-65535), got {value}")
+    return value
+
+
 def add_fleet_command(commands: Any) -> None:
     """Register ``fleet`` on the top-level sub-command parser."""
     fleet = commands.add_parser(
@@ -62,6 +74,11 @@ def add_fleet_command(commands: Any) -> None:
     fleet.add_argument(
         "--discovery-interval", type=_seconds, default=None,
         help="seconds between listings of the project's jobs (default: lease ttl / 2)",
+    )  # fmt: skip
+    fleet.add_argument(
+        "--metrics-port", type=_port, default=None, metavar="PORT",
+        help="serve the replica's metrics (Prometheus text) on 127.0.0.1:PORT/metrics "
+        "(0: a free port, printed); needs prometheus-client (the server extra)",
     )  # fmt: skip
     fleet.set_defaults(handler=_cmd_fleet)
 
@@ -97,10 +114,11 @@ def load_callbacks(spec: str) -> Any:
 def status_line(fleet: Fleet) -> str:
     """The replica's figures as one line."""
     s = fleet.stats
+    waiting = f"waiting for Redis ({s.store_error}), " if s.store_error else ""
     return (
-        f"fleet {fleet.name}: members {s.members}, held {s.held}, assigned {s.assigned}, "
+        f"fleet {fleet.name}: {waiting}members {s.members}, held {s.held}, assigned {s.assigned}, "
         f"takeovers {s.takeovers}, lease losses {s.lease_losses}, hand-offs {s.handoffs}, "
-        f"dispatched {s.dispatched}, lag {s.lag:.1f}s"
+        f"dispatched {s.dispatched}, commits {s.commits}, lag {s.lag:.1f}s"
     )
 
 
@@ -112,6 +130,12 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
     callbacks = load_callbacks(args.callbacks)
     store = RedisCursorStore(args.store, namespace=args.namespace)
     signalled: list[int] = []
+    stop_metrics = None
+    if args.metrics_port is not None:
+        from ._fleet_metrics import serve_metrics
+
+        url, stop_metrics = serve_metrics(args.metrics_port)
+        print(f"fleet metrics: {url}", flush=True)
 
     async def main() -> None:
         async with ArkorClient() as client:
@@ -147,7 +171,11 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
                 print(status_line(fleet), flush=True)
                 nursery.cancel_scope.cancel()
 
-    trio.run(main)
+    try:
+        trio.run(main)
+    finally:
+        if stop_metrics is not None:
+            stop_metrics()
     if signalled and signalled[0] == signal.SIGINT:
         raise KeyboardInterrupt
     if signalled:

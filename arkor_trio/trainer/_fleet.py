@@ -39,8 +39,10 @@ import trio
 from .._errors import ArkorError, ConfigError
 from ..stream import Lease, LeaseLost, as_cursor_store
 from ..wire._client import ArkorClient
+from . import _fleet_metrics as fleet_metrics
 from ._callbacks import Callbacks, CallbacksLike, as_callbacks
 from ._fleet_assign import assign
+from ._fleet_metrics import FleetStats
 from ._fleet_store import WatchedStore
 from ._trainer import Trainer
 
@@ -60,33 +62,9 @@ _CALLBACK_NAMES = ("on_started", "on_log", "on_checkpoint", "on_completed", "on_
 SINCE_KEY = "fleet:since"
 #: Seconds before a job whose follow ended with an error is tried again (doubling to 60).
 RETRY_DELAY = 1.0
-
-
-@attrs.frozen
-class FleetStats:
-    """A replica's counters (a snapshot).
-
-    Attributes:
-        held: Jobs whose lease this replica holds now.
-        assigned: Jobs the assignment gives this replica now (held or being acquired).
-        members: Live replicas, this one included.
-        takeovers: Leases acquired on jobs another holder had (token > 1, not our own).
-        lease_losses: Follows that stopped because the lease was lost (expired, taken over,
-            the store unreachable past the ttl).
-        handoffs: Jobs handed to another replica between events.
-        dispatched: Callbacks this replica ran to completion.
-        lag: Seconds the longest-waiting job assigned to this replica has gone without being
-            held here (0 when every assigned job is held): the follow lag after a takeover.
-    """
-
-    held: int = 0
-    assigned: int = 0
-    members: int = 0
-    takeovers: int = 0
-    lease_losses: int = 0
-    handoffs: int = 0
-    dispatched: int = 0
-    lag: float = 0.0
+#: Seconds before a discovery that could not reach the store is tried again (doubling to the
+#: discovery interval).
+DISCOVERY_RETRY = 0.1
 
 
 @attrs.define(eq=False)
@@ -161,7 +139,10 @@ class Fleet:
         self._stopping = False
         self._nursery: trio.Nursery | None = None
         self._wake = trio.Event()
-        self._counts = {"takeovers": 0, "lease_losses": 0, "handoffs": 0, "dispatched": 0}
+        self._counts = dict.fromkeys(
+            ("takeovers", "lease_losses", "handoffs", "dispatched", "commits", "commits_refused"), 0
+        )
+        self._store_error: str | None = None
 
     def __repr__(self) -> str:
         return f"Fleet(name={self.name!r}, held={self.stats.held})"
@@ -178,6 +159,7 @@ class Fleet:
             assigned=len(mine),
             members=len(self._members),
             lag=max(waiting, default=0.0),
+            store_error=self._store_error,
             **self._counts,
         )
 
@@ -193,15 +175,21 @@ class Fleet:
         async with AsyncExitStack() as stack:
             if callable(getattr(self.store, "__aenter__", None)):
                 await stack.enter_async_context(self.store)
+            fleet_metrics.track(self)
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
                     await self._beat()
                     nursery.start_soon(self._heartbeats)
+                    retry = DISCOVERY_RETRY
                     while not self._stopping:
-                        await self._discover()
+                        wait = self.discovery_interval
+                        if await self._discover():
+                            retry = DISCOVERY_RETRY
+                        else:  # the store is unreachable: retry sooner, backing off
+                            wait, retry = min(retry, wait), min(retry * 2, wait)
                         self._reconcile()
-                        with trio.move_on_after(self.discovery_interval):
+                        with trio.move_on_after(wait):
                             await self._wake.wait()
                         self._wake = trio.Event()
                     while self._follows:  # stopping: the follows end between events
@@ -210,6 +198,7 @@ class Fleet:
                     nursery.cancel_scope.cancel()
             finally:
                 self._nursery = None
+                fleet_metrics.release(self)
                 with trio.CancelScope(shield=True):
                     await self.store.leave(self.name)
 
@@ -223,28 +212,51 @@ class Fleet:
 
     async def _beat(self) -> None:
         held = sorted(j for j, f in self._follows.items() if _holds(f))
-        try:
-            members = await self.store.heartbeat(
-                self.name, ttl=self.lease_ttl, info=json.dumps({"held": held})
-            )
-        except (ArkorError, OSError, ConnectionError) as exc:  # the store is down: leases lapse
-            log.warning("fleet heartbeat failed: %r", exc)
+        # An answer later than the ttl is worth nothing (a partition can hold a request open).
+        with trio.move_on_after(self.lease_ttl):
+            try:
+                members = await self.store.heartbeat(
+                    self.name, ttl=self.lease_ttl, info=json.dumps({"held": held})
+                )
+            except Exception as exc:  # the store is down (coredis has its own errors)
+                self._unreachable(f"heartbeat failed: {exc!r}")
+                return
+            self._store_error = None
+            self._members = dict(members)
             return
-        except Exception as exc:  # coredis' own connection errors
-            log.warning("fleet heartbeat failed: %r", exc)
-            return
-        self._members = dict(members)
+        self._unreachable(f"no answer to the heartbeat within {self.lease_ttl:g} s")
 
-    async def _discover(self) -> None:
+    def _unreachable(self, why: str) -> None:
+        if self._store_error is None:  # the first reason stays until the store answers
+            log.warning("fleet: the store is unreachable (%s); leases lapse, retrying", why)
+            self._store_error = why
+
+    async def _discover(self) -> bool:
+        """List the jobs and decide which to follow; False when the store did not answer."""
         try:
             listed = await self.client.list_jobs()
-            if self._since is None:
-                self._since = await self._load_since(listed)
-            self._jobs = await self._to_follow(listed)
         except ArkorError as exc:
             log.warning("fleet discovery failed: %s", exc)
+            return True
         except (OSError, ConnectionError) as exc:
             log.warning("fleet discovery failed: %r", exc)
+            return True
+        # Bounded: an unreachable store must not hold the loop (the first discovery waits on a
+        # lease, later ones load cursors); the loop retries with backoff and reports meanwhile.
+        with trio.move_on_after(self.lease_ttl):
+            try:
+                if self._since is None:
+                    self._since = await self._load_since(listed)
+                self._jobs = await self._to_follow(listed)
+            except ArkorError as exc:
+                self._unreachable(f"discovery failed: {exc}")
+                return False
+            except Exception as exc:  # coredis' own connection errors
+                self._unreachable(f"discovery failed: {exc!r}")
+                return False
+            return True
+        self._unreachable(f"no answer to the discovery within {self.lease_ttl:g} s")
+        return False
 
     async def _load_since(self, listed: list[TrainingJob]) -> str:
         """Where the namespace's fleet started: jobs that had ended before are history."""
@@ -325,7 +337,9 @@ class Fleet:
             job_id,
             callbacks=self._guarded(follow),
             client=self.client,
-            cursor_store=WatchedStore(self._cursors, lambda lease: self._acquired(follow, lease)),
+            cursor_store=WatchedStore(
+                self._cursors, lambda lease: self._acquired(follow, lease), self._committed
+            ),
         )
         trainer.lease_ttl = self.lease_ttl
         try:
@@ -349,6 +363,9 @@ class Fleet:
                 self._tokens[job_id] = follow.lease.token
             del self._follows[job_id]
             self._wake.set()  # reconsider at once (a successor may be waiting)
+
+    def _committed(self, accepted: bool) -> None:
+        self._counts["commits" if accepted else "commits_refused"] += 1
 
     def _later(self, job_id: str) -> None:
         delay = self._retry_at.get(job_id, (0.0, RETRY_DELAY))[1]
@@ -382,7 +399,8 @@ class Fleet:
                         await result
             finally:
                 follow.busy = False
-            self._counts["dispatched"] += 1
+            if fn is not None:  # a callback ran (not only the guard of an absent one)
+                self._counts["dispatched"] += 1
             if follow.handoff:  # the event is committed next, then the follow stops
                 follow.scope.cancel()
 
