@@ -1,8 +1,10 @@
 """Wake-ups for the followers of a job's event log (SSE streams and feed subscriptions).
 
 The store calls :meth:`EventHub.notify` after each committed append, from whichever thread
-appended. Off the loop it schedules one ``run_sync_soon`` callback per job at a time (coalesced,
-never blocking the training thread). A follower holds :meth:`EventHub.watching` while it follows
+appended. Off the loop it adds the job to a pending set and schedules one ``run_sync_soon``
+callback for the whole set at a time (coalesced across jobs, never blocking the training thread):
+appends to many jobs cost one wake-up of the loop, not one each (each is a write to trio's
+wake-up socket and a callback). A follower holds :meth:`EventHub.watching` while it follows
 a job; the hub keeps a job's wake-up event only while someone watches it, so its memory is
 bounded by the jobs followed right now, not by every job ever followed.
 """
@@ -33,7 +35,8 @@ class EventHub:
         self._loop_thread = threading.get_ident()
         self._changed: dict[str, trio.Event] = {}
         self._watchers: dict[str, int] = {}
-        self._pending: set[str] = set()
+        self._pending: dict[str, None] = {}  # jobs to wake, in the order they were notified
+        self._scheduled = False  # a ``_fire_pending`` callback is scheduled and has not run
         self._lock = threading.Lock()
         self.closing = trio.Event()
         #: How many event streams are following a job right now.
@@ -84,16 +87,19 @@ class EventHub:
             self._fire(job_id)
             return
         with self._lock:
-            if job_id in self._pending:
-                return  # a wake-up is already scheduled and will run after this commit
-            self._pending.add(job_id)
+            self._pending[job_id] = None
+            if self._scheduled:
+                return  # the scheduled callback takes the set after this commit: it wakes us
+            self._scheduled = True
         with suppress(trio.RunFinishedError):  # the loop is gone: nobody is listening
-            self._token.run_sync_soon(self._fire_pending, job_id)
+            self._token.run_sync_soon(self._fire_pending)
 
-    def _fire_pending(self, job_id: str) -> None:
+    def _fire_pending(self) -> None:
         with self._lock:
-            self._pending.discard(job_id)
-        self._fire(job_id)
+            pending, self._pending = self._pending, {}
+            self._scheduled = False
+        for job_id in pending:
+            self._fire(job_id)
 
     def _fire(self, job_id: str) -> None:
         event = self._changed.pop(job_id, None)

@@ -140,7 +140,11 @@ async def follow_log(
                     return True
                 cursor = rows[-1][0]
                 quiet_since = trio.current_time()
-                continue
+                if len(rows) == page_size or changed.is_set():
+                    continue
+                # A short page and no append since the read: the log holds nothing more, and the
+                # job is not terminal (its status changes only with an append, which notifies),
+                # so wait right away instead of reading an empty page and the status again.
             if on_idle is None:
                 await changed.wait()
                 continue

@@ -71,7 +71,11 @@ _CLOSE_ERRORS = (WebSocketDisconnect, RuntimeError, OSError, trio.BrokenResource
 
 
 class _SendQueue:
-    """The socket's bounded outgoing queue; ``put`` waits while it is full."""
+    """The socket's bounded outgoing queue; ``put`` waits while it is full.
+
+    Each message taken wakes one waiting producer (not all of them: with thousands of jobs
+    waiting on a full queue, waking every one per message taken cost more than the sending).
+    """
 
     def __init__(self, capacity: int) -> None:
         self.items: deque[str] = deque()
@@ -83,17 +87,24 @@ class _SendQueue:
         # A cancelled producer (an unsubscribed job) must not queue anything more: checked
         # right before appending, since a producer woken from ``not_full`` may have been
         # cancelled (its job re-subscribed) after the wake-up and before it ran.
+        woken = False
         while True:
-            await trio.lowlevel.checkpoint_if_cancelled()
+            try:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            except trio.Cancelled:
+                if woken:  # the slot it was woken for goes to the next waiting producer
+                    self.not_full.unpark()
+                raise
             if len(self.items) < self.capacity:
                 break
             await self.not_full.park()
+            woken = True
         self.items.append(message)
         self.not_empty.unpark_all()
 
     def take(self) -> str:
         message = self.items.popleft()
-        self.not_full.unpark_all()
+        self.not_full.unpark()  # one slot freed: one producer woken
         return message
 
 
