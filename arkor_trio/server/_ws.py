@@ -52,6 +52,8 @@ from ._ws_protocol import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from starlette.websockets import WebSocket
 
     from ._hub import EventHub
@@ -84,28 +86,59 @@ class _SendQueue:
         self.not_full = trio.lowlevel.ParkingLot()
 
     async def put(self, message: str) -> None:
+        await self.put_many((message,))
+
+    async def put_many(self, messages: Sequence[str]) -> None:
+        """Queue ``messages`` in order, as many at a time as there is room for."""
         # A cancelled producer (an unsubscribed job) must not queue anything more: checked
         # right before appending, since a producer woken from ``not_full`` may have been
         # cancelled (its job re-subscribed) after the wake-up and before it ran.
-        woken = False
-        while True:
+        items, done, woken = self.items, 0, False
+        while done < len(messages):
             try:
                 await trio.lowlevel.checkpoint_if_cancelled()
             except trio.Cancelled:
                 if woken:  # the slot it was woken for goes to the next waiting producer
-                    self.not_full.unpark()
+                    self._wake_producers(1)
                 raise
-            if len(self.items) < self.capacity:
-                break
-            await self.not_full.park()
-            woken = True
-        self.items.append(message)
-        self.not_empty.unpark_all()
+            room = self.capacity - len(items)
+            if room <= 0:
+                await self.not_full.park()
+                woken = True
+                continue
+            woken = False
+            if done == 0 and len(messages) <= room:
+                items.extend(messages)
+                done = len(messages)
+            else:
+                items.extend(messages[done : done + room])
+                done = min(len(messages), done + room)
+            if self.not_empty:  # (an empty lot's unpark costs more than the append)
+                self.not_empty.unpark_all()
 
     def take(self) -> str:
+        """The next message (wakes one waiting producer: a slot was freed)."""
         message = self.items.popleft()
-        self.not_full.unpark()  # one slot freed: one producer woken
+        self._wake_producers(1)
         return message
+
+    def take_batch(self, limit: int, max_bytes: int) -> list[str]:
+        """The next message and as many more as fit ``limit`` messages and ``max_bytes``
+        (counting a separator each); wakes one waiting producer per message taken."""
+        items = self.items
+        first = items.popleft()
+        parts, size = [first], len(first)
+        while items and len(parts) < limit:
+            size += len(items[0]) + 1
+            if size > max_bytes:
+                break
+            parts.append(items.popleft())
+        self._wake_producers(len(parts))
+        return parts
+
+    def _wake_producers(self, count: int) -> None:
+        if self.not_full:
+            self.not_full.unpark(count=count)
 
 
 class _Census:
@@ -277,8 +310,7 @@ class _Session:
             await out.put(encode({"type": "reset", "job": job, "reason": start.reset}))
 
         async def deliver(rows: Rows) -> None:
-            for seq, event_type, payload in rows:
-                await out.put(event_message(job_json, seq, event_type, payload))
+            await out.put_many([event_message(job_json, s, t, data) for s, t, data in rows])
 
         await follow_log(self.store, self.hub, job, start.after, deliver)
         await out.put(encode({"type": "end", "job": job}))
@@ -287,16 +319,8 @@ class _Session:
 def _batch(out: _SendQueue, limit: int) -> str:
     """The next text message: one queued message, or a JSON array of as many as fit a batch
     (at most ``limit`` messages and ``BATCH_BYTES``)."""
-    first = out.take()
-    if not out.items:
-        return first
-    parts, size = [first], len(first)
-    while out.items and len(parts) < limit:
-        size += len(out.items[0]) + 1
-        if size > BATCH_BYTES:
-            break
-        parts.append(out.take())
-    return first if len(parts) == 1 else "[" + ",".join(parts) + "]"
+    parts = out.take_batch(limit, BATCH_BYTES)
+    return parts[0] if len(parts) == 1 else "[" + ",".join(parts) + "]"
 
 
 def _max_batch(ws: WebSocket) -> int | str:
