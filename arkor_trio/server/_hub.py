@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING
 import trio
 
 if TYPE_CHECKING:
-    from collections.abc import Iterator
+    from collections.abc import Callable, Iterator
 
 __all__ = ["EventHub"]
 
@@ -34,6 +34,7 @@ class EventHub:
         self._token = trio.lowlevel.current_trio_token()
         self._loop_thread = threading.get_ident()
         self._changed: dict[str, trio.Event] = {}
+        self._tails: dict[str, list[Callable[[], bool]]] = {}
         self._watchers: dict[str, int] = {}
         self._pending: dict[str, None] = {}  # jobs to wake, in the order they were notified
         self._scheduled = False  # a ``_fire_pending`` callback is scheduled and has not run
@@ -81,6 +82,38 @@ class EventHub:
             event = self._changed[job_id] = trio.Event()
         return event
 
+    async def tail(self, job_id: str, step: Callable[[], bool]) -> None:
+        """Run ``step()`` on the loop after each append to ``job_id``, until it returns False.
+
+        For a caught-up follower: the hub reads and delivers the new events itself (``step``
+        must not block), so an append costs no task switch and no wake-up event. Returns once
+        ``step`` returned False or raised (the caller then carries on itself), or when cancelled;
+        ``step`` is not run again after that. Call it on the loop, inside :meth:`watching`, with
+        no checkpoint since the caller's last read (no append can slip between).
+        """
+        done = trio.Event()
+
+        def run() -> bool:
+            if done.is_set():
+                return False
+            try:
+                keep = step()
+            except Exception:  # the caller's own read raises it again, in its task
+                keep = False
+            if not keep:
+                done.set()
+            return keep
+
+        tails = self._tails.setdefault(job_id, [])
+        tails.append(run)
+        try:
+            await done.wait()
+        finally:
+            with suppress(ValueError):
+                tails.remove(run)
+            if not tails and self._tails.get(job_id) is tails:
+                del self._tails[job_id]
+
     def notify(self, job_id: str) -> None:
         """Record that ``job_id`` has a new event; callable from any thread, never blocks."""
         if threading.get_ident() == self._loop_thread:
@@ -105,3 +138,7 @@ class EventHub:
         event = self._changed.pop(job_id, None)
         if event is not None:
             event.set()
+        tails = self._tails.get(job_id)
+        if tails:
+            for run in tuple(tails):  # (a finished one is removed by its own task)
+                run()

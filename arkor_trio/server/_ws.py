@@ -116,6 +116,15 @@ class _SendQueue:
             if self.not_empty:  # (an empty lot's unpark costs more than the append)
                 self.not_empty.unpark_all()
 
+    def offer_many(self, messages: Sequence[str]) -> bool:
+        """Queue ``messages`` if there is room for all of them now; False (none queued) if not."""
+        if self.not_full or len(self.items) + len(messages) > self.capacity:
+            return False  # (producers waiting for room go first)
+        self.items.extend(messages)
+        if self.not_empty:
+            self.not_empty.unpark_all()
+        return True
+
     def take(self) -> str:
         """The next message (wakes one waiting producer: a slot was freed)."""
         message = self.items.popleft()
@@ -296,12 +305,12 @@ class _Session:
 
     async def _follow(self, scope: trio.CancelScope, sub: Subscribe) -> None:
         with scope:
-            await self._replay_and_tail(sub)
+            await self._replay_and_tail(sub, scope)
         if self.subs.get(sub.job) is scope:
             del self.subs[sub.job]
             self.census.open -= 1
 
-    async def _replay_and_tail(self, sub: Subscribe) -> None:
+    async def _replay_and_tail(self, sub: Subscribe, scope: trio.CancelScope) -> None:
         job, out = sub.job, self.out
         job_json = json.dumps(job)
         start = resolve_cursor(self.store, job, sub.after)  # the one rule, as SSE
@@ -312,7 +321,13 @@ class _Session:
         async def deliver(rows: Rows) -> None:
             await out.put_many([event_message(job_json, s, t, data) for s, t, data in rows])
 
-        await follow_log(self.store, self.hub, job, start.after, deliver)
+        def deliver_now(rows: Rows) -> bool:
+            # Run by the hub, outside this task: an unsubscribed job queues nothing more.
+            if scope.cancel_called:
+                return False
+            return out.offer_many([event_message(job_json, s, t, data) for s, t, data in rows])
+
+        await follow_log(self.store, self.hub, job, start.after, deliver, deliver_now=deliver_now)
         await out.put(encode({"type": "end", "job": job}))
 
 

@@ -209,3 +209,101 @@ def test_event_messages_encode_any_event_type() -> None:
         message = json.loads(event_message('"job_1"', 7, kind, '{"x":1}'))
         assert message == {"type": "event", "job": "job_1", "id": "7", "event": kind,
                            "data": {"x": 1}}  # fmt: skip
+
+
+async def _follow_with_both(
+    store: Store, hub: EventHub, pages: list[tuple[str, list[int]]], now: Callable[[Rows], bool]
+) -> bool:
+    async def deliver(rows: Rows) -> None:
+        pages.append(("task", [seq for seq, _, _ in rows]))
+
+    def deliver_now(rows: Rows) -> bool:
+        taken = now(rows)
+        if taken:
+            pages.append(("hub", [seq for seq, _, _ in rows]))
+        return taken
+
+    return await follow_log(store, hub, "job_1", 0, deliver, deliver_now=deliver_now)
+
+
+async def test_the_hub_delivers_a_caught_up_followers_events_and_the_task_the_end(
+    tmp_path: Path,
+) -> None:
+    hub = EventHub()
+    store = Store(tmp_path / "db.sqlite3", on_append=hub.notify)
+    try:
+        store.create_job(job_id="job_1", org_id="o", project_id="p", name="j", config={})
+        store.append_many("job_1", [{"type": "training.started"}, {"type": "training.log"}])
+        pages: list[tuple[str, list[int]]] = []
+        ended: list[bool] = []
+
+        async def follow() -> None:
+            ended.append(await _follow_with_both(store, hub, pages, lambda rows: True))
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(follow)
+            await trio.testing.wait_all_tasks_blocked()
+            store.append("job_1", {"type": "training.log"})
+            store.append_many("job_1", [{"type": "training.log"}] * 2)
+            # Delivered by the hub during the appends themselves: no task ran in between.
+            assert pages == [("task", [1, 2]), ("hub", [3]), ("hub", [4, 5])]
+            store.append("job_1", {"type": "training.completed"})
+        assert ended == [True]
+        assert pages[-1] == ("task", [6])  # the terminal event: the task delivers it and ends
+    finally:
+        store.close()
+
+
+async def test_rows_the_hub_could_not_deliver_are_delivered_once_by_the_task(
+    tmp_path: Path,
+) -> None:
+    hub = EventHub()
+    store = Store(tmp_path / "db.sqlite3", on_append=hub.notify)
+    try:
+        store.create_job(job_id="job_1", org_id="o", project_id="p", name="j", config={})
+        store.append("job_1", {"type": "training.started"})
+        pages: list[tuple[str, list[int]]] = []
+        answers = iter([False, "raise", True])
+
+        def now(rows: Rows) -> bool:
+            answer = next(answers)
+            if answer == "raise":
+                raise RuntimeError("a delivery error")  # never into the hub's caller
+            return bool(answer)
+
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(_follow_with_both, store, hub, pages, now)
+            for _ in range(3):
+                await trio.testing.wait_all_tasks_blocked()
+                store.append("job_1", {"type": "training.log"})
+            await trio.testing.wait_all_tasks_blocked()
+            store.append("job_1", {"type": "training.failed", "error": "x"})
+        assert pages == [("task", [1]), ("task", [2]), ("task", [3]), ("hub", [4]), ("task", [5])]
+    finally:
+        store.close()
+
+
+async def test_a_finished_or_cancelled_tail_step_is_never_run_again() -> None:
+    hub = EventHub()
+    calls: list[str] = []
+
+    def once() -> bool:
+        calls.append("once")
+        return False
+
+    def always() -> bool:
+        calls.append("always")
+        return True
+
+    with hub.watching("job_1"):
+        async with trio.open_nursery() as nursery:
+            nursery.start_soon(hub.tail, "job_1", once)
+            nursery.start_soon(hub.tail, "job_1", always)
+            await trio.testing.wait_all_tasks_blocked()
+            hub.notify("job_1")  # on the loop: runs the steps at once
+            hub.notify("job_1")  # before the finished one's task removed it
+            assert sorted(calls) == ["always", "always", "once"]
+            nursery.cancel_scope.cancel()
+        hub.notify("job_1")
+        assert sorted(calls) == ["always", "always", "once"]
+        assert hub._tails == {}
