@@ -2,9 +2,12 @@
 
 The protocol (messages, close codes, limits) is in :mod:`._ws_protocol` and docs/websocket.md.
 One socket is one :class:`_Session`: a reader task parses client messages, one task per
-subscription replays the job's log after ``after`` and then tails it (woken by the
-:class:`~._events.EventHub`), and a sender task writes the bounded send queue to the socket,
-adding a ``ping`` whenever nothing was sent for ``ping_interval`` seconds.
+subscription replays the job's log after ``after`` and then tails it, and a sender task writes
+the bounded send queue to the socket, adding a ``ping`` whenever nothing was sent for
+``ping_interval`` seconds. A caught-up subscription's new events are read and queued by the
+:class:`~._hub.EventHub` right after each append (:meth:`~._hub.EventHub.tail`), without waking
+its task; the task takes over whatever that cannot queue at once (a full queue, a full page, the
+job's end), so each event is queued once and in order either way.
 
 Ordering: a subscription's messages are ``subscribed``, maybe ``reset``, events in id order,
 then ``end``. Re-subscribing or unsubscribing a job cancels its old subscription before
