@@ -208,6 +208,16 @@ async def _follow_all(info, jobs: int, rate: float, seconds: float, go) -> list[
     last: dict[str, int] = {}
     errors = 0
     lags: list[float] = []
+    pauses: list[float] = []  # this process's full (generation 2) garbage collections
+    started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            pauses.append(time.perf_counter() - started[0])
 
     async def ticker() -> None:
         while True:
@@ -239,11 +249,13 @@ async def _follow_all(info, jobs: int, rate: float, seconds: float, go) -> list[
             rss_subscribed = rss_mb()
             go.write("go\n")
             go.flush()
+            gc.callbacks.append(on_gc)
             nursery.start_soon(ticker)
             await trio.sleep(seconds)
             rss_end = rss_mb()
             stats = feed.stats
             nursery.cancel_scope.cancel()
+            gc.callbacks.remove(on_gc)
     delivered = len(latencies)
     return [
         ["jobs on one socket", f"{jobs:,}"],
@@ -252,6 +264,8 @@ async def _follow_all(info, jobs: int, rate: float, seconds: float, go) -> list[
         ["event latency p50 / p99 / max",
          f"{percentile(latencies, 50) * 1e3:.1f} / {percentile(latencies, 99) * 1e3:.1f} / "
          f"{max(latencies) * 1e3:.1f} ms"],
+        ["client full GCs while measured: count / longest",
+         f"{len(pauses)} / {max(pauses, default=0) * 1e3:.0f} ms"],
         ["loop lag p50 / p99",
          f"{percentile(lags, 50) * 1e3:.2f} / {percentile(lags, 99) * 1e3:.2f} ms"],
         ["RSS growth: subscribed / end", f"{rss_subscribed - rss0:.1f} / {rss_end - rss0:.1f} MiB"],
