@@ -91,23 +91,33 @@ class EventHub:
         ``step`` is not run again after that. Call it on the loop, inside :meth:`watching`, with
         no checkpoint since the caller's last read (no append can slip between).
         """
-        done = trio.Event()
+        task = trio.lowlevel.current_task()
+        active = True  # until step() said False or raised, or the wait was cancelled
 
         def run() -> bool:
-            if done.is_set():
+            nonlocal active
+            if not active:
                 return False
             try:
                 keep = step()
             except Exception:  # the caller's own read raises it again, in its task
                 keep = False
             if not keep:
-                done.set()
+                active = False
+                trio.lowlevel.reschedule(task)
             return keep
 
+        def abort(_: object) -> trio.lowlevel.Abort:
+            nonlocal active
+            active = False
+            return trio.lowlevel.Abort.SUCCEEDED
+
+        # (Parked by hand, not on a trio.Event: an idle subscription holds no event and no
+        # parking lot, only these two closures.)
         tails = self._tails.setdefault(job_id, [])
         tails.append(run)
         try:
-            await done.wait()
+            await trio.lowlevel.wait_task_rescheduled(abort)
         finally:
             with suppress(ValueError):
                 tails.remove(run)
