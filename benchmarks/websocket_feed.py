@@ -10,7 +10,14 @@ its wall-clock append time. This process follows every job over one feed for ``-
 reports per-event latency (append to dispatch), RSS growth, the loop lag (a 10 ms ticker's
 lateness) and per-job cost. Every job's ids must arrive exactly once and in order.
 
-Usage: ``python benchmarks/websocket_feed.py [--events N] [--jobs N] [--rate R] [--seconds S]``.
+Throughput also reports each side's CPU time per event (the backend process's, all threads, from
+``/proc/<pid>/task/*/schedstat``; this process's): load-independent where the events/s are not.
+
+``--pin`` runs the backend process on CPU 0 and this process on CPU 1 (each on its own core, as
+the issue-23 target "10,000 events/s in all, 10,000 jobs" asks).
+
+Usage: ``python benchmarks/websocket_feed.py [--events N] [--jobs N] [--rate R] [--seconds S]
+[--pin]``.
 """
 
 from __future__ import annotations
@@ -18,6 +25,7 @@ from __future__ import annotations
 import argparse
 import gc
 import json
+import os
 import sqlite3
 import subprocess
 import sys
@@ -40,6 +48,33 @@ from _common import (
 from arkor_trio.server import open_local_backend
 from arkor_trio.server._serve import local_client
 from arkor_trio.server._store import Store
+
+BACKEND_CPU, CLIENT_CPU = 0, 1
+
+
+def pin(cpu: int) -> bool:
+    """Run this process (and the threads it starts later) on ``cpu``; False on one CPU."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        return False
+    os.sched_setaffinity(0, {cpu})
+    return True
+
+
+def pin_process(pid: int, cpu: int) -> None:
+    """Pin every thread of another process to ``cpu`` (threads it starts later inherit it)."""
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        os.sched_setaffinity(int(task.name), {cpu})
+
+
+def cpu_seconds(pid: int) -> float:
+    """CPU time of every thread of a process, in seconds (nanosecond resolution)."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        try:
+            total += int((task / "schedstat").read_text().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total / 1e9
 
 
 def _emitter(path: Path, jobs: list[str], rate: float, notify, stop: threading.Event) -> None:
@@ -109,7 +144,7 @@ async def serve(data_dir: Path, jobs: int, rate: float, port: int = 0) -> None:
         thread.join()
 
 
-async def throughput(events: int) -> list[list[object]]:
+async def throughput(events: int, pinned: bool = False) -> list[list[object]]:
     rows: list[list[object]] = []
     with tempfile.TemporaryDirectory(prefix="bench-ws-") as tmp:
         fill(Path(tmp), BACKLOG_JOB, tick_payloads(events))
@@ -117,7 +152,10 @@ async def throughput(events: int) -> list[list[object]]:
             open_backend_process(Path(tmp)) as backend,
             local_client(backend.base_url, backend.token) as client,
         ):
+            if pinned:
+                pin_process(backend.pid, BACKEND_CPU)
             for transport in ("sse", "websocket", "sse", "websocket"):
+                server0, client0 = cpu_seconds(backend.pid), time.process_time()
                 started = time.perf_counter()
                 count, last = 0, 0
                 async with client.events(BACKLOG_JOB, transport=transport) as stream:
@@ -129,15 +167,29 @@ async def throughput(events: int) -> list[list[object]]:
                             assert int(event.event_id) == last + 1 or count == events + 1
                             last = int(event.event_id)
                 took = time.perf_counter() - started
-                rows.append([transport, count, f"{took:.2f}", f"{count / took:,.0f}"])
+                server = cpu_seconds(backend.pid) - server0
+                mine = time.process_time() - client0
+                per = [f"{server / count * 1e6:.2f}", f"{mine / count * 1e6:.2f}"]
+                rows.append([transport, count, f"{took:.2f}", f"{count / took:,.0f}", *per])
     return rows
 
 
-async def scale(jobs: int, rate: float, seconds: float) -> list[list[object]]:
+async def scale(jobs: int, rate: float, seconds: float, pinned: bool = False) -> list[list[object]]:
     with tempfile.TemporaryDirectory(prefix="bench-ws-") as tmp:
+        command = [
+            sys.executable,
+            __file__,
+            "--serve",
+            tmp,
+            "--jobs",
+            str(jobs),
+            "--rate",
+            str(rate),
+        ]
+        if pinned:
+            command += ["--cpu", str(BACKEND_CPU)]
         process = subprocess.Popen(  # noqa: ASYNC220  # a pipe-driven child, waited for below
-            [sys.executable, __file__, "--serve", tmp, "--jobs", str(jobs), "--rate", str(rate)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+            command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
         )  # fmt: skip
         assert process.stdin is not None
         assert process.stdout is not None
@@ -156,6 +208,16 @@ async def _follow_all(info, jobs: int, rate: float, seconds: float, go) -> list[
     last: dict[str, int] = {}
     errors = 0
     lags: list[float] = []
+    pauses: list[float] = []  # this process's full (generation 2) garbage collections
+    started: list[float] = []
+
+    def on_gc(phase: str, info: dict[str, int]) -> None:
+        if info["generation"] != 2:
+            return
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            pauses.append(time.perf_counter() - started[0])
 
     async def ticker() -> None:
         while True:
@@ -187,11 +249,13 @@ async def _follow_all(info, jobs: int, rate: float, seconds: float, go) -> list[
             rss_subscribed = rss_mb()
             go.write("go\n")
             go.flush()
+            gc.callbacks.append(on_gc)
             nursery.start_soon(ticker)
             await trio.sleep(seconds)
             rss_end = rss_mb()
             stats = feed.stats
             nursery.cancel_scope.cancel()
+            gc.callbacks.remove(on_gc)
     delivered = len(latencies)
     return [
         ["jobs on one socket", f"{jobs:,}"],
@@ -200,6 +264,8 @@ async def _follow_all(info, jobs: int, rate: float, seconds: float, go) -> list[
         ["event latency p50 / p99 / max",
          f"{percentile(latencies, 50) * 1e3:.1f} / {percentile(latencies, 99) * 1e3:.1f} / "
          f"{max(latencies) * 1e3:.1f} ms"],
+        ["client full GCs while measured: count / longest",
+         f"{len(pauses)} / {max(pauses, default=0) * 1e3:.0f} ms"],
         ["loop lag p50 / p99",
          f"{percentile(lags, 50) * 1e3:.2f} / {percentile(lags, 99) * 1e3:.2f} ms"],
         ["RSS growth: subscribed / end", f"{rss_subscribed - rss0:.1f} / {rss_end - rss0:.1f} MiB"],
@@ -217,15 +283,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--serve", type=Path)
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--pin", action="store_true", help="backend on CPU 0, client on CPU 1")
+    parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)  # --serve's own pinning
     args = parser.parse_args()
     if args.serve is not None:
+        if args.cpu is not None:
+            pin(args.cpu)
         trio.run(serve, args.serve, args.jobs, args.rate, args.port)
         return
-    print(f"### Throughput, one job of {args.events:,} events\n")
-    rows = trio.run(throughput, args.events)
-    print(table(["transport", "events", "seconds", "events/s"], rows))
-    print(f"\n### One feed, {args.jobs:,} running jobs, {args.rate:,.0f} events/s in all\n")
-    print(table(["measure", "value"], trio.run(scale, args.jobs, args.rate, args.seconds)))
+    pinned = args.pin and pin(CLIENT_CPU)
+    where = (f" (backend on CPU {BACKEND_CPU}, client on CPU {CLIENT_CPU})" if pinned
+             else "")  # fmt: skip
+    print(f"### Throughput, one job of {args.events:,} events{where}\n")
+    rows = trio.run(throughput, args.events, pinned)
+    print(table(["transport", "events", "seconds", "events/s", "backend CPU us/event",
+                 "client CPU us/event"], rows))  # fmt: skip
+    print(f"\n### One feed, {args.jobs:,} running jobs, {args.rate:,.0f} events/s in all{where}\n")
+    rows = trio.run(scale, args.jobs, args.rate, args.seconds, pinned)
+    print(table(["measure", "value"], rows))
 
 
 if __name__ == "__main__":

@@ -108,3 +108,37 @@ def test_recent_ids_are_bounded_and_forget_the_oldest():
     many = RecentIds((str(i) for i in range(10_000)), size=100)
     assert len(many) <= 200
     assert all(str(i) in many for i in range(9_900, 10_000))
+
+
+class _CountingLot:
+    """A parking lot (final in trio) that counts its ``unpark_all`` calls."""
+
+    def __init__(self):
+        self.lot = trio.lowlevel.ParkingLot()
+        self.wakes = 0
+
+    async def park(self):
+        await self.lot.park()
+
+    def unpark_all(self):
+        self.wakes += 1
+        return self.lot.unpark_all()
+
+
+async def test_a_parked_consumer_is_woken_once_for_a_run_of_puts():
+    """The items a feed batch puts before the consumer runs wake it once, not once each."""
+    q: EventQueue[int] = EventQueue(100)
+    q._consumer = lot = _CountingLot()
+    got: list[int] = []
+
+    async def consumer():
+        got.append(await q.get())
+
+    async with trio.open_nursery() as nursery:
+        nursery.start_soon(consumer)
+        await trio.testing.wait_all_tasks_blocked()
+        for i in range(5):
+            q.put(i)
+        assert lot.wakes == 1
+    assert got == [0]
+    assert len(q) == 4

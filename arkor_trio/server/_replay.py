@@ -114,10 +114,17 @@ async def follow_log(
     page_size: int = PAGE_SIZE,
     idle: float = math.inf,
     on_idle: Callable[[], Awaitable[None]] | None = None,
+    deliver_now: Callable[[Rows], bool] | None = None,
 ) -> bool:
     """Deliver a job's events with ids above ``after``, in pages in id order, then tail the log.
 
     ``on_idle`` is awaited whenever ``idle`` seconds pass without a page delivered.
+
+    ``deliver_now`` (without ``on_idle``): a delivery that never waits, True when it took the
+    rows. Once the follower is caught up, the hub runs the reads and ``deliver_now`` itself after
+    each append (:meth:`~._hub.EventHub.tail`), without waking this task; a page it cannot take
+    (no room, a full page, the terminal event, an error) wakes the task, which reads it again
+    and delivers it with ``deliver``. Either way each row is delivered once, in id order.
 
     Returns:
         True after delivering the terminal event (the last row of the last page); False when
@@ -140,6 +147,26 @@ async def follow_log(
                     return True
                 cursor = rows[-1][0]
                 quiet_since = trio.current_time()
+                if len(rows) == page_size or changed.is_set():
+                    continue
+                # A short page and no append since the read: the log holds nothing more, and the
+                # job is not terminal (its status changes only with an append, which notifies),
+                # so wait right away instead of reading an empty page and the status again.
+            if deliver_now is not None and on_idle is None and not changed.is_set():
+
+                def step() -> bool:
+                    nonlocal cursor
+                    rows = store.events_after(job_id, cursor, page_size)
+                    if not rows:
+                        return True
+                    if len(rows) == page_size or rows[-1][1] in TERMINAL_TYPES:
+                        return False  # more may follow, or the end: the task takes over
+                    if not deliver_now(rows):
+                        return False
+                    cursor = rows[-1][0]
+                    return True
+
+                await hub.tail(job_id, step)
                 continue
             if on_idle is None:
                 await changed.wait()

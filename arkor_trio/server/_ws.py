@@ -2,9 +2,12 @@
 
 The protocol (messages, close codes, limits) is in :mod:`._ws_protocol` and docs/websocket.md.
 One socket is one :class:`_Session`: a reader task parses client messages, one task per
-subscription replays the job's log after ``after`` and then tails it (woken by the
-:class:`~._events.EventHub`), and a sender task writes the bounded send queue to the socket,
-adding a ``ping`` whenever nothing was sent for ``ping_interval`` seconds.
+subscription replays the job's log after ``after`` and then tails it, and a sender task writes
+the bounded send queue to the socket, adding a ``ping`` whenever nothing was sent for
+``ping_interval`` seconds. A caught-up subscription's new events are read and queued by the
+:class:`~._hub.EventHub` right after each append (:meth:`~._hub.EventHub.tail`), without waking
+its task; the task takes over whatever that cannot queue at once (a full queue, a full page, the
+job's end), so each event is queued once and in order either way.
 
 Ordering: a subscription's messages are ``subscribed``, maybe ``reset``, events in id order,
 then ``end``. Re-subscribing or unsubscribing a job cancels its old subscription before
@@ -52,6 +55,8 @@ from ._ws_protocol import (
 )
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from starlette.websockets import WebSocket
 
     from ._hub import EventHub
@@ -71,7 +76,11 @@ _CLOSE_ERRORS = (WebSocketDisconnect, RuntimeError, OSError, trio.BrokenResource
 
 
 class _SendQueue:
-    """The socket's bounded outgoing queue; ``put`` waits while it is full."""
+    """The socket's bounded outgoing queue; ``put`` waits while it is full.
+
+    Each message taken wakes one waiting producer (not all of them: with thousands of jobs
+    waiting on a full queue, waking every one per message taken cost more than the sending).
+    """
 
     def __init__(self, capacity: int) -> None:
         self.items: deque[str] = deque()
@@ -80,21 +89,68 @@ class _SendQueue:
         self.not_full = trio.lowlevel.ParkingLot()
 
     async def put(self, message: str) -> None:
+        await self.put_many((message,))
+
+    async def put_many(self, messages: Sequence[str]) -> None:
+        """Queue ``messages`` in order, as many at a time as there is room for."""
         # A cancelled producer (an unsubscribed job) must not queue anything more: checked
         # right before appending, since a producer woken from ``not_full`` may have been
         # cancelled (its job re-subscribed) after the wake-up and before it ran.
-        while True:
-            await trio.lowlevel.checkpoint_if_cancelled()
-            if len(self.items) < self.capacity:
-                break
-            await self.not_full.park()
-        self.items.append(message)
-        self.not_empty.unpark_all()
+        items, done, woken = self.items, 0, False
+        while done < len(messages):
+            try:
+                await trio.lowlevel.checkpoint_if_cancelled()
+            except trio.Cancelled:
+                if woken:  # the slot it was woken for goes to the next waiting producer
+                    self._wake_producers(1)
+                raise
+            room = self.capacity - len(items)
+            if room <= 0:
+                await self.not_full.park()
+                woken = True
+                continue
+            woken = False
+            if done == 0 and len(messages) <= room:
+                items.extend(messages)
+                done = len(messages)
+            else:
+                items.extend(messages[done : done + room])
+                done = min(len(messages), done + room)
+            if self.not_empty:  # (an empty lot's unpark costs more than the append)
+                self.not_empty.unpark_all()
+
+    def offer_many(self, messages: Sequence[str]) -> bool:
+        """Queue ``messages`` if there is room for all of them now; False (none queued) if not."""
+        if self.not_full or len(self.items) + len(messages) > self.capacity:
+            return False  # (producers waiting for room go first)
+        self.items.extend(messages)
+        if self.not_empty:
+            self.not_empty.unpark_all()
+        return True
 
     def take(self) -> str:
+        """The next message (wakes one waiting producer: a slot was freed)."""
         message = self.items.popleft()
-        self.not_full.unpark_all()
+        self._wake_producers(1)
         return message
+
+    def take_batch(self, limit: int, max_bytes: int) -> list[str]:
+        """The next message and as many more as fit ``limit`` messages and ``max_bytes``
+        (counting a separator each); wakes one waiting producer per message taken."""
+        items = self.items
+        first = items.popleft()
+        parts, size = [first], len(first)
+        while items and len(parts) < limit:
+            size += len(items[0]) + 1
+            if size > max_bytes:
+                break
+            parts.append(items.popleft())
+        self._wake_producers(len(parts))
+        return parts
+
+    def _wake_producers(self, count: int) -> None:
+        if self.not_full:
+            self.not_full.unpark(count=count)
 
 
 class _Census:
@@ -252,12 +308,12 @@ class _Session:
 
     async def _follow(self, scope: trio.CancelScope, sub: Subscribe) -> None:
         with scope:
-            await self._replay_and_tail(sub)
+            await self._replay_and_tail(sub, scope)
         if self.subs.get(sub.job) is scope:
             del self.subs[sub.job]
             self.census.open -= 1
 
-    async def _replay_and_tail(self, sub: Subscribe) -> None:
+    async def _replay_and_tail(self, sub: Subscribe, scope: trio.CancelScope) -> None:
         job, out = sub.job, self.out
         job_json = json.dumps(job)
         start = resolve_cursor(self.store, job, sub.after)  # the one rule, as SSE
@@ -266,26 +322,23 @@ class _Session:
             await out.put(encode({"type": "reset", "job": job, "reason": start.reset}))
 
         async def deliver(rows: Rows) -> None:
-            for seq, event_type, payload in rows:
-                await out.put(event_message(job_json, seq, event_type, payload))
+            await out.put_many([event_message(job_json, s, t, data) for s, t, data in rows])
 
-        await follow_log(self.store, self.hub, job, start.after, deliver)
+        def deliver_now(rows: Rows) -> bool:
+            # Run by the hub, outside this task: an unsubscribed job queues nothing more.
+            if scope.cancel_called:
+                return False
+            return out.offer_many([event_message(job_json, s, t, data) for s, t, data in rows])
+
+        await follow_log(self.store, self.hub, job, start.after, deliver, deliver_now=deliver_now)
         await out.put(encode({"type": "end", "job": job}))
 
 
 def _batch(out: _SendQueue, limit: int) -> str:
     """The next text message: one queued message, or a JSON array of as many as fit a batch
     (at most ``limit`` messages and ``BATCH_BYTES``)."""
-    first = out.take()
-    if not out.items:
-        return first
-    parts, size = [first], len(first)
-    while out.items and len(parts) < limit:
-        size += len(out.items[0]) + 1
-        if size > BATCH_BYTES:
-            break
-        parts.append(out.take())
-    return first if len(parts) == 1 else "[" + ",".join(parts) + "]"
+    parts = out.take_batch(limit, BATCH_BYTES)
+    return parts[0] if len(parts) == 1 else "[" + ",".join(parts) + "]"
 
 
 def _max_batch(ws: WebSocket) -> int | str:

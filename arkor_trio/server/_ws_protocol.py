@@ -198,10 +198,17 @@ def encode(message: dict[str, Any]) -> str:
 
 def event_message(job_json: str, seq: int, event_type: str, payload: str) -> str:
     """An ``event`` message from a stored row (``payload`` is already JSON text)."""
-    return (
-        f'{{"type":"event","job":{job_json},"id":"{seq}","event":{json.dumps(event_type)},'
-        f'"data":{payload}}}'
-    )
+    type_json = _TYPE_JSON.get(event_type)
+    if type_json is None:
+        type_json = json.dumps(event_type)
+        if len(_TYPE_JSON) < _TYPE_JSON_MAX:
+            _TYPE_JSON[event_type] = type_json
+    return f'{{"type":"event","job":{job_json},"id":"{seq}","event":{type_json},"data":{payload}}}'
+
+
+#: Event types as JSON text: a job's log holds a handful of types, encoded once each.
+_TYPE_JSON: dict[str, str] = {}
+_TYPE_JSON_MAX = 1024
 
 
 def error_message(job: str | None, status: int, error: str) -> str:

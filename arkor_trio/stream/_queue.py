@@ -60,13 +60,23 @@ class EventQueue(Generic[T]):
         """Append several items at once (the caller checked ``room``); never blocks."""
         self._items.extend(items)
         if self._consumer_parked:
-            self._consumer.unpark_all()
+            self._wake_consumer()
 
     def put(self, item: T) -> None:
         """Append one item (the caller checked ``full``); never blocks, never yields."""
         self._items.append(item)
         if self._consumer_parked:
-            self._consumer.unpark_all()
+            self._wake_consumer()
+
+    def _wake_consumer(self) -> None:
+        # Not parked from now on as far as producers go: the items put before it runs (a whole
+        # feed batch) must not each unpark an empty lot again (~1 us per event).
+        self._consumer_parked = False
+        self._consumer.unpark_all()
+
+    def _wake_producer(self) -> None:
+        self._producer_parked = False
+        self._producer.unpark_all()
 
     async def wait_not_full(self) -> None:
         """Wait until the consumer drained the queue to half its capacity (or it was closed)."""
@@ -98,7 +108,7 @@ class EventQueue(Generic[T]):
         self._taken += 1
         item = items.popleft()
         if self._producer_parked and len(items) <= self._low_water:
-            self._producer.unpark_all()
+            self._wake_producer()
         return item
 
     async def get(self) -> T:
@@ -128,5 +138,5 @@ class EventQueue(Generic[T]):
             self._taken = 0
         item = self._items.popleft()
         if self._producer_parked and len(self._items) <= self._low_water:
-            self._producer.unpark_all()
+            self._wake_producer()
         return item

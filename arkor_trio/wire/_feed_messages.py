@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from ._codec import load_json
+
 __all__ = [
     "MAX_AFTER",
     "MAX_JOB_ID",
@@ -32,7 +34,7 @@ def decode_messages(raw: str | bytes) -> list[Any] | None:
     server's message is skipped, never raised into the feed.
     """
     try:
-        decoded = json.loads(raw)
+        decoded = load_json(raw) if isinstance(raw, str) else json.loads(raw)  # orjson first
     except (ValueError, RecursionError):
         return None
     if isinstance(decoded, list):  # a batch: several messages in queue order
