@@ -98,27 +98,28 @@ async def commit_costs(url: str, n: int) -> list[list[str]]:
 async def many_jobs_once(url: str, jobs: int, per_job: int, pipeline: bool) -> dict[str, float]:
     """``jobs`` followers commit ``per_job`` cursors each, concurrently, on one store."""
     samples: list[float] = []
-    async with RedisCursorStore(url, namespace=f"bench-{jobs}", pipeline=pipeline) as store:
-        leases = []
-        async with AsyncExitStack() as stack:
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(
+            RedisCursorStore(url, namespace=f"bench-{jobs}", pipeline=pipeline)
+        )
+        leases = [await stack.enter_async_context(store.lease(f"j{j}", ttl=60.0))
+                  for j in range(jobs)]  # fmt: skip
+        before = store.commits.requests, store.commits.items
+
+        async def follower(j: int) -> None:
+            key, lease = f"j{j}", leases[j]
+            for i in range(per_job):
+                t0 = time.perf_counter()
+                await store.commit(key, str(i), lease=lease)
+                samples.append(time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        async with trio.open_nursery() as nursery:
             for j in range(jobs):
-                leases.append(await stack.enter_async_context(store.lease(f"j{j}", ttl=60.0)))
-            before = store.commits.requests, store.commits.items
-
-            async def follower(j: int) -> None:
-                key, lease = f"j{j}", leases[j]
-                for i in range(per_job):
-                    t0 = time.perf_counter()
-                    await store.commit(key, str(i), lease=lease)
-                    samples.append(time.perf_counter() - t0)
-
-            t0 = time.perf_counter()
-            async with trio.open_nursery() as nursery:
-                for j in range(jobs):
-                    nursery.start_soon(follower, j)
-            wall = time.perf_counter() - t0
-            requests = store.commits.requests - before[0]
-            items = store.commits.items - before[1]
+                nursery.start_soon(follower, j)
+        wall = time.perf_counter() - t0
+        requests = store.commits.requests - before[0]
+        items = store.commits.items - before[1]
     return {
         "p50": percentile(samples, 50),
         "p99": percentile(samples, 99),
@@ -133,30 +134,30 @@ async def paced_once(
     """``jobs`` followers commit at ``rate`` commits/s in all (each on its own clock, random
     phase), for ``seconds``: per-call latency at a load the box can carry."""
     samples: list[float] = []
-    async with RedisCursorStore(url, namespace=f"paced-{jobs}", pipeline=pipeline) as store:
-        async with AsyncExitStack() as stack:
-            leases = [
-                await stack.enter_async_context(store.lease(f"j{j}", ttl=60.0))
-                for j in range(jobs)
-            ]
-            period = jobs / rate
-            start = trio.current_time() + 0.1
+    async with AsyncExitStack() as stack:
+        store = await stack.enter_async_context(
+            RedisCursorStore(url, namespace=f"paced-{jobs}", pipeline=pipeline)
+        )
+        leases = [await stack.enter_async_context(store.lease(f"j{j}", ttl=60.0))
+                  for j in range(jobs)]  # fmt: skip
+        period = jobs / rate
+        start = trio.current_time() + 0.1
 
-            async def follower(j: int) -> None:
-                key, lease = f"j{j}", leases[j]
-                at = start + random.uniform(0, period)
-                i = 0
-                while at < start + seconds:
-                    await trio.sleep_until(at)
-                    t0 = time.perf_counter()
-                    await store.commit(key, str(i), lease=lease)
-                    samples.append(time.perf_counter() - t0)
-                    i += 1
-                    at += period
+        async def follower(j: int) -> None:
+            key, lease = f"j{j}", leases[j]
+            at = start + random.uniform(0, period)
+            i = 0
+            while at < start + seconds:
+                await trio.sleep_until(at)
+                t0 = time.perf_counter()
+                await store.commit(key, str(i), lease=lease)
+                samples.append(time.perf_counter() - t0)
+                i += 1
+                at += period
 
-            async with trio.open_nursery() as nursery:
-                for j in range(jobs):
-                    nursery.start_soon(follower, j)
+        async with trio.open_nursery() as nursery:
+            for j in range(jobs):
+                nursery.start_soon(follower, j)
     return {"p50": percentile(samples, 50), "p99": percentile(samples, 99), "n": len(samples)}
 
 

@@ -247,9 +247,10 @@ class RedisCursorStore:
         """Record ``cursor_id`` (None keeps it) and the finished mark, in one atomic script.
 
         The commits of other keys waiting at the same moment ride the same script call
-        (``pipeline``); this one returns once Redis answered it. With ``lease``, Redis refuses the write unless the lease's token is still the key's
-        current one (:class:`LeaseLost`). An unreachable Redis is retried until the lease would
-        lapse by its holder's clock (then ``LeaseLost``), or for ``timeout`` without a lease.
+        (``pipeline``); this one returns once Redis answered it. With ``lease``, Redis refuses
+        the write unless the lease's token is still the key's current one (:class:`LeaseLost`).
+        An unreachable Redis is retried until the lease would lapse by its holder's clock (then
+        ``LeaseLost``), or for ``timeout`` without a lease.
         """
         args = ["" if lease is None else str(lease.token), cursor_id or "", "1" if finished else ""]
         item = (self._keys(key)[0], args)
