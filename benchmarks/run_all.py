@@ -108,7 +108,16 @@ SECTIONS: list[tuple[str, str, list[str], str]] = [
         "fleet.py",
         ["--n", "2000", "--kills", "20", "--ttl", "1.0"],
         "Its own redis-server on loopback: the cost of one fenced commit, a load and a "
-        "heartbeat, and how long a lease takes to be taken over after its holder is killed.",
+        "heartbeat; commits of many jobs of one replica with and without pipelining, side by "
+        "side; how long a lease takes to be taken over after its holder is killed.",
+    ),
+    (
+        "10b. A fleet under load: 1,000 jobs, 3 replicas, 1,000 events/s",
+        "fleet_load.py",
+        ["--jobs", "1000", "--replicas", "3", "--rate", "1000", "--seconds", "20"],
+        "Three replica processes (a Fleet each, RedisCursorStore with pipelined commits) follow "
+        "1,000 running jobs of the local backend (its own process) while it appends 1,000 "
+        "events/s in all: dispatch lag from an event's append to its callback starting.",
     ),
 ]
 #: Scripts that print tables only (no --json).
@@ -119,6 +128,7 @@ NO_JSON = frozenset(
         "websocket_feed.py",
         "websocket_reconnect.py",
         "fleet.py",
+        "fleet_load.py",
     }
 )
 BUDGET_S = 1200
