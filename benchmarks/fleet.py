@@ -35,7 +35,7 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 
 import trio
-from _common import percentile, table
+from _common import percentile, table, write_json
 
 from arkor_trio.stream import RedisCursorStore
 
@@ -215,9 +215,13 @@ async def main(args: argparse.Namespace) -> None:
         try:
             rows = await commit_costs(url, args.n)
             print(table(["call", "n", "p50 ms", "p99 ms"], rows))
+            summary = {"commit_p99_ms": float(rows[0][3])}
             print()
             counts = [int(x) for x in args.jobs.split(",")]
             rows = await many_jobs(url, counts, args.per_job, args.rounds)
+            for row in rows:  # the amortised cost with the most jobs, pipelined
+                if row[1] == "on":
+                    summary["amortised_ms"] = float(row[3])
             print(table(["jobs", "pipeline", "commits / call", "amortised ms / commit",
                          "per-call p50 ms", "p99 ms"], rows))  # fmt: skip
             print()
@@ -226,6 +230,7 @@ async def main(args: argparse.Namespace) -> None:
                 rows += await paced(url, args.paced_jobs, rate, args.seconds, args.rounds)
             print(table(["jobs", "commits/s", "pipeline", "commits", "per-call p50 ms",
                          "p99 ms"], rows))  # fmt: skip
+            write_json(args.json, summary)
             if args.kills == 0:
                 return
             takeovers = [await takeover_once(url, args.ttl) for _ in range(args.kills)]
@@ -250,5 +255,6 @@ if __name__ == "__main__":
     parser.add_argument("--rates", default="1000,4000")
     parser.add_argument("--seconds", type=float, default=3.0)
     parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument("--json")
     parser.add_argument("--ttl", type=float, default=1.0)
     trio.run(main, parser.parse_args())

@@ -5,7 +5,8 @@ at ``--rate`` events/s in all; dispatch lag from an event's append to its callba
   jobs, and a thread that appends ``training.log`` events round-robin at ``--rate`` events/s in
   all, each stamped with its wall-clock append time in ``loss``).
 * ``redis-server`` runs on its own free loopback port (``fleet.py``'s).
-* Each replica is a process running a :class:`~arkor_trio.Fleet` on a
+* Each replica is a process running a :class:`~arkor_trio.Fleet` (its jobs over one job feed,
+  ``--transport``) on a
   :class:`~arkor_trio.stream.RedisCursorStore` whose ``on_log`` records ``time.time() -
   ctx.loss`` when the callback starts, and the event's id (so duplicates and losses are
   counted). The replicas start together and share the jobs; the emitter starts once every job
@@ -15,14 +16,14 @@ Reported: jobs held per replica, events dispatched / offered, dispatch lag p50 /
 duplicates (an id dispatched twice) and gaps (an id skipped), each replica's CPU time.
 
 Usage: ``python benchmarks/fleet_load.py [--jobs 1000] [--replicas 3] [--rate 1000]
-[--seconds 20] [--no-pipeline]``.
+[--seconds 20] [--no-pipeline] [--transport auto|feed|sse]`` (``--no-pipeline --transport
+sse``: how replicas ran before pipelined commits and the feed).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import signal
 import subprocess
@@ -33,19 +34,22 @@ from pathlib import Path
 from typing import Any
 
 import trio
-from _common import percentile, table
+from _common import percentile, table, write_json
 from fleet import start_redis
 
 HERE = Path(__file__).resolve().parent
 
 
-async def replica(base_url: str, token: str, redis_url: str, out: Path, pipeline: bool) -> None:
+async def replica(
+    base_url: str, token: str, redis_url: str, out: Path, pipeline: bool, transport: str
+) -> None:
     """One replica: follow every job; on SIGTERM write what was dispatched to ``out``."""
     from arkor_trio import Callbacks, Fleet
     from arkor_trio.server._serve import local_client
     from arkor_trio.stream import RedisCursorStore
 
     lags: list[float] = []
+    sent: list[float] = []
     ids: list[tuple[str, int]] = []
     stalls: list[float] = []  # how late a 10 ms sleep wakes: the replica's loop lag
 
@@ -57,12 +61,13 @@ async def replica(base_url: str, token: str, redis_url: str, out: Path, pipeline
 
     async def on_log(ctx: Any) -> None:
         lags.append(time.time() - ctx.loss)
+        sent.append(ctx.loss)
         ids.append((ctx.delivery.job_id, int(ctx.delivery.event_id)))
 
     store = RedisCursorStore(redis_url, namespace="load", pipeline=pipeline)
     async with local_client(base_url, token) as client:
         callbacks = Callbacks(on_started=on_started, on_log=on_log)
-        fleet = Fleet(client, store=store, callbacks=callbacks, lease_ttl=10.0)
+        fleet = Fleet(client, store=store, callbacks=callbacks, lease_ttl=10.0, transport=transport)
 
         async def status() -> None:
             last = None
@@ -87,7 +92,9 @@ async def replica(base_url: str, token: str, redis_url: str, out: Path, pipeline
                 nursery.start_soon(stop_on_signal, fleet, signals)
                 await fleet.run()
             usage = resource.getrusage(resource.RUSAGE_SELF)
-            result = {"lags": lags, "ids": ids, "stalls": stalls,
+            feed = fleet.feed
+            result = {"lags": lags, "sent": sent, "ids": ids, "stalls": stalls,
+                      "sockets": feed.stats.connections if feed is not None else 0,
                       "cpu": usage.ru_utime + usage.ru_stime}  # fmt: skip
             await trio.Path(out).write_text(json.dumps(result))
             nursery.cancel_scope.cancel()
@@ -120,6 +127,7 @@ def main(args: argparse.Namespace) -> None:
                            redis_url, str(Path(tmp) / f"replica{i}.json")]  # fmt: skip
                 if args.no_pipeline:
                     command.append("--no-pipeline")
+                command += ["--transport", args.transport]
                 replicas.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
             held = wait_until_all_held(replicas, args.jobs, timeout=60.0)
             spread = time.perf_counter() - started
@@ -142,6 +150,8 @@ def main(args: argparse.Namespace) -> None:
             backend.wait(30)
             redis.kill()
             redis.wait()
+    if args.dump:
+        Path(args.dump).write_text(json.dumps(results))
     report(args, results, held, spread)
 
 
@@ -186,7 +196,8 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], held: list[i
     mode = "off" if args.no_pipeline else "on"
     rows = [
         ["jobs / replicas / rate", f"{args.jobs:,} / {args.replicas} / {args.rate:,.0f} events/s"],
-        ["commit pipelining", mode],
+        ["commit pipelining / transport", f"{mode} / {args.transport}"],
+        ["feed sockets per replica", " / ".join(str(r["sockets"]) for r in results)],
         ["jobs held per replica", " / ".join(str(h) for h in held)],
         ["start to every job held and its stream open", f"{spread:.1f} s"],
         ["events dispatched / offered (about)", f"{len(lags):,} / {offered:,}"],
@@ -199,13 +210,16 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], held: list[i
         ["replica CPU s (each)", " / ".join(f"{r['cpu']:.1f}" for r in results)],
     ]  # fmt: skip
     print(table(["measure", "value"], rows))
+    write_json(args.json, {"lag_p99_ms": percentile(lags, 99) * 1e3, "twice": duplicates,
+                           "gaps": gaps})  # fmt: skip
 
 
 if __name__ == "__main__":
     if len(sys.argv) > 1 and sys.argv[1] == "--replica":
         base_url, token, redis_url, out = sys.argv[2:6]
-        os.environ.setdefault("PYTHONUNBUFFERED", "1")
-        trio.run(replica, base_url, token, redis_url, Path(out), "--no-pipeline" not in sys.argv)
+        transport = sys.argv[sys.argv.index("--transport") + 1]
+        pipeline = "--no-pipeline" not in sys.argv
+        trio.run(replica, base_url, token, redis_url, Path(out), pipeline, transport)
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--jobs", type=int, default=1000)
@@ -213,4 +227,7 @@ if __name__ == "__main__":
     parser.add_argument("--rate", type=float, default=1000.0)
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--no-pipeline", action="store_true")
+    parser.add_argument("--transport", choices=["auto", "feed", "sse"], default="auto")
+    parser.add_argument("--json")
+    parser.add_argument("--dump", help="write every replica's samples to this file")
     main(parser.parse_args())

@@ -127,8 +127,6 @@ NO_JSON = frozenset(
         "cursor_commit.py",
         "websocket_feed.py",
         "websocket_reconnect.py",
-        "fleet.py",
-        "fleet_load.py",
     }
 )
 BUDGET_S = 1200
@@ -203,6 +201,16 @@ def targets(results: dict[str, dict[str, Any]]) -> list[list[str]]:
     growth = results.get("memory_scale.py", {}).get("million", {}).get("growth")
     add("RSS growth over a 1M-event stream", "< 10 MB", growth, "{:+.1f} MiB",
         growth is not None and growth * 1.048576 < 10)  # fmt: skip
+    fleet = results.get("fleet.py", {})
+    commit, amortised = fleet.get("commit_p99_ms"), fleet.get("amortised_ms")
+    add("Redis commit per call p99 (one job, in a row)", "<= 0.5 ms", commit, "{:.3f} ms",
+        (commit or 0) <= 0.5)  # fmt: skip
+    add("Redis commit amortised, many jobs, pipelined", "<= 0.5 ms", amortised, "{:.3f} ms",
+        (amortised or 0) <= 0.5)  # fmt: skip
+    load = results.get("fleet_load.py", {})
+    lag = load.get("lag_p99_ms")
+    add("Fleet dispatch lag p99, 1,000 jobs / 3 replicas / 1,000 events/s", "<= 200 ms", lag,
+        "{:.1f} ms", (lag or 0) <= 200)  # fmt: skip
     return rows
 
 

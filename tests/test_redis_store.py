@@ -106,6 +106,21 @@ async def test_commits_waiting_together_share_one_script_each_fenced_on_its_own_
         assert await a.load("job3") == Cursor(None, False)  # the stale holder wrote nothing
 
 
+async def test_renewals_due_together_share_one_script_and_a_taken_over_lease_is_lost(
+    redis: coredis.Redis[str], a: RedisCursorStore, b: RedisCursorStore
+) -> None:
+    async with AsyncExitStack() as stack:
+        leases = [await stack.enter_async_context(a.lease(f"job{i}", ttl=0.3)) for i in range(4)]
+        await redis.delete([a._keys("job1")[1]])
+        await stack.enter_async_context(b.lease("job1", ttl=30))
+        with trio.fail_after(5):
+            await leases[1].lost.wait()  # its next renewal said so
+            while a.renewals.items < 2 * 4:
+                await trio.sleep(0.05)
+        assert [lease.lost.is_set() for lease in leases] == [False, True, False, False]
+        assert a.renewals.requests < a.renewals.items  # several renewals per script call
+
+
 async def test_without_pipelining_each_commit_is_its_own_call(server: RedisServer) -> None:
     async with RedisCursorStore(server.url, namespace="t", pipeline=False) as store:
         async with trio.open_nursery() as nursery:

@@ -46,16 +46,25 @@ redis.call('HSET', KEYS[1], 'holder', ARGV[1])
 redis.call('SET', KEYS[2], token, 'PX', ARGV[2])
 return token
 """
-# ARGV[1] token, ARGV[2] ttl ms. -> 1 renewed, 0 lost (taken over, or lapsed and gone).
+# One or more renewals: KEYS[2i-1] the i-th cursor hash, KEYS[2i] its lease; ARGV[2i-1] its
+# token, ARGV[2i] the ttl ms. -> {1 renewed | 0 lost (taken over, or lapsed and gone), ...}
 _RENEW = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-  return 1
+local out = {}
+for i = 1, #KEYS / 2 do
+  local c, l, token, ttl = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i - 1], ARGV[2 * i]
+  if redis.call('HGET', c, 'token') ~= token then
+    out[i] = 0
+  elseif redis.call('GET', l) == token then
+    redis.call('PEXPIRE', l, ttl)
+    out[i] = 1
+  elseif redis.call('EXISTS', l) == 1 then
+    out[i] = 0
+  else
+    redis.call('SET', l, token, 'PX', ttl)
+    out[i] = 1
+  end
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1
+return out
 """
 # One or more commits in order: KEYS[i] the i-th cursor hash; ARGV[3i-2] its token ('' without a
 # lease), ARGV[3i-1] its cursor ('' keeps it), ARGV[3i] '1' to finish. -> {1 done | 0 refused, ...}
@@ -116,9 +125,10 @@ class RedisCursorStore:
         timeout: How long a ``load`` or a lease-less ``commit`` retries an unreachable Redis
             before raising :class:`StoreUnavailable`.
         pipeline: Send the commits that wait at the same moment (of the many jobs of one
-            process) in one script call, one round trip (:class:`GroupCommit`); each commit is
-            still checked on its own token and reported done only once Redis answered. False
-            sends each commit on its own (for comparison; a Cluster client always does).
+            process) in one script call, one round trip (:class:`GroupCommit`), and likewise
+            the lease renewals; each is still checked on its own token and reported done only
+            once Redis answered. False sends each on its own (for comparison; a Cluster client
+            always does).
         client: A coredis client to use instead of one made from ``url`` (tests).
 
     Raises:
@@ -170,6 +180,7 @@ class RedisCursorStore:
         # A Cluster spreads the keys of different jobs over slots: one script cannot take them.
         self.pipeline = pipeline and "Cluster" not in type(client).__name__
         self.commits: GroupCommit[tuple[str, list[str]], int] = GroupCommit(self._commit_many)
+        self.renewals: GroupCommit[tuple[list[str], list[Any]], int] = GroupCommit(self._renew_many)
 
     async def __aenter__(self) -> Self:
         """Open the connection pool (coredis ties it to this block); re-entrant."""
@@ -286,6 +297,12 @@ class RedisCursorStore:
         done = await self._run("commit", _COMMIT, [key for key, _ in items], args)
         return [int(x) for x in done]
 
+    async def _renew_many(self, items: list[tuple[list[str], list[Any]]]) -> list[int]:
+        """Renewals in one script call (each checked on its own token)."""
+        keys = [key for two, _ in items for key in two]
+        done = await self._run("renew", _RENEW, keys, [arg for _, two in items for arg in two])
+        return [int(x) for x in done]
+
     def lease(self, key: str, *, ttl: float) -> AbstractAsyncContextManager[Lease]:
         """Hold ``key``'s lease for the block, waiting while another holder has it.
 
@@ -311,8 +328,11 @@ class RedisCursorStore:
             return Lease(key, token, self.holder, ttl, renewed_at=asked)
 
         async def renew(lease: Lease) -> bool:
+            item = (keys, [lease.token, ttl_ms])
             with trio.move_on_at(lease.renewed_at + lease.ttl):  # a late answer is no renewal
-                return bool(await self._run("renew", _RENEW, keys, [lease.token, ttl_ms]))
+                if self.pipeline:  # with the other leases' renewals due now, in one call
+                    return bool(await self.renewals.submit(item))
+                return bool((await self._renew_many([item]))[0])
             raise StoreUnavailable(f"{key}: Redis did not answer the renewal in time")
 
         async def release(lease: Lease) -> None:
