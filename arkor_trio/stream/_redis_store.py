@@ -10,7 +10,10 @@ Per key, in the store's ``namespace``:
 Acquire, renew, commit and release are each one Lua script, so each is one atomic
 compare-and-set on the token inside Redis: a holder whose lease lapsed and was taken over
 carries an old token, and its commit is refused by Redis itself (``LeaseLost``), whatever its
-own clock believed (fencing; Kleppmann, "How to do distributed locking", 2016).
+own clock believed (fencing; Kleppmann, "How to do distributed locking", 2016). The commit
+and renew scripts take several keys at once, each checked on its own token in order: the
+commits (and renewals) of a process's many keys that wait at the same moment go to Redis in one
+call, one round trip (:class:`~arkor_trio.stream._batch.GroupCommit`).
 
 Limits: one primary. Redis replicates asynchronously, so a failover can lose the last token
 increment; a new holder may then get the token an old holder still has, and an event can be
@@ -130,6 +133,10 @@ class RedisCursorStore:
             once Redis answered. False sends each on its own (for comparison; a Cluster client
             always does).
         client: A coredis client to use instead of one made from ``url`` (tests).
+
+    Attributes:
+        commits: The batching of commits (``requests`` sent, ``items`` carried).
+        renewals: The batching of lease renewals (likewise).
 
     Raises:
         ConfigError: coredis is not installed, or the URL or namespace is not usable.
