@@ -10,17 +10,17 @@ at ``--rate`` events/s in all; dispatch lag from an event's append to its callba
   :class:`~arkor_trio.stream.RedisCursorStore` whose ``on_log`` records ``time.time() -
   ctx.loss`` when the callback starts, and the event's id (so duplicates and losses are
   counted). The replicas start together and share the jobs; the emitter starts once every job
-  is held and its stream open, and runs for ``--seconds``. When the load starts each replica
-  calls ``gc.freeze()`` (``--no-gc-freeze``: not): what start-up built (a thousand trainers,
-  leases, subscriptions) is long-lived, and without it Python's full collections walk all of it
-  again and again, pausing the replica's loop for 0.1 to 0.6 s each on a 2-core box.
+  is held and its stream open, and runs for ``--seconds``. With ``--gc-freeze`` each replica
+  calls ``gc.freeze()`` when the load starts: what start-up built (a thousand trainers, leases,
+  subscriptions) is long-lived, and Python's full collections walk all of it each time (pauses
+  of 0.1 to 0.6 s were seen on a loaded 2-core box).
 
 Reported: jobs held per replica, events dispatched / offered, dispatch lag p50 / p99 / max,
 duplicates (an id dispatched twice) and gaps (an id skipped), each replica's CPU time.
 
 Usage: ``python benchmarks/fleet_load.py [--jobs 1000] [--replicas 3] [--rate 1000]
-[--seconds 20] [--no-pipeline] [--transport auto|feed|sse] [--no-gc-freeze]``
-(``--no-pipeline --transport sse --no-gc-freeze``: how replicas ran before this change).
+[--seconds 20] [--no-pipeline] [--transport auto|feed|sse] [--gc-freeze]``
+(``--no-pipeline --transport sse``: how replicas ran before pipelining and the feed).
 """
 
 from __future__ import annotations
@@ -135,8 +135,8 @@ def main(args: argparse.Namespace) -> None:
                 if args.no_pipeline:
                     command.append("--no-pipeline")
                 command += ["--transport", args.transport]
-                if args.no_gc_freeze:
-                    command.append("--no-gc-freeze")
+                if args.gc_freeze:
+                    command.append("--gc-freeze")
                 replicas.append(subprocess.Popen(command, stdout=subprocess.PIPE, text=True))
             held = wait_until_all_held(replicas, args.jobs, timeout=60.0)
             spread = time.perf_counter() - started
@@ -206,7 +206,7 @@ def report(args: argparse.Namespace, results: list[dict[str, Any]], held: list[i
     rows = [
         ["jobs / replicas / rate", f"{args.jobs:,} / {args.replicas} / {args.rate:,.0f} events/s"],
         ["commit pipelining / transport / gc.freeze()",
-         f"{mode} / {args.transport} / {'no' if args.no_gc_freeze else 'yes'}"],
+         f"{mode} / {args.transport} / {'yes' if args.gc_freeze else 'no'}"],
         ["feed sockets per replica", " / ".join(str(r["sockets"]) for r in results)],
         ["jobs held per replica", " / ".join(str(h) for h in held)],
         ["start to every job held and its stream open", f"{spread:.1f} s"],
@@ -229,7 +229,7 @@ if __name__ == "__main__":
         base_url, token, redis_url, out = sys.argv[2:6]
         transport = sys.argv[sys.argv.index("--transport") + 1]
         pipeline = "--no-pipeline" not in sys.argv
-        freeze = "--no-gc-freeze" not in sys.argv
+        freeze = "--gc-freeze" in sys.argv
         trio.run(replica, base_url, token, redis_url, Path(out), pipeline, transport, freeze)
         sys.exit(0)
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -239,7 +239,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=20.0)
     parser.add_argument("--no-pipeline", action="store_true")
     parser.add_argument("--transport", choices=["auto", "feed", "sse"], default="auto")
-    parser.add_argument("--no-gc-freeze", action="store_true")
+    parser.add_argument("--gc-freeze", action="store_true")
     parser.add_argument("--json")
     parser.add_argument("--dump", help="write every replica's samples to this file")
     main(parser.parse_args())
