@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from contextlib import AsyncExitStack
 from typing import TYPE_CHECKING
 
 import coredis
@@ -75,6 +76,58 @@ async def test_a_stale_holders_commit_is_refused_by_redis(
                 "token": "2",
                 "holder": "b",
             }
+
+
+async def test_commits_waiting_together_share_one_script_each_fenced_on_its_own_token(
+    redis: coredis.Redis[str], a: RedisCursorStore, b: RedisCursorStore
+) -> None:
+    async with AsyncExitStack() as stack:
+        leases = [await stack.enter_async_context(a.lease(f"job{i}", ttl=30)) for i in range(8)]
+        # job3's lease lapses on the server and B takes it over; A never noticed.
+        await redis.delete([a._keys("job3")[1]])
+        await stack.enter_async_context(b.lease("job3", ttl=30))
+        requests = a.commits.requests
+        outcomes: dict[int, str | None] = {}
+
+        async def commit(i: int) -> None:
+            try:
+                await a.commit(f"job{i}", "5", lease=leases[i])
+            except LeaseLost:
+                outcomes[i] = "lost"
+            else:  # reported done only once Redis has it
+                outcomes[i] = await redis.hget(a._keys(f"job{i}")[0], "cursor")
+
+        async with trio.open_nursery() as nursery:
+            for i in range(8):
+                nursery.start_soon(commit, i)
+        assert a.commits.requests == requests + 1  # one script call carried all eight
+        assert outcomes == {i: "lost" if i == 3 else "5" for i in range(8)}
+        assert [lease.lost.is_set() for lease in leases] == [i == 3 for i in range(8)]
+        assert await a.load("job3") == Cursor(None, False)  # the stale holder wrote nothing
+
+
+async def test_renewals_due_together_share_one_script_and_a_taken_over_lease_is_lost(
+    redis: coredis.Redis[str], a: RedisCursorStore, b: RedisCursorStore
+) -> None:
+    async with AsyncExitStack() as stack:
+        leases = [await stack.enter_async_context(a.lease(f"job{i}", ttl=0.3)) for i in range(4)]
+        await redis.delete([a._keys("job1")[1]])
+        await stack.enter_async_context(b.lease("job1", ttl=30))
+        with trio.fail_after(5):
+            await leases[1].lost.wait()  # its next renewal said so
+            while a.renewals.items < 2 * 4:
+                await trio.sleep(0.05)
+        assert [lease.lost.is_set() for lease in leases] == [False, True, False, False]
+        assert a.renewals.requests < a.renewals.items  # several renewals per script call
+
+
+async def test_without_pipelining_each_commit_is_its_own_call(server: RedisServer) -> None:
+    async with RedisCursorStore(server.url, namespace="t", pipeline=False) as store:
+        async with trio.open_nursery() as nursery:
+            for i in range(4):
+                nursery.start_soon(store.commit, f"job{i}", "1")
+        assert store.commits.requests == 0
+        assert [await store.load(f"job{i}") for i in range(4)] == [Cursor("1", False)] * 4
 
 
 async def test_a_second_holder_waits_and_leaving_releases_at_once(

@@ -10,7 +10,10 @@ Per key, in the store's ``namespace``:
 Acquire, renew, commit and release are each one Lua script, so each is one atomic
 compare-and-set on the token inside Redis: a holder whose lease lapsed and was taken over
 carries an old token, and its commit is refused by Redis itself (``LeaseLost``), whatever its
-own clock believed (fencing; Kleppmann, "How to do distributed locking", 2016).
+own clock believed (fencing; Kleppmann, "How to do distributed locking", 2016). The commit
+and renew scripts take several keys at once, each checked on its own token in order: the
+commits (and renewals) of a process's many keys that wait at the same moment go to Redis in one
+call, one round trip (:class:`~arkor_trio.stream._batch.GroupCommit`).
 
 Limits: one primary. Redis replicates asynchronously, so a failover can lose the last token
 increment; a new holder may then get the token an old holder still has, and an event can be
@@ -27,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Self
 import trio
 
 from .._errors import ConfigError, StreamError
+from ._batch import GroupCommit
 from ._store import Cursor, Lease, LeaseLost, default_holder, keep_lease
 
 if TYPE_CHECKING:
@@ -45,23 +49,41 @@ redis.call('HSET', KEYS[1], 'holder', ARGV[1])
 redis.call('SET', KEYS[2], token, 'PX', ARGV[2])
 return token
 """
-# ARGV[1] token, ARGV[2] ttl ms. -> 1 renewed, 0 lost (taken over, or lapsed and gone).
+# One or more renewals: KEYS[2i-1] the i-th cursor hash, KEYS[2i] its lease; ARGV[2i-1] its
+# token, ARGV[2i] the ttl ms. -> {1 renewed | 0 lost (taken over, or lapsed and gone), ...}
 _RENEW = """
-if redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-if redis.call('GET', KEYS[2]) ~= ARGV[1] then
-  if redis.call('EXISTS', KEYS[2]) == 1 then return 0 end
-  redis.call('SET', KEYS[2], ARGV[1], 'PX', ARGV[2])
-  return 1
+local out = {}
+for i = 1, #KEYS / 2 do
+  local c, l, token, ttl = KEYS[2 * i - 1], KEYS[2 * i], ARGV[2 * i - 1], ARGV[2 * i]
+  if redis.call('HGET', c, 'token') ~= token then
+    out[i] = 0
+  elseif redis.call('GET', l) == token then
+    redis.call('PEXPIRE', l, ttl)
+    out[i] = 1
+  elseif redis.call('EXISTS', l) == 1 then
+    out[i] = 0
+  else
+    redis.call('SET', l, token, 'PX', ttl)
+    out[i] = 1
+  end
 end
-redis.call('PEXPIRE', KEYS[2], ARGV[2])
-return 1
+return out
 """
-# ARGV[1] token ('' without a lease), ARGV[2] cursor ('' keeps it), ARGV[3] '1' to finish.
+# One or more commits in order: KEYS[i] the i-th cursor hash; ARGV[3i-2] its token ('' without a
+# lease), ARGV[3i-1] its cursor ('' keeps it), ARGV[3i] '1' to finish. -> {1 done | 0 refused, ...}
 _COMMIT = """
-if ARGV[1] ~= '' and redis.call('HGET', KEYS[1], 'token') ~= ARGV[1] then return 0 end
-if ARGV[2] ~= '' then redis.call('HSET', KEYS[1], 'cursor', ARGV[2]) end
-if ARGV[3] == '1' then redis.call('HSET', KEYS[1], 'finished', '1') end
-return 1
+local out = {}
+for i = 1, #KEYS do
+  local token, cursor = ARGV[3 * i - 2], ARGV[3 * i - 1]
+  if token ~= '' and redis.call('HGET', KEYS[i], 'token') ~= token then
+    out[i] = 0
+  else
+    if cursor ~= '' then redis.call('HSET', KEYS[i], 'cursor', cursor) end
+    if ARGV[3 * i] == '1' then redis.call('HSET', KEYS[i], 'finished', '1') end
+    out[i] = 1
+  end
+end
+return out
 """
 # ARGV[1] token. Deletes the lease only if it is still this holder's.
 _RELEASE = """
@@ -105,7 +127,16 @@ class RedisCursorStore:
         holder: This follower's name in the hash (default ``"pid N on host"``).
         timeout: How long a ``load`` or a lease-less ``commit`` retries an unreachable Redis
             before raising :class:`StoreUnavailable`.
+        pipeline: Send the commits that wait at the same moment (of the many jobs of one
+            process) in one script call, one round trip (:class:`GroupCommit`), and likewise
+            the lease renewals; each is still checked on its own token and reported done only
+            once Redis answered. False sends each on its own (for comparison; a Cluster client
+            always does).
         client: A coredis client to use instead of one made from ``url`` (tests).
+
+    Attributes:
+        commits: The batching of commits (``requests`` sent, ``items`` carried).
+        renewals: The batching of lease renewals (likewise).
 
     Raises:
         ConfigError: coredis is not installed, or the URL or namespace is not usable.
@@ -120,6 +151,7 @@ class RedisCursorStore:
         namespace: str = "arkor",
         holder: str | None = None,
         timeout: float = 30.0,
+        pipeline: bool = True,
         client: Any = None,
     ) -> None:
         if not namespace or any(c in namespace for c in "{}\n\r "):
@@ -152,6 +184,10 @@ class RedisCursorStore:
         self._redis = client
         self._scripts: dict[str, Any] = {}
         self._entered = 0
+        # A Cluster spreads the keys of different jobs over slots: one script cannot take them.
+        self.pipeline = pipeline and "Cluster" not in type(client).__name__
+        self.commits: GroupCommit[tuple[str, list[str]], int] = GroupCommit(self._commit_many)
+        self.renewals: GroupCommit[tuple[list[str], list[Any]], int] = GroupCommit(self._renew_many)
 
     async def __aenter__(self) -> Self:
         """Open the connection pool (coredis ties it to this block); re-entrant."""
@@ -228,12 +264,14 @@ class RedisCursorStore:
     ) -> None:
         """Record ``cursor_id`` (None keeps it) and the finished mark, in one atomic script.
 
-        With ``lease``, Redis refuses the write unless the lease's token is still the key's
-        current one (:class:`LeaseLost`). An unreachable Redis is retried until the lease would
-        lapse by its holder's clock (then ``LeaseLost``), or for ``timeout`` without a lease.
+        The commits of other keys waiting at the same moment ride the same script call
+        (``pipeline``); this one returns once Redis answered it. With ``lease``, Redis refuses
+        the write unless the lease's token is still the key's current one (:class:`LeaseLost`).
+        An unreachable Redis is retried until the lease would lapse by its holder's clock (then
+        ``LeaseLost``), or for ``timeout`` without a lease.
         """
         args = ["" if lease is None else str(lease.token), cursor_id or "", "1" if finished else ""]
-        keys = self._keys(key)
+        item = (self._keys(key)[0], args)
         if lease is not None:
             lease.check()
             deadline = lease.renewed_at + lease.ttl
@@ -241,7 +279,9 @@ class RedisCursorStore:
             deadline = trio.current_time() + self.timeout
 
         async def call() -> Any:
-            return await self._run("commit", _COMMIT, keys, args)
+            if self.pipeline:
+                return await self.commits.submit(item)
+            return (await self._commit_many([item]))[0]
 
         with trio.CancelScope(shield=True):  # a started commit completes: the event was handled
             try:
@@ -257,6 +297,18 @@ class RedisCursorStore:
             assert lease is not None
             lease.lost.set()
             raise LeaseLost(f"{key}: the lease (token {lease.token}) was taken over", key=key)
+
+    async def _commit_many(self, items: list[tuple[str, list[str]]]) -> list[int]:
+        """Commits in one script call (in order; each checked on its own token)."""
+        args = [arg for _, three in items for arg in three]
+        done = await self._run("commit", _COMMIT, [key for key, _ in items], args)
+        return [int(x) for x in done]
+
+    async def _renew_many(self, items: list[tuple[list[str], list[Any]]]) -> list[int]:
+        """Renewals in one script call (each checked on its own token)."""
+        keys = [key for two, _ in items for key in two]
+        done = await self._run("renew", _RENEW, keys, [arg for _, two in items for arg in two])
+        return [int(x) for x in done]
 
     def lease(self, key: str, *, ttl: float) -> AbstractAsyncContextManager[Lease]:
         """Hold ``key``'s lease for the block, waiting while another holder has it.
@@ -283,8 +335,11 @@ class RedisCursorStore:
             return Lease(key, token, self.holder, ttl, renewed_at=asked)
 
         async def renew(lease: Lease) -> bool:
+            item = (keys, [lease.token, ttl_ms])
             with trio.move_on_at(lease.renewed_at + lease.ttl):  # a late answer is no renewal
-                return bool(await self._run("renew", _RENEW, keys, [lease.token, ttl_ms]))
+                if self.pipeline:  # with the other leases' renewals due now, in one call
+                    return bool(await self.renewals.submit(item))
+                return bool((await self._renew_many([item]))[0])
             raise StoreUnavailable(f"{key}: Redis did not answer the renewal in time")
 
         async def release(lease: Lease) -> None:

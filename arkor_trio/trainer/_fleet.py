@@ -36,7 +36,7 @@ from typing import TYPE_CHECKING, Any
 import attrs
 import trio
 
-from .._errors import ArkorError, ConfigError
+from .._errors import ApiError, ArkorError, ConfigError
 from ..stream import Lease, LeaseLost, as_cursor_store
 from ..wire._client import ArkorClient
 from . import _fleet_metrics as fleet_metrics
@@ -50,6 +50,7 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from ..stream import Cursor
+    from ..wire._feed import JobFeed
     from ..wire._models import TrainingJob
 
 __all__ = ["Fleet", "FleetStats"]
@@ -65,6 +66,8 @@ RETRY_DELAY = 1.0
 #: Seconds before a discovery that could not reach the store is tried again (doubling to the
 #: discovery interval).
 DISCOVERY_RETRY = 0.1
+#: Statuses of a refused feed handshake that mean "this backend offers no feed" (the cloud).
+_NO_FEED = (404, 405, 501)
 
 
 @attrs.define(eq=False)
@@ -93,6 +96,9 @@ class Fleet:
         discovery_interval: Seconds between listings of the project's jobs (default
             ``lease_ttl / 2``).
         name: This replica's member name (default ``"pid N on host #random"``).
+        transport: How the replica's jobs are followed: ``"auto"`` (default) over one job
+            feed (one WebSocket for all of them) where the backend offers it, else one event
+            stream per job; ``"feed"`` only over the feed; ``"sse"`` one stream per job.
     """
 
     def __init__(
@@ -104,6 +110,7 @@ class Fleet:
         lease_ttl: float = 10.0,
         discovery_interval: float | None = None,
         name: str | None = None,
+        transport: str = "auto",
     ) -> None:
         if not isinstance(client, ArkorClient):
             raise ConfigError(f"client must be an ArkorClient, got {type(client).__name__}",
@@ -122,6 +129,11 @@ class Fleet:
         if not (isinstance(interval, int | float) and math.isfinite(interval) and interval > 0):
             raise ConfigError(f"discovery_interval must be a positive number, got {interval!r}",
                               field="discovery_interval")  # fmt: skip
+        if transport not in ("auto", "feed", "sse"):
+            raise ConfigError(f"transport must be 'auto', 'feed' or 'sse', got {transport!r}",
+                              field="transport")  # fmt: skip
+        self.transport = transport
+        self._feed: JobFeed | None = None
         self.client = client
         self.store = store
         self._cursors = as_cursor_store(store)
@@ -163,6 +175,11 @@ class Fleet:
             **self._counts,
         )
 
+    @property
+    def feed(self) -> JobFeed | None:
+        """The job feed this replica's jobs ride now (None: one event stream per job)."""
+        return self._feed
+
     def stop(self) -> None:
         """Stop gracefully: hand every job back between events, leave, and return from run()."""
         self._stopping = True
@@ -176,6 +193,8 @@ class Fleet:
             if callable(getattr(self.store, "__aenter__", None)):
                 await stack.enter_async_context(self.store)
             fleet_metrics.track(self)
+            if self.transport != "sse":
+                self._feed = await stack.enter_async_context(self.client.feed())
             try:
                 async with trio.open_nursery() as nursery:
                     self._nursery = nursery
@@ -333,6 +352,7 @@ class Fleet:
 
     async def _follow(self, follow: _Follow) -> None:
         job_id = follow.job_id
+        feed = self._feed
         trainer = Trainer.attach(
             job_id,
             callbacks=self._guarded(follow),
@@ -340,6 +360,7 @@ class Fleet:
             cursor_store=WatchedStore(
                 self._cursors, lambda lease: self._acquired(follow, lease), self._committed
             ),
+            transport=feed if feed is not None else "sse",
         )
         trainer.lease_ttl = self.lease_ttl
         try:
@@ -351,8 +372,12 @@ class Fleet:
             follow.lost = True
             log.warning("fleet: job %s: %s", job_id, exc)
         except ArkorError as exc:
-            self._later(job_id)
-            log.warning("fleet: job %s: %s", job_id, exc)
+            if feed is not None and self._no_feed(feed, exc):
+                self._feed = None  # the cloud: one stream per job from now on, this job now
+                log.warning("fleet: the backend offers no job feed (%s); one stream per job", exc)
+            else:
+                self._later(job_id)
+                log.warning("fleet: job %s: %s", job_id, exc)
         except Exception:
             self._later(job_id)
             log.exception("fleet: job %s: a callback raised; the event is delivered again", job_id)
@@ -366,6 +391,16 @@ class Fleet:
 
     def _committed(self, accepted: bool) -> None:
         self._counts["commits" if accepted else "commits_refused"] += 1
+
+    def _no_feed(self, feed: JobFeed, exc: ArkorError) -> bool:
+        """Whether ``exc`` says the backend has no feed at all: its handshake was refused as
+        an unknown route before any socket opened, and ``transport`` allows a fallback."""
+        return (
+            self.transport == "auto"
+            and isinstance(exc, ApiError)
+            and exc.status in _NO_FEED
+            and feed.stats.connections == 0
+        )
 
     def _later(self, job_id: str) -> None:
         delay = self._retry_at.get(job_id, (0.0, RETRY_DELAY))[1]
