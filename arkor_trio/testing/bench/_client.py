@@ -69,15 +69,26 @@ def _signal_group(pgid: int, sig: int) -> None:
         os.killpg(pgid, sig)
 
 
-def _reap_group(pgid: int) -> None:
-    """Collect the group's orphans that were handed to this process (when it is a subreaper)."""
-    while True:
-        try:
-            pid, _ = os.waitpid(-pgid, os.WNOHANG)
-        except ChildProcessError:
-            return
-        if pid == 0:
-            return
+#: How long the bench waits for the SIGKILLed members of a client's group to exit.
+REAP_WAIT = 2.0
+
+
+async def _reap_group(pgid: int) -> None:
+    """Collect the group's orphans that were handed to this process (when it is a subreaper).
+
+    They were just sent SIGKILL, and a killed process takes a moment to exit: waiting only for
+    the ones already gone left the others to outlive the bench as zombies (until init reaped
+    them). So wait until none is left, within ``REAP_WAIT`` (a process stuck in the kernel
+    cannot hold the bench).
+    """
+    with trio.move_on_after(REAP_WAIT):
+        while True:
+            try:
+                pid, _ = os.waitpid(-pgid, os.WNOHANG)  # noqa: ASYNC222  # never blocks
+            except ChildProcessError:
+                return  # none of the group is (or is any longer) this process's child
+            if pid == 0:
+                await trio.sleep(0.005)
 
 
 async def run_client(
@@ -123,7 +134,7 @@ async def run_client(
             if process.returncode is None:
                 await _terminate(process, pgid, run)
             _signal_group(pgid, signal.SIGKILL)  # what it forked and left running
-            _reap_group(pgid)
+            await _reap_group(pgid)
             with trio.move_on_after(_DRAIN):  # output already written is still counted
                 for event in done:
                     await event.wait()
@@ -134,7 +145,8 @@ async def run_client(
             with trio.CancelScope(shield=True):
                 await process.wait()
         _signal_group(pgid, signal.SIGKILL)
-        _reap_group(pgid)
+        with trio.CancelScope(shield=True):
+            await _reap_group(pgid)
         for pipe in (process.stdout, process.stderr):
             if pipe is not None:
                 with trio.CancelScope(shield=True):
