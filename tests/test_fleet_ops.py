@@ -91,7 +91,7 @@ def test_metrics_port_serves_the_figures_the_status_line_shows(
     with redis_server(tmp_path / "redis-dir") as redis:
         env = replica_env(tmp_path, backend)
         watched = Replica(env, redis, "metrics", args=["--metrics-port", "0"])
-        other = Replica(env, redis, "metrics")
+        other = Replica(env, redis, "metrics", args=["--transport", "sse"])
         try:
             until(lambda: all(r.figure("members") == 2 for r in (watched, other)), "members")
             until(lambda: any(x.startswith("fleet metrics: ") for x in watched.lines), "the URL")
@@ -111,6 +111,9 @@ def test_metrics_port_serves_the_figures_the_status_line_shows(
             assert got["arkor_fleet_commits_total"] == watched.figure("commits") >= 6
             assert got["arkor_fleet_commits_refused_total"] == 0
             assert got["arkor_fleet_lag_seconds"] == 0
+            # The local backend offers the job feed: 'auto' takes it, '--transport sse' not.
+            assert watched.lines[-1].endswith(", one feed")
+            assert other.lines[-1].endswith(", a stream per job")
             other.process.kill()  # its two jobs are taken over by the watched replica
             until(lambda: watched.figure("held") == 4, "the takeover")
             until(lambda: watched.figure("members") == 1, "the other drops out")

@@ -76,6 +76,11 @@ def add_fleet_command(commands: Any) -> None:
         help="seconds between listings of the project's jobs (default: lease ttl / 2)",
     )  # fmt: skip
     fleet.add_argument(
+        "--transport", choices=("auto", "feed", "sse"), default="auto",
+        help="auto (default): the replica's jobs over one job feed where the backend offers "
+        "it, else one stream per job; feed or sse: only that",
+    )  # fmt: skip
+    fleet.add_argument(
         "--metrics-port", type=_port, default=None, metavar="PORT",
         help="serve the replica's metrics (Prometheus text) on 127.0.0.1:PORT/metrics "
         "(0: a free port, printed); needs prometheus-client (the server extra)",
@@ -118,7 +123,8 @@ def status_line(fleet: Fleet) -> str:
     return (
         f"fleet {fleet.name}: {waiting}members {s.members}, held {s.held}, assigned {s.assigned}, "
         f"takeovers {s.takeovers}, lease losses {s.lease_losses}, hand-offs {s.handoffs}, "
-        f"dispatched {s.dispatched}, commits {s.commits}, lag {s.lag:.1f}s"
+        f"dispatched {s.dispatched}, commits {s.commits}, lag {s.lag:.1f}s, "
+        f"{'one feed' if fleet.feed is not None else 'a stream per job'}"
     )
 
 
@@ -145,6 +151,7 @@ def _cmd_fleet(args: argparse.Namespace) -> int:
                 callbacks=callbacks,
                 lease_ttl=args.lease_ttl,
                 discovery_interval=args.discovery_interval,
+                transport=args.transport,
             )
             async with trio.open_nursery() as nursery:
 
