@@ -38,6 +38,7 @@ from hypercorn.trio.worker_context import WorkerContext
 from hypercorn.typing import ConnectionState
 from hypercorn.utils import repr_socket_addr, wrap_app
 
+from ._admit import Admission, AdmittedStream
 from ._ws_guard import GuardedConfig, install
 
 if TYPE_CHECKING:
@@ -163,15 +164,23 @@ def _stream(conn: socket.socket) -> trio.SocketStream:
     return trio.SocketStream(trio.socket.from_stdlib_socket(conn))
 
 
+def _admitted(
+    stream: trio.SocketStream, admission: Admission | None
+) -> trio.abc.HalfCloseableStream:
+    return stream if admission is None else AdmittedStream(stream, admission)
+
+
 async def _accept_loop(
     sock: socket.socket,
-    handle: Callable[[trio.SocketStream], Awaitable[None]],
+    handle: Callable[[trio.abc.HalfCloseableStream], Awaitable[None]],
     nursery: trio.Nursery,
+    admission: Admission | None = None,
 ) -> None:
     """Accept from the non-blocking listening ``sock`` until cancelled, a task per connection.
 
     Up to :data:`ACCEPT_BURST` connections per wake-up (trio's ``SocketListener.accept`` yields
-    after each one, so 1,000 queued connections took 1,000 passes of the scheduler).
+    after each one, so 1,000 queued connections took 1,000 passes of the scheduler), and with
+    ``admission``, only while it has room (:mod:`._admit`).
     """
     last_refusal = -inf
     refused = 0
@@ -180,6 +189,9 @@ async def _accept_loop(
         if burst >= ACCEPT_BURST:
             burst = 0
             await trio.lowlevel.checkpoint()
+        if admission is not None and not admission.has_room():
+            burst = 0
+            await admission.room()
         try:
             conn, _ = sock.accept()
         except BlockingIOError:
@@ -210,7 +222,7 @@ async def _accept_loop(
         except OSError:  # e.g. reset already (TCP_NODELAY on a dead socket): that one only
             conn.close()
             continue
-        nursery.start_soon(handle, stream)
+        nursery.start_soon(handle, _admitted(stream, admission))
 
 
 async def serve_contained(
@@ -239,7 +251,7 @@ async def serve_contained(
         sock.listen(backlog)
         binds.append(f"http://{repr_socket_addr(sock.family, sock.getsockname())}")
 
-    async def handle(stream: trio.SocketStream) -> None:
+    async def handle(stream: trio.abc.HalfCloseableStream) -> None:
         try:
             await TCPServer(wrapped, config, context, ConnectionState({}), stream)  # type: ignore[arg-type]
         except* Exception as group:
@@ -251,8 +263,9 @@ async def serve_contained(
     try:
         async with trio.open_nursery() as connections:
             async with trio.open_nursery() as accepting:
+                admission = Admission()
                 for listener in listeners:
-                    accepting.start_soon(_accept_loop, listener, handle, connections)
+                    accepting.start_soon(_accept_loop, listener, handle, connections, admission)
                 task_status.started(binds)
                 await shutdown_trigger()
                 accepting.cancel_scope.cancel()

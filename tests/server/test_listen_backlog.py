@@ -16,8 +16,10 @@ from typing import Any
 
 import pytest
 import trio
+import trio.testing
 
 from arkor_trio.server import DEFAULT_BACKLOG, open_local_backend
+from arkor_trio.server._admit import Admission
 from arkor_trio.server._listen import ACCEPT_BURST, _accept_loop, listen_backlog
 
 SOMAXCONN = Path("/proc/sys/net/core/somaxconn")
@@ -97,6 +99,52 @@ async def test_queued_connections_are_accepted_in_bounded_bursts() -> None:
         finally:
             trio.lowlevel.remove_instrument(recorder)
             for stream in recorder.streams:
+                await stream.aclose()
+            for client in clients:
+                client.close()
+
+
+async def test_admission_counts_connections_until_they_answer(
+    mock_clock: trio.testing.MockClock,
+) -> None:
+    """With the clock frozen: a connection stops counting when it sends, closes or expires."""
+    queued = 10
+    admission = Admission(limit=3, timeout=5.0)
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen(queued)
+        listening.setblocking(False)
+        clients = [socket.create_connection(listening.getsockname()) for _ in range(queued)]
+        handled: list[trio.abc.HalfCloseableStream] = []
+
+        async def handle(stream: trio.abc.HalfCloseableStream) -> None:
+            handled.append(stream)
+            await trio.sleep_forever()
+
+        try:
+            async with trio.open_nursery() as nursery:
+                nursery.start_soon(_accept_loop, listening, handle, nursery, admission)
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(handled) == 3  # the others wait in the kernel's queue
+                await handled[0].send_all(b"x")  # its answer starts
+                peer = handled[0].socket.getpeername()  # type: ignore[attr-defined]
+                (client,) = [c for c in clients if c.getsockname() == peer]
+                assert client.recv(1) == b"x"
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(handled) == 4
+                await handled[1].aclose()
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(handled) == 5
+                mock_clock.jump(4.9)
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(handled) == 5
+                mock_clock.jump(0.1)  # the three waiting ones expire: three more
+                await trio.testing.wait_all_tasks_blocked()
+                assert len(handled) == 8
+                assert admission.waiting == 3
+                nursery.cancel_scope.cancel()
+        finally:
+            for stream in handled:
                 await stream.aclose()
             for client in clients:
                 client.close()
