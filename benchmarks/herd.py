@@ -15,9 +15,10 @@ the accept queue was full is retried by the kernel after 1 s, then 2 s more); co
 the response headers (the accept queue, then the request's handling); headers until the event.
 
 Accept backlog: the listening socket's backlog (``ss``'s Send-Q), ``net.core.somaxconn``, the
-deepest accept queue seen (its Recv-Q in ``/proc/net/tcp``, sampled every ms by a child process)
-and the kernel's ``ListenOverflows``, ``ListenDrops`` and ``TCPSynRetrans`` counters over the
-herd (system-wide: another process's connections count too).
+deepest accept queue seen (its Recv-Q in ``/proc/net/tcp``, sampled every ms by a child process),
+the SYNs that socket dropped (``sk_drops``, the ``d`` of ``ss -m``: its own count), and the
+kernel's ``ListenOverflows``, ``ListenDrops`` and ``TCPSynRetrans`` counters over the herd
+(system-wide: other processes' listeners and connections count too).
 
 Usage: ``python benchmarks/herd.py [--followers N] [--runs R] [--transport sse|websocket|both]``.
 """
@@ -87,16 +88,25 @@ def netstat() -> dict[str, int]:
     return out
 
 
-def backlog_of(port: int) -> int | None:
-    """The listening socket's backlog (``ss``'s Send-Q for a LISTEN socket)."""
+def listener_of(port: int) -> tuple[int | None, int | None]:
+    """(backlog, drops) of the socket listening on ``port``: ``ss``'s Send-Q of the LISTEN
+    socket, and the ``d`` of its ``skmem`` (``sk_drops``: the SYNs this socket dropped because
+    its accept queue was full, counted by the kernel for this socket alone)."""
     try:
         out = subprocess.run(
-            ["ss", "-ltnH", f"sport = :{port}"], capture_output=True, text=True, check=True
+            ["ss", "-ltnmH", f"sport = :{port}"], capture_output=True, text=True, check=True
         ).stdout
     except (OSError, subprocess.CalledProcessError):
-        return None
+        return None, None
     fields = out.split()
-    return int(fields[2]) if len(fields) >= 3 else None
+    backlog = int(fields[2]) if len(fields) >= 3 else None
+    drops = None
+    for field in fields:
+        if field.startswith("skmem:("):
+            for item in field[len("skmem:(") : -1].split(","):
+                if item.startswith("d") and item[1:].isdigit():
+                    drops = int(item[1:])
+    return backlog, drops
 
 
 def cpu_seconds(pid: int) -> float:
@@ -167,6 +177,8 @@ class Run:
     refused: list[int]
     backlog: int | None
     deepest: int
+    #: SYNs the new backend's listening socket dropped (its own count; None: unknown).
+    drops: int | None
     counters: dict[str, int]
     #: CPU seconds of this process from the kill to all resumed, and of the new backend from
     #: its "listening" line to all resumed.
@@ -213,7 +225,7 @@ async def herd_run(transport: str, followers: int) -> Run:
         first = Backend(tmp, followers, 50.0)
         info = await first.ready()
         port = int(info["base_url"].rsplit(":", 1)[1])
-        backlog = backlog_of(port)
+        backlog, _ = listener_of(port)
         first.go()
         clients = [local_client(info["base_url"], info["token"]) for _ in range(CLIENTS)]
         feed_cm = clients[0].feed(policy=POLICY) if transport == "websocket" else nullcontext()
@@ -239,6 +251,7 @@ async def herd_run(transport: str, followers: int) -> Run:
                 server_cpu = cpu_seconds(second.process.pid)
                 await everyone.wait()
                 counters = netstat()
+                _, drops = await trio.to_thread.run_sync(listener_of, port)
                 client_cpu = time.process_time() - client_cpu
                 server_cpu = cpu_seconds(second.process.pid) - server_cpu
                 assert sampler.stdin is not None
@@ -270,7 +283,8 @@ async def herd_run(transport: str, followers: int) -> Run:
              ("ListenOverflows", "ListenDrops", "TCPSynRetrans")}  # fmt: skip
     return Run(
         transport, followers, waits, line_waits, lost, dup, (listening - killed) * 1e3, phases,
-        [a.refused for a in attempts.values()], backlog, deepest, delta, (client_cpu, server_cpu),
+        [a.refused for a in attempts.values()], backlog, deepest, drops, delta,
+        (client_cpu, server_cpu),
     )  # fmt: skip
 
 
@@ -328,15 +342,18 @@ def report(runs: list[Run]) -> None:
         print(table(headers, rows))
     print(
         f"\nAccept backlog (net.core.somaxconn = {somaxconn()}; the deepest queue is sampled "
-        "every ms; the counters are the kernel's, system-wide, from the kill to all resumed).\n"
+        "every ms; `SYNs dropped` is the new listening socket's own count; the other counters "
+        "are the kernel's, system-wide (other processes count too), from the kill to all "
+        "resumed).\n"
     )
     rows = [
         [name[r.transport], r.backlog if r.backlog is not None else "?", r.deepest,
-         r.counters["ListenOverflows"], r.counters["ListenDrops"], r.counters["TCPSynRetrans"]]
+         r.drops if r.drops is not None else "?", r.counters["ListenOverflows"],
+         r.counters["ListenDrops"], r.counters["TCPSynRetrans"]]
         for r in runs
     ]  # fmt: skip
-    headers = ["followers", "backlog", "deepest accept queue", "ListenOverflows", "ListenDrops",
-               "TCPSynRetrans"]  # fmt: skip
+    headers = ["followers", "backlog", "deepest accept queue", "SYNs dropped", "ListenOverflows",
+               "ListenDrops", "TCPSynRetrans"]  # fmt: skip
     print(table(headers, rows))
 
 
@@ -353,6 +370,7 @@ def headline(runs: list[Run]) -> dict[str, Any]:
                 "backlog": mine[0].backlog,
                 "deepest_queue": max(r.deepest for r in mine),
                 "listen_overflows": sum(r.counters["ListenOverflows"] for r in mine),
+                "syns_dropped": sum(r.drops or 0 for r in mine),
             }
     return out
 
