@@ -20,7 +20,12 @@ the SYNs that socket dropped (``sk_drops``, the ``d`` of ``ss -m``: its own coun
 kernel's ``ListenOverflows``, ``ListenDrops`` and ``TCPSynRetrans`` counters over the herd
 (system-wide: other processes' listeners and connections count too).
 
-Usage: ``python benchmarks/herd.py [--followers N] [--runs R] [--transport sse|websocket|both]``.
+``--down S`` waits S seconds between the kill and the restart (a supervisor's restart delay: the
+followers' backoff grows meanwhile); ``--default-policy`` follows with ``ReconnectPolicy()``
+(``max_delay`` 30 s) instead of the (0.05 s, 1 s) of the gap benchmark.
+
+Usage: ``python benchmarks/herd.py [--followers N] [--runs R] [--transport sse|websocket|both]
+[--down S] [--default-policy]``.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ import trio
 from _common import percentile, table
 from websocket_reconnect import POLICY, Backend, check_ids
 
+from arkor_trio import ReconnectPolicy
 from arkor_trio.server._serve import local_client
 
 CLIENTS = 10
@@ -197,7 +203,9 @@ async def sample_queue(port: int) -> subprocess.Popen[str]:
     return sampler
 
 
-async def herd_run(transport: str, followers: int) -> Run:
+async def herd_run(
+    transport: str, followers: int, down: float = 0.0, policy: ReconnectPolicy = POLICY
+) -> Run:
     jobs = [f"job_s{i:05d}" for i in range(followers)]
     got: dict[str, list[int]] = {job: [] for job in jobs}
     attempts = {job: Attempts() for job in jobs}
@@ -228,13 +236,13 @@ async def herd_run(transport: str, followers: int) -> Run:
         backlog, _ = listener_of(port)
         first.go()
         clients = [local_client(info["base_url"], info["token"]) for _ in range(CLIENTS)]
-        feed_cm = clients[0].feed(policy=POLICY) if transport == "websocket" else nullcontext()
+        feed_cm = clients[0].feed(policy=policy) if transport == "websocket" else nullcontext()
         async with feed_cm as feed, trio.open_nursery() as nursery:
             for i, job in enumerate(jobs):
                 if feed is not None:
                     stream_cm: Any = feed.subscribe(job)
                 else:
-                    stream_cm = clients[i % CLIENTS].events(job, policy=POLICY)
+                    stream_cm = clients[i % CLIENTS].events(job, policy=policy)
                 nursery.start_soon(follow, stream_cm, job)
             with trio.fail_after(120):
                 await warm.wait()
@@ -246,6 +254,7 @@ async def herd_run(transport: str, followers: int) -> Run:
                 client_cpu = time.process_time()
                 first.process.send_signal(signal.SIGKILL)
                 await trio.to_thread.run_sync(first.process.wait)
+                await trio.sleep(down)  # a restart that takes longer (a supervisor's delay)
                 second = Backend(tmp, followers, 0, port)
                 restarted.update(at=(await second.ready())["at"])
                 server_cpu = cpu_seconds(second.process.pid)
@@ -375,8 +384,14 @@ def headline(runs: list[Run]) -> dict[str, Any]:
     return out
 
 
-async def herd(transports: list[str], followers: int, runs: int) -> list[Run]:
-    return [await herd_run(transport, followers) for _ in range(runs) for transport in transports]
+async def herd(
+    transports: list[str], followers: int, runs: int, down: float, policy: ReconnectPolicy
+) -> list[Run]:
+    return [
+        await herd_run(transport, followers, down, policy)
+        for _ in range(runs)
+        for transport in transports
+    ]
 
 
 def main() -> None:
@@ -385,12 +400,28 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=1)
     parser.add_argument("--transport", choices=("sse", "websocket", "both"), default="both")
     parser.add_argument("--json", type=Path, help="also write the headline figures here")
+    parser.add_argument(
+        "--down", type=float, default=0.0, help="seconds between the kill and the restart"
+    )
+    parser.add_argument(
+        "--default-policy",
+        action="store_true",
+        help="follow with ReconnectPolicy() (max_delay 30 s) instead of (0.05 s, 1 s)",
+    )
     args = parser.parse_args()
     instrument()
     transports = ["websocket", "sse"] if args.transport == "both" else [args.transport]
-    print(f"### Herd: {args.followers:,} followers, backend killed (kill -9) and restarted\n")
+    policy = ReconnectPolicy() if args.default_policy else POLICY
+    print(
+        f"### Herd: {args.followers:,} followers, backend killed (kill -9) and restarted"
+        f"{f' {args.down:g} s later' if args.down else ''}\n"
+    )
+    print(
+        f"Reconnect policy: initial_delay {policy.initial_delay:g} s, max_delay "
+        f"{policy.max_delay:g} s.\n"
+    )
     print(f"Load average before: {' / '.join(f'{x:.2f}' for x in os.getloadavg())}\n")
-    runs = trio.run(herd, transports, args.followers, args.runs)
+    runs = trio.run(herd, transports, args.followers, args.runs, args.down, policy)
     report(runs)
     if args.json is not None:
         args.json.write_text(json.dumps(headline(runs)))

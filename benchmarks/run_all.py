@@ -98,6 +98,13 @@ SECTIONS: list[tuple[str, str, list[str], str]] = [
         "phases of the SSE herd, and the accept backlog (queue depth, kernel overflow counters).",
     ),
     (
+        "7e. The restart herd with the default reconnect policy, restarted 5 s after the kill",
+        "herd.py",
+        ["--followers", "1000", "--transport", "sse", "--down", "5", "--default-policy"],
+        "The same SSE herd following with `ReconnectPolicy()` (backoff up to 30 s), the backend "
+        "started again 5 s after the kill: the streams resume together once one reaches it.",
+    ),
+    (
         "8. Cursor commit cost",
         "cursor_commit.py",
         [],
@@ -223,13 +230,13 @@ def main(out: Path) -> int:
     with tempfile.TemporaryDirectory(prefix="arkor-bench-json-") as tmp:
         for title, script, arguments, about in SECTIONS:
             print(f"\n=== {title}: {script} {' '.join(arguments)}", flush=True)
-            json_path = None if script in NO_JSON else Path(tmp) / f"{script}.json"
+            json_path = None if script in NO_JSON else Path(tmp) / f"{len(outputs)}-{script}.json"
             text, seconds, code = run(script, arguments, json_path)
             print(f"=== {script}: {seconds:.0f} s, exit {code}", flush=True)
             command = shlex.join([".venv/bin/python", f"benchmarks/{script}", *arguments])
             outputs.append((title, command, about, text, seconds, code))
-            if json_path is not None:
-                results[script] = load(json_path)
+            if json_path is not None:  # a script run twice: its first section's figures
+                results.setdefault(script, load(json_path))
     total = time.perf_counter() - started
     load_after = os.getloadavg()
     info = machine_info()  # after the runs: reconnect.py installs the npm peer on first use
