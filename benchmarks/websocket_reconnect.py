@@ -6,13 +6,10 @@ own chaos proxy with the same seeded plan (every connection cut after 4..16 fram
 messages) for ``--seconds``; the proxy records each cut and the next connection's arrival
 (the gap). Every event id must arrive once, in order (lost / dup).
 
-Herd: ``--followers`` jobs are followed, once by one feed (one socket) and once by SSE streams
-(10 clients, ``followers / 10`` streams each: httpx's pool holds 100). The backend process is
-stopped and started again on the same data dir and port; each job was running, so the new
-backend ends it failed ("backend restarted"). Measured: from the new backend's "listening" line
-to each follower's next event (all, p50, max), and lost / dup.
+The restart herd (many followers across a kill -9 and restart of the backend) is
+``herd.py``, which uses this script's :class:`Backend` and :func:`check_ids`.
 
-Usage: ``python benchmarks/websocket_reconnect.py [--rate R] [--seconds S] [--followers N]``.
+Usage: ``python benchmarks/websocket_reconnect.py [--rate R] [--seconds S]``.
 """
 
 from __future__ import annotations
@@ -24,7 +21,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
@@ -68,7 +64,7 @@ class Backend:
         await trio.to_thread.run_sync(self.process.wait, 30)
 
 
-def _check(ids: list[int]) -> tuple[int, int]:
+def check_ids(ids: list[int]) -> tuple[int, int]:
     """(lost, duplicated) of a run of event ids that must be consecutive.
 
     One jump of exactly ``RECOVERY_ID_GAP`` is not a loss: after a restart the backend records
@@ -96,7 +92,7 @@ async def gap_row(info: dict[str, Any], transport: str, mode: str, seconds: floa
         for before, after in itertools.pairwise(records)
         if before.cut_at is not None
     ]
-    lost, dup = _check(ids)
+    lost, dup = check_ids(ids)
     return [
         mode,
         transport,
@@ -126,75 +122,14 @@ async def gaps(rate: float, seconds: float) -> list[list[object]]:
     return rows
 
 
-async def herd_row(transport: str, followers: int) -> list[object]:
-    jobs = [f"job_s{i:05d}" for i in range(followers)]
-    got: dict[str, list[int]] = {job: [] for job in jobs}
-    after: dict[str, float] = {}
-    restarted: dict[str, float] = {}
-    everyone, warm = trio.Event(), trio.Event()
-    started = 0
-
-    async def follow(stream_cm: Any, job: str) -> None:
-        nonlocal started
-        async with stream_cm as stream:
-            async for event in stream:
-                got[job].append(int(event.event_id or 0))
-                if len(got[job]) == 1:
-                    started += 1
-                    if started == followers:
-                        warm.set()
-                if "at" in restarted and job not in after:
-                    after[job] = time.perf_counter()
-                    if len(after) == followers:
-                        everyone.set()
-
-    with tempfile.TemporaryDirectory(prefix="bench-wsh-") as tmp:
-        first = Backend(tmp, followers, 50.0)
-        info = await first.ready()
-        port = int(info["base_url"].rsplit(":", 1)[1])
-        first.go()
-        clients = [local_client(info["base_url"], info["token"]) for _ in range(10)]
-        feed_cm = clients[0].feed(policy=POLICY) if transport == "websocket" else nullcontext()
-        async with feed_cm as feed, trio.open_nursery() as nursery:
-            for i, job in enumerate(jobs):
-                if feed is not None:
-                    stream_cm: Any = feed.subscribe(job)
-                else:
-                    stream_cm = clients[i % 10].events(job, policy=POLICY)
-                nursery.start_soon(follow, stream_cm, job)
-            with trio.fail_after(120):
-                await warm.wait()
-                await first.stop()
-                second = Backend(tmp, followers, 0, port)
-                restarted.update(at=(await second.ready())["at"])
-                await everyone.wait()
-            nursery.cancel_scope.cancel()
-        for client in clients:
-            await client.aclose()
-        await second.stop()
-    waits = [(t - restarted["at"]) * 1e3 for t in after.values()]
-    lost = sum(_check(ids)[0] for ids in got.values())
-    dup = sum(_check(ids)[1] for ids in got.values())
-    name = "feed (1 socket)" if transport == "websocket" else "SSE (10 clients)"
-    return [name, followers, f"{percentile(waits, 50):.0f}", f"{max(waits):.0f}", lost, dup]
-
-
-async def herd(followers: int) -> list[list[object]]:
-    return [await herd_row(transport, followers) for transport in ("websocket", "sse")]
-
-
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--rate", type=float, default=500.0)
     parser.add_argument("--seconds", type=float, default=4.0)
-    parser.add_argument("--followers", type=int, default=1000)
     args = parser.parse_args()
     print(f"### Reconnect gap and loss, one job at {args.rate:,.0f} events/s\n")
     headers = ["fault", "transport", "cuts", "gap p50 ms", "p99", "max", "events", "lost", "dup"]
     print(table(headers, trio.run(gaps, args.rate, args.seconds)))
-    print(f"\n### Herd: {args.followers:,} followers, backend restarted\n")
-    headers = ["followers", "n", "next event p50 ms", "all resumed ms", "lost", "dup"]
-    print(table(headers, trio.run(herd, args.followers)))
 
 
 if __name__ == "__main__":

@@ -438,6 +438,15 @@ def test_serve_max_concurrent_jobs_parses():
     assert build_parser().parse_args(["serve"]).max_concurrent_jobs == 1
 
 
+def test_serve_backlog_parses_and_must_be_positive(capsys):
+    from arkor_trio.cli import build_parser
+
+    assert build_parser().parse_args(["serve", "--backlog", "4096"]).backlog == 4096
+    assert build_parser().parse_args(["serve"]).backlog is None  # the server's DEFAULT_BACKLOG
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["serve", "--backlog", "0"])
+
+
 def test_run_without_a_trainer_or_file_is_a_usage_error(capsys, tmp_path):
     empty = tmp_path / "empty.py"
     empty.write_text("x = 1\n")

@@ -90,7 +90,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _trio_run(partial(_serve, args.host, args.port, data_dir, args.ping_interval,
                           allow_anonymous=args.allow_anonymous,
                           retain_events=args.retain_events,
-                          max_concurrent_jobs=args.max_concurrent_jobs))  # fmt: skip
+                          max_concurrent_jobs=args.max_concurrent_jobs,
+                          backlog=args.backlog))  # fmt: skip
     print("arkor-trio serve: stopped", flush=True)
     return EXIT_OK
 
@@ -104,9 +105,10 @@ async def _serve(
     allow_anonymous: bool = False,
     retain_events: int | None = None,
     max_concurrent_jobs: int = 1,
+    backlog: int | None = None,
 ) -> int:
     """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM, shutting down cleanly on either."""
-    from ..server import serve
+    from ..server import DEFAULT_BACKLOG, serve
 
     with trio.open_signal_receiver(signal.SIGTERM) as signals:
         async with trio.open_nursery() as nursery:
@@ -115,6 +117,7 @@ async def _serve(
                     run = partial(
                         serve, allow_anonymous=allow_anonymous, retain_events=retain_events,
                         max_concurrent_jobs=max_concurrent_jobs,
+                        backlog=DEFAULT_BACKLOG if backlog is None else backlog,
                     )  # fmt: skip
                     await nursery.start(run, host, port, data_dir, ping_interval)
             except OSError as exc:  # the port is taken, the data dir cannot be made or written

@@ -147,6 +147,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="train at most N jobs at once; later ones wait queued, first come first served "
         "(default: %(default)s)",
     )  # fmt: skip
+    serve.add_argument(
+        "--backlog", type=_positive_int, metavar="N",
+        help="listen backlog: connections queued until accepted, e.g. streams reconnecting "
+        "after a restart (default: 2048, capped by net.core.somaxconn)",
+    )  # fmt: skip
     serve.set_defaults(handler=cmd_serve)
     add_credentials_parser(commands, DEFAULT_DATA_DIR)
     add_sessions_parser(commands, DEFAULT_DATA_DIR)

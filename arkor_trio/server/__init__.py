@@ -6,6 +6,7 @@
 
 from ._auth import load_or_create_token as load_or_create_token
 from ._engine import Engine as Engine
+from ._listen import DEFAULT_BACKLOG as DEFAULT_BACKLOG
 from ._sdk import sdk_credentials as sdk_credentials
 from ._serve import LocalBackend as LocalBackend
 from ._serve import open_local_backend as open_local_backend
@@ -14,6 +15,7 @@ from ._sessions import revoke_sessions as revoke_sessions
 from ._ws_protocol import WsLimits as WsLimits
 
 __all__ = [
+    "DEFAULT_BACKLOG",
     "Engine",
     "LocalBackend",
     "WsLimits",

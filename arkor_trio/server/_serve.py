@@ -23,7 +23,7 @@ from ._auth import load_or_create_token
 from ._browser import BrowserAccess
 from ._engine import Engine, default_engine
 from ._events import EventHub
-from ._listen import serve_contained
+from ._listen import DEFAULT_BACKLOG, serve_contained
 from ._metrics import BackendMetrics
 from ._projects import ProjectStore
 from ._runner import RESTARTED, JobRunner, recover_unfinished
@@ -166,6 +166,7 @@ async def open_local_backend(
     allow_anonymous: bool = False,
     retain_events: int | None = None,
     ws_limits: WsLimits | None = None,
+    backlog: int = DEFAULT_BACKLOG,
 ) -> AsyncIterator[LocalBackend]:
     """Run the local backend in this trio run for the duration of the block.
 
@@ -185,6 +186,10 @@ async def open_local_backend(
         retain_events: Keep only the last N events of each job (None: all). A feed subscriber
             whose cursor is older gets ``reset``, then the kept events.
         ws_limits: Per-socket limits of ``GET /v1/events/ws`` (None: the defaults).
+        backlog: The listen backlog: connections the kernel queues until the server accepts
+            them, e.g. a herd of streams reconnecting after a restart (capped by
+            ``net.core.somaxconn``; a SYN that finds the queue full is retried by the client
+            only after 1 s).
 
     Yields:
         The running :class:`LocalBackend`.
@@ -231,7 +236,7 @@ async def open_local_backend(
                         BrowserAccess(token, allow_anonymous=allow_anonymous, sessions=sessions),
                         host, port,
                         ping_interval, max_concurrent_jobs, join_timeout, refused,
-                        ws_limits or WsLimits(), metrics,
+                        ws_limits or WsLimits(), metrics, backlog,
                     )  # fmt: skip
                     try:
                         yield backend
@@ -259,6 +264,7 @@ async def _serve_all(
     unrecorded: list[str],
     ws_limits: WsLimits,
     metrics: BackendMetrics,
+    backlog: int,
     *,
     task_status: trio.TaskStatus[LocalBackend],
 ) -> None:
@@ -286,6 +292,7 @@ async def _serve_all(
     )
     config = GuardedConfig()
     config.bind = [_bind(host, port)]
+    config.backlog = backlog
     config.graceful_timeout = GRACEFUL_TIMEOUT
     config.websocket_max_message_size = MAX_MESSAGE_BYTES
     config.loglevel = "WARNING"
@@ -327,6 +334,7 @@ async def serve(
     allow_anonymous: bool = False,
     retain_events: int | None = None,
     max_concurrent_jobs: int = 1,
+    backlog: int = DEFAULT_BACKLOG,
     task_status: trio.TaskStatus[LocalBackend] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the local backend until cancelled, printing how a client connects to it.
@@ -340,12 +348,13 @@ async def serve(
         allow_anonymous: Answer ``POST /v1/auth/anonymous`` for loopback clients.
         retain_events: Keep only the last N events of each job (None: all).
         max_concurrent_jobs: How many jobs train at once; later ones wait ``queued`` (FIFO).
+        backlog: The listen backlog (see :func:`open_local_backend`).
         task_status: Receives the :class:`LocalBackend` once it listens.
     """
     async with open_local_backend(
         data_dir, port, host=host, ping_interval=ping_interval, engine=engine,
         allow_anonymous=allow_anonymous, retain_events=retain_events,
-        max_concurrent_jobs=max_concurrent_jobs,
+        max_concurrent_jobs=max_concurrent_jobs, backlog=backlog,
     ) as backend:  # fmt: skip
         credentials = json.dumps(sdk_credentials(backend.base_url, backend.token), indent=2)
         anonymous = "on (--allow-anonymous)" if allow_anonymous else "off"

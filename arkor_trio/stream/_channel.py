@@ -34,6 +34,7 @@ from ._connect import (
     resolve_headers,
     status_error,
 )
+from ._gate import gate_for, unreachable
 from ._ledger import Ledger
 from ._metrics import METRICS, release, track
 from ._queue import EventQueue
@@ -50,6 +51,7 @@ if TYPE_CHECKING:
     from ._connect import Headers
     from ._cursor import CursorStore
     from ._dedupe import DuplicateFilter
+    from ._gate import OriginGate
     from ._state import OnState
 
 __all__ = ["SSEChannel"]
@@ -165,6 +167,7 @@ class SSEChannel(Generic[T]):
         self._filter = duplicates if duplicates is not None else ledger.new_filter()
         self._is_final = is_final
         self._rng = rng if rng is not None else random.Random()
+        self._gate: OriginGate | None = None
         self._decoder = SSEDecoder(self.policy.max_frame_bytes, last_event_id=last_event_id or "")
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
@@ -322,6 +325,7 @@ class SSEChannel(Generic[T]):
 
     async def _follow(self, queue: EventQueue[T], http: httpx.AsyncClient) -> None:
         backoff = Backoff(self.policy, self._rng)
+        gate = self._gate = gate_for(self.url)
         while True:
             self._set_state(ConnectionState("connecting", backoff.attempt))
             outcome = await self._connection(queue, http)
@@ -348,7 +352,10 @@ class SSEChannel(Generic[T]):
                 self.resume_id,
             )
             self._set_state(ConnectionState("reconnecting", backoff.attempt, delay, outcome.error))
-            if delay > 0:
+            if delay > 0 and not outcome.progress and unreachable(outcome.error):
+                # Cut short when another stream reaches the origin (a restart's herd: _gate).
+                await gate.backoff(delay, self.policy.initial_delay, self._rng)
+            elif delay > 0:
                 await trio.sleep(delay)
 
     async def _request_headers(self) -> dict[str, str]:
@@ -380,6 +387,8 @@ class SSEChannel(Generic[T]):
             return Outcome(finished=True)
         assert isinstance(opened, httpx.Response)
         response = opened
+        if self._gate is not None:
+            self._gate.opened()
         self._set_state(ConnectionState("open"))
         counters = self.counters
         counters.connections += 1

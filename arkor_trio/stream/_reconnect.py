@@ -9,6 +9,8 @@ The rules (design.md section 3.7):
   on 429/503 replaces it with its value (capped at ``max_delay``) plus up to 10 % jitter;
 * ``max_attempts`` counts retries: at most ``max_attempts + 1`` opens in a row without progress;
 * progress resets the attempt counter;
+* a wait after a connect error ends early once another stream of the run reaches the same
+  origin (:mod:`._gate`: the streams of a restart's herd resume together);
 * progress that did not move the resume point (frames without an ``id:``, which a reconnect
   would be sent again) earns an immediate reconnect once; while it repeats, each reconnect waits
   the failure backoff of its own counter (and at least the server's ``retry:``), so a server
