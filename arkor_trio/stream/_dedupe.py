@@ -18,13 +18,14 @@ dispatched. Such a server breaks resumption for every client; ours and the Arkor
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from collections.abc import Iterable
 
-__all__ = ["RECENT_IDS", "DuplicateFilter", "RecentIds"]
+__all__ = ["MAX_RUNS", "RECENT_IDS", "DuplicateFilter", "RecentIds"]
 
 #: How many recent event ids are remembered to drop replayed duplicates.
 RECENT_IDS = 4096
@@ -32,37 +33,121 @@ RECENT_IDS = 4096
 ANCHORS = 32
 
 
+#: How many separate ranges of numeric ids a :class:`RecentIds` keeps before it falls back to
+#: its window of id strings.
+MAX_RUNS = 8
+#: The longest numeric id kept as a number (a longer one makes the window take over).
+_MAX_DIGITS = 18
+#: The window's generations while the ids are kept as ranges (never written to).
+_NONE: dict[str, None] = {}
+
+
+def _number(event_id: str) -> int | None:
+    """The id as a number when it is written as one canonically (``"7"``, not ``"07"``)."""
+    if (
+        event_id.isdigit()
+        and event_id.isascii()
+        and len(event_id) <= _MAX_DIGITS
+        and (event_id[0] != "0" or len(event_id) == 1)
+    ):
+        return int(event_id)
+    return None
+
+
 class RecentIds:
     """A bounded set of the most recent event ids: the last ``size`` to ``2 * size`` of them.
 
-    Two generations of a set: ids go into the current one; when it holds ``size`` ids it becomes
-    the previous one (the one before is forgotten). One set insertion per id, no ordering
-    bookkeeping: the window costs O(1) per id and at most ``2 * size`` ids of memory.
+    While the ids arrive in ascending order as decimal numbers written canonically, in at
+    most :data:`MAX_RUNS` ranges of consecutive numbers (a job's ids on the local backend: 1,
+    2, 3, ...), the set is those ranges: a few integers whatever the number of ids, so a
+    followed job costs next to nothing while it is idle. The lowest (the oldest) ids go once
+    ``2 * size`` are held; the last ``size`` stay. Membership is still by identity: ``"7"`` is
+    in the set only when ``"7"`` itself was added.
+
+    Any other id (not a canonical number, lower than the highest without being in the set, or
+    one range too many) turns the set into the window it starts as for such ids: two
+    generations of a set; ids go into the current one; when it holds ``size`` ids it becomes
+    the previous one (the one before is forgotten). Every id of the ranges carries over. Either
+    way O(1) per id in order, and the last ``size`` ids added are always remembered (at most
+    ``3 * size`` in all, right after the ranges gave way, else ``2 * size``).
     """
 
-    __slots__ = ("current", "previous", "size")
+    __slots__ = ("_runs", "current", "previous", "size")
 
     def __init__(self, ids: Iterable[str] = (), size: int = RECENT_IDS) -> None:
-        #: The newer generation (ids in insertion order).
-        self.current: dict[str, None] = {}
+        #: The newer generation (ids in insertion order); unused while ``_runs`` is set.
+        self.current: dict[str, None] = _NONE
         #: The older generation.
-        self.previous: dict[str, None] = {}
+        self.previous: dict[str, None] = _NONE
+        #: Ranges of numeric ids, ``[first0, last0, first1, last1, ...]`` in ascending order, or
+        #: None once the window took over.
+        self._runs: list[int] | None = None if size < 1 else []
+        if size < 1:
+            self.current, self.previous = {}, {}
         self.size = size
         for i in ids:
             self.add(i)
 
+    @property
+    def ranged(self) -> bool:
+        """True while the ids are kept as ranges of numbers (not as a window of strings)."""
+        return self._runs is not None
+
+    def copy(self) -> RecentIds:
+        """An independent set holding the same ids."""
+        clone = RecentIds((), self.size)
+        runs = self._runs
+        if runs is not None:
+            clone._runs = runs.copy()
+        else:
+            clone._runs = None
+            clone.current, clone.previous = dict(self.current), dict(self.previous)
+        return clone
+
     def __contains__(self, event_id: str) -> bool:
-        return event_id in self.current or event_id in self.previous
+        runs = self._runs
+        if runs is None:
+            return event_id in self.current or event_id in self.previous
+        if not runs:
+            return False
+        number = _number(event_id)
+        if number is None or number > runs[-1]:
+            return False
+        if number >= runs[-2]:
+            return True
+        at = bisect_right(runs, number)
+        return at % 2 == 1 or runs[at - 1] == number
 
     def __len__(self) -> int:
-        return len(self.current) + len(self.previous)
+        runs = self._runs
+        if runs is None:
+            return len(self.current) + len(self.previous)
+        return sum(runs[i + 1] - runs[i] + 1 for i in range(0, len(runs), 2))
 
     def ids(self) -> list[str]:
-        """The ids remembered, oldest first."""
-        return [*self.previous, *self.current]
+        """The ids remembered, oldest first (numeric ids: in ascending order)."""
+        runs = self._runs
+        if runs is None:
+            return [*self.previous, *self.current]
+        return [str(n) for i in range(0, len(runs), 2) for n in range(runs[i], runs[i + 1] + 1)]
 
     def add(self, event_id: str) -> None:
-        """Remember ``event_id``; the oldest generation goes when the current one is full."""
+        """Remember ``event_id``; the oldest go when ``2 * size`` are held."""
+        runs = self._runs
+        if runs is not None:
+            number = _number(event_id)
+            if number is not None:
+                if not runs:
+                    self._runs = [number, number]
+                    return
+                if number == runs[-1] + 1:  # the next id in order: the common case
+                    runs[-1] = number
+                    if (number - runs[0] if len(runs) == 2 else len(self)) >= 2 * self.size:
+                        self._trim()
+                    return
+                if self._insert(runs, number):
+                    return
+            self._to_window()
         current = self.current
         if event_id in current:
             return
@@ -70,6 +155,41 @@ class RecentIds:
         if len(current) >= self.size:
             self.previous = current
             self.current = {}
+
+    def _insert(self, runs: list[int], number: int) -> bool:
+        """Add ``number`` after a gap, or find it already there; False: the window must take
+        over (an id lower than the highest one that is not in a range, or a range too many)."""
+        if number > runs[-1]:
+            if len(runs) >= 2 * MAX_RUNS:
+                return False
+            runs += (number, number)
+            if len(self) >= 2 * self.size:
+                self._trim()
+            return True
+        at = bisect_right(runs, number)
+        return at % 2 == 1 or runs[at - 1] == number  # already there: nothing changes
+
+    def _trim(self) -> None:
+        """Forget the lowest ids until ``size`` are left."""
+        runs = self._runs
+        assert runs is not None
+        excess = len(self) - self.size
+        while excess > 0:
+            span = runs[1] - runs[0] + 1
+            if span <= excess:
+                del runs[0:2]
+                excess -= span
+            else:
+                runs[0] += excess
+                excess = 0
+
+    def _to_window(self) -> None:
+        """Keep the ids as a window of strings from now on (all of them carry over: fewer than
+        ``2 * size``, in the order they came)."""
+        kept = self.ids()
+        self._runs = None
+        self.previous = dict.fromkeys(kept)
+        self.current = {}
 
 
 class DuplicateFilter:
@@ -79,7 +199,7 @@ class DuplicateFilter:
     :meth:`add` for each frame delivered. A trainer keeps one filter across its ``wait()`` calls.
 
     Args:
-        ids: Ids already delivered, oldest first.
+        ids: Ids already delivered, oldest first (or a :class:`RecentIds`, copied).
         anchors: First ids of earlier connections (from :meth:`anchors` of a previous filter).
         size: How many recent ids the window holds.
     """
@@ -95,10 +215,17 @@ class DuplicateFilter:
     )
 
     def __init__(
-        self, ids: Iterable[str] = (), *, anchors: Iterable[str] = (), size: int = RECENT_IDS
+        self,
+        ids: Iterable[str] | RecentIds = (),
+        *,
+        anchors: Iterable[str] = (),
+        size: int = RECENT_IDS,
     ) -> None:
-        self._recent = RecentIds(ids, size)
-        self._anchors: deque[str] = deque(anchors, maxlen=ANCHORS)
+        self._recent = ids.copy() if isinstance(ids, RecentIds) else RecentIds(ids, size)
+        #: None until there is one (most filters never see a reconnection).
+        self._anchors: deque[str] | None = None
+        for anchor in anchors:
+            self._anchor(anchor)
         #: A connection's first new id: an anchor once delivered (a frame dropped or refused
         #: after it was seen must not look like the start of a replay when it comes again).
         self._candidate: str | None = None
@@ -123,7 +250,12 @@ class DuplicateFilter:
 
     def anchors(self) -> list[str]:
         """The first ids of the connections seen (where a full replay would start)."""
-        return list(self._anchors)
+        return list(self._anchors) if self._anchors is not None else []
+
+    def _anchor(self, anchor: str) -> None:
+        if self._anchors is None:
+            self._anchors = deque(maxlen=ANCHORS)
+        self._anchors.append(anchor)
 
     def connection(self, resume_id: str) -> None:
         """A connection opened that asked to resume after ``resume_id`` (``""`` for none)."""
@@ -137,16 +269,19 @@ class DuplicateFilter:
         """True when the frame with this own ``id:`` must be dropped as already delivered."""
         if not (self._first or self._skipping):  # the hot path
             recent = self._recent
-            return frame_id is not None and (
-                frame_id in recent.current or frame_id in recent.previous
-            )
+            if recent._runs is None:
+                return frame_id is not None and (
+                    frame_id in recent.current or frame_id in recent.previous
+                )
+            return frame_id is not None and frame_id in recent
         if self._skipping:
             return self._skip(frame_id)
         if not frame_id:
             return False
         if self._first:
             self._first = False
-            replay = frame_id in self._recent or frame_id in self._anchors
+            anchors = self._anchors
+            replay = frame_id in self._recent or (anchors is not None and frame_id in anchors)
             if not replay:
                 self._candidate = frame_id
             elif self._resume:
@@ -173,11 +308,6 @@ class DuplicateFilter:
         """Remember a delivered frame's id."""
         if self._candidate is not None:
             if frame_id == self._candidate:
-                self._anchors.append(frame_id)
+                self._anchor(frame_id)
             self._candidate = None
-        recent = self._recent
-        current = recent.current
-        current[frame_id] = None
-        if len(current) >= recent.size:
-            recent.previous = current
-            recent.current = {}
+        self._recent.add(frame_id)

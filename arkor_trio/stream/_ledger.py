@@ -91,7 +91,8 @@ class Ledger:
         self._pending_final = False
         self._size = size
         self._dispatched = RecentIds(seen, size)
-        self._anchors: deque[str] = deque(maxlen=ANCHORS)
+        #: Replay anchors that a handled id passed (None until there is one).
+        self._anchors: deque[str] | None = None
         self._filter: DuplicateFilter | None = None
         nowait = getattr(self.store, "commit_nowait", None)
         blocking = getattr(self.store, "blocking", False)
@@ -124,10 +125,12 @@ class Ledger:
         if old is not None:
             dispatched = self._dispatched
             for anchor in old.anchors():
-                if anchor in dispatched and anchor not in self._anchors:
+                if anchor in dispatched and (self._anchors is None or anchor not in self._anchors):
+                    if self._anchors is None:
+                        self._anchors = deque(maxlen=ANCHORS)
                     self._anchors.append(anchor)
         self._filter = DuplicateFilter(
-            self._dispatched.ids(), anchors=self._anchors, size=self._size
+            self._dispatched, anchors=self._anchors or (), size=self._size
         )
         return self._filter
 
