@@ -187,9 +187,12 @@ class Forwarder:
             scope.cancel()
 
 
-async def serve(data_dir: Path, jobs: int, history: int) -> None:
+async def serve(data_dir: Path, jobs: int, history: int, send_queue: int) -> None:
     pinned = _pin(0)
-    limits = WsLimits(max_subscriptions=jobs + 10, max_total_subscriptions=jobs + 10)
+    # A send queue that holds the whole replay: with the default 4,096 the jobs' replay tasks
+    # wait for room, and every message sent wakes all of them (a herd on the backend's core).
+    limits = WsLimits(max_subscriptions=jobs + 10, max_total_subscriptions=jobs + 10,
+                      send_queue=send_queue or jobs * (history + 2))  # fmt: skip
     async with open_local_backend(data_dir, ws_limits=limits) as backend, trio.open_nursery() as n:
         ids = _job_ids(jobs)
         path = data_dir / DB_NAME
@@ -266,7 +269,8 @@ async def _ask(process: subprocess.Popen[str], line: str) -> None:
 async def run(args: argparse.Namespace) -> list[list[object]]:
     with tempfile.TemporaryDirectory(prefix="bench-feed-") as tmp:
         command = [sys.executable, __file__, "--serve", tmp, "--jobs", str(args.jobs),
-                   "--history", str(args.history)]  # fmt: skip
+                   "--history", str(args.history),
+                   "--send-queue", str(args.send_queue)]  # fmt: skip
         process = subprocess.Popen(  # noqa: ASYNC220  # a pipe-driven child, waited for below
             command, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
         )
@@ -346,10 +350,11 @@ def main() -> None:
     parser.add_argument("--history", type=int, default=3)
     parser.add_argument("--rate", type=float, default=10_000.0)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--send-queue", type=int, default=0, help="0: the whole replay")
     parser.add_argument("--serve", type=Path)
     args = parser.parse_args()
     if args.serve is not None:
-        trio.run(serve, args.serve, args.jobs, args.history)
+        trio.run(serve, args.serve, args.jobs, args.history, args.send_queue)
         return
     print(f"### One feed, {args.jobs:,} jobs, {args.rate:,.0f} events/s in all\n")
     print(table(["measure", "value"], trio.run(run, args)))

@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .._errors import ConfigError
@@ -90,9 +91,22 @@ def cmd_serve(args: argparse.Namespace) -> int:
         _trio_run(partial(_serve, args.host, args.port, data_dir, args.ping_interval,
                           allow_anonymous=args.allow_anonymous,
                           retain_events=args.retain_events,
-                          max_concurrent_jobs=args.max_concurrent_jobs))  # fmt: skip
+                          max_concurrent_jobs=args.max_concurrent_jobs,
+                          ws_limits=_ws_limits(args)))  # fmt: skip
     print("arkor-trio serve: stopped", flush=True)
     return EXIT_OK
+
+
+def _ws_limits(args: argparse.Namespace) -> Any:
+    """The feed's limits from ``--feed-max-*`` (None: the defaults)."""
+    per_socket = getattr(args, "feed_max_subscriptions", None)
+    total = getattr(args, "feed_max_total_subscriptions", None)
+    if per_socket is None and total is None:
+        return None
+    from ..server import WsLimits
+
+    changes = {"max_subscriptions": per_socket, "max_total_subscriptions": total}
+    return attrs.evolve(WsLimits(), **{k: v for k, v in changes.items() if v is not None})
 
 
 async def _serve(
@@ -104,6 +118,7 @@ async def _serve(
     allow_anonymous: bool = False,
     retain_events: int | None = None,
     max_concurrent_jobs: int = 1,
+    ws_limits: Any = None,
 ) -> int:
     """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM, shutting down cleanly on either."""
     from ..server import serve
@@ -114,7 +129,7 @@ async def _serve(
                 with collapse_groups():
                     run = partial(
                         serve, allow_anonymous=allow_anonymous, retain_events=retain_events,
-                        max_concurrent_jobs=max_concurrent_jobs,
+                        max_concurrent_jobs=max_concurrent_jobs, ws_limits=ws_limits,
                     )  # fmt: skip
                     await nursery.start(run, host, port, data_dir, ping_interval)
             except OSError as exc:  # the port is taken, the data dir cannot be made or written

@@ -147,6 +147,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="train at most N jobs at once; later ones wait queued, first come first served "
         "(default: %(default)s)",
     )  # fmt: skip
+    serve.add_argument(
+        "--feed-max-subscriptions", type=_positive_int, metavar="N",
+        help="jobs one WebSocket feed may follow at once (default: 10000)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--feed-max-total-subscriptions", type=_positive_int, metavar="N",
+        help="jobs all WebSocket feeds together may follow at once (default: 20000)",
+    )  # fmt: skip
     serve.set_defaults(handler=cmd_serve)
     add_credentials_parser(commands, DEFAULT_DATA_DIR)
     add_sessions_parser(commands, DEFAULT_DATA_DIR)
