@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 import trio
+import trio.testing
 from _common import percentile, rss_mb, table
 
 from arkor_trio import ReconnectPolicy
@@ -289,6 +290,28 @@ async def _measure(
     args: argparse.Namespace, info: dict[str, Any], process: subprocess.Popen[str], pinned: str
 ) -> list[list[object]]:
     client = Client(args.jobs, args.history)
+    pauses: list[float] = []  # full (generation 2) collections of the client, seconds
+    lags: list[float] = []  # a 10 ms ticker's lateness in the client
+    gc_started = [0.0]
+
+    def on_gc(phase: str, gc_info: dict[str, int]) -> None:
+        if gc_info["generation"] == 2:
+            if phase == "start":
+                gc_started[0] = time.perf_counter()
+            else:
+                pauses.append(time.perf_counter() - gc_started[0])
+
+    async def ticker() -> None:
+        while True:
+            before = trio.current_time()
+            await trio.sleep(0.01)
+            lags.append(trio.current_time() - before - 0.01)
+
+    def cpu() -> tuple[float, float]:
+        """CPU seconds so far: this process, the backend process."""
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return time.process_time(), (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
     gc.collect()
     rss0 = rss_mb()
     async with (
@@ -306,24 +329,40 @@ async def _measure(
         gc.collect()
         rss_idle = rss_mb()
         # latency at --rate
+        gc.callbacks.append(on_gc)
+        nursery.start_soon(ticker)
         client.recording = True
         await _ask(process, f"go {args.rate}")
         await trio.sleep(args.seconds)
+        rate_pauses, rate_lags, pauses[:], lags[:] = list(pauses), list(lags), [], []
         # reconnect: the emitter stops, the socket is cut, every job gets one more event
         client.recording = False
         delivered = len(client.latencies)
         seq_before = dict(client.last)
         await trio.sleep(1.0)  # what was in flight arrives
         client.cut_step = {job: client.last.get(job, 0) + 1 for job in client.jobs}
+        cpu_before = cpu()
+        pauses[:], lags[:] = [], []
         await _ask(process, "cut")
         assert process.stdout is not None
         cut_at = json.loads(await trio.to_thread.run_sync(process.stdout.readline))["cut_at"]
         with trio.move_on_after(120):
             await client.all_cut.wait()
         resumed = sorted(t - cut_at for t in client.after_cut.values())
+        cpu_after = cpu()
+        gc.callbacks.remove(on_gc)
         stats = feed.stats
         nursery.cancel_scope.cancel()
     del seq_before
+
+    def gc_row(found: list[float]) -> str:
+        return f"{len(found)}, longest {max(found) * 1e3:.0f} ms" if found else "0"
+
+    def lag_row(found: list[float]) -> str:
+        if not found:
+            return "-"
+        return f"{percentile(found, 99) * 1e3:.1f} / {max(found) * 1e3:.0f} ms"
+
     lat = client.latencies
     return [
         ["client / backend CPU", f"{pinned} / {info['pinned']}"],
@@ -336,11 +375,70 @@ async def _measure(
         ["event latency p50 / p99 / max",
          f"{percentile(lat, 50) * 1e3:.1f} / {percentile(lat, 99) * 1e3:.1f} / "
          f"{max(lat) * 1e3:.1f} ms" if lat else "-"],
+        ["client loop lag p99 / max, at the rate", lag_row(rate_lags)],
+        ["client full GCs at the rate", gc_row(rate_pauses)],
         ["reconnect: jobs resumed", f"{len(resumed):,} / {args.jobs:,}"],
         ["reconnect: next event p50 / all",
          f"{percentile(resumed, 50):.2f} / {resumed[-1]:.2f} s" if resumed else "-"],
+        ["reconnect: CPU s, client / backend",
+         f"{cpu_after[0] - cpu_before[0]:.1f} / {cpu_after[1] - cpu_before[1]:.1f} s"],
+        ["reconnect: client loop lag p99 / max; full GCs", f"{lag_row(lags)}; {gc_row(pauses)}"],
         ["out-of-order or lost ids", client.errors],
         ["sockets opened", stats.connections],
+    ]  # fmt: skip
+
+
+async def state_bytes(jobs: int, history: int) -> list[list[object]]:
+    """Bytes per job of the feed's own state and of a waiting consumer task (tracemalloc)."""
+    import random
+    import tracemalloc
+
+    from arkor_trio.stream import Ledger, MemoryCursorStore, as_cursor_store
+    from arkor_trio.wire._codec import decode_event
+    from arkor_trio.wire._feed_job import FeedJob, FeedSubscription
+
+    store, rng = as_cursor_store(MemoryCursorStore()), random.Random(1)
+    events = [
+        decode_event(json.loads(_payload("j", n, 0.0)), str(n)) for n in range(1, history + 1)
+    ]
+    held: dict[str, FeedJob] = {}
+    subs: list[FeedSubscription] = []
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.get_traced_memory()[0]
+    for job_id in _job_ids(jobs):
+        job = FeedJob(job_id, after=None, policy=POLICY, rng=rng, created_at=None,
+                      ledger=Ledger(store, job_id))  # fmt: skip
+        held[job_id] = job
+        sub = FeedSubscription(job, None, held.pop)
+        subs.append(sub)
+        job.subscribing()
+        for event in events:  # the history replayed (through the duplicate check) and handled
+            assert event.event_id is not None
+            if not job.is_duplicate(event.event_id):
+                job.accept(event)
+            await sub.__anext__()
+        sub.ledger.handled_nowait()
+    gc.collect()
+    state = (tracemalloc.get_traced_memory()[0] - before) / jobs
+
+    async def consumer(sub: FeedSubscription) -> None:
+        async for _ in sub:
+            pass
+
+    async with trio.open_nursery() as nursery:
+        before = tracemalloc.get_traced_memory()[0]
+        for sub in subs:
+            nursery.start_soon(consumer, sub)
+        await trio.testing.wait_all_tasks_blocked()
+        gc.collect()
+        task = (tracemalloc.get_traced_memory()[0] - before) / jobs
+        nursery.cancel_scope.cancel()
+    tracemalloc.stop()
+    return [
+        ["feed state per job (queue, ledger, dedupe, cursor in a MemoryCursorStore)",
+         f"{state:,.0f} B"],
+        ["a consumer task waiting in `async for` per job", f"{task:,.0f} B"],
     ]  # fmt: skip
 
 
@@ -352,12 +450,20 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--send-queue", type=int, default=0, help="0: the whole replay")
     parser.add_argument("--serve", type=Path)
+    parser.add_argument("--state-only", action="store_true", help="only the tracemalloc table")
     args = parser.parse_args()
     if args.serve is not None:
         trio.run(serve, args.serve, args.jobs, args.history, args.send_queue)
         return
+    if args.state_only:
+        print(table(["what", "bytes"], trio.run(state_bytes, 20_000, args.history)))
+        return
     print(f"### One feed, {args.jobs:,} jobs, {args.rate:,.0f} events/s in all\n")
     print(table(["measure", "value"], trio.run(run, args)))
+    print(
+        f"\n### Per-job bytes after a history of {args.history} events (tracemalloc, 20,000 jobs)\n"
+    )
+    print(table(["what", "bytes"], trio.run(state_bytes, 20_000, args.history)))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,6 @@ dispatched. Such a server breaks resumption for every client; ours and the Arkor
 from __future__ import annotations
 
 from bisect import bisect_right
-from collections import deque
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -222,8 +221,8 @@ class DuplicateFilter:
         size: int = RECENT_IDS,
     ) -> None:
         self._recent = ids.copy() if isinstance(ids, RecentIds) else RecentIds(ids, size)
-        #: None until there is one (most filters never see a reconnection).
-        self._anchors: deque[str] | None = None
+        #: Oldest first, at most ANCHORS (a list: a deque's first block costs ~600 bytes).
+        self._anchors: list[str] | None = None
         for anchor in anchors:
             self._anchor(anchor)
         #: A connection's first new id: an anchor once delivered (a frame dropped or refused
@@ -253,9 +252,13 @@ class DuplicateFilter:
         return list(self._anchors) if self._anchors is not None else []
 
     def _anchor(self, anchor: str) -> None:
-        if self._anchors is None:
-            self._anchors = deque(maxlen=ANCHORS)
-        self._anchors.append(anchor)
+        anchors = self._anchors
+        if anchors is None:
+            self._anchors = [anchor]
+            return
+        anchors.append(anchor)
+        if len(anchors) > ANCHORS:
+            del anchors[0]
 
     def connection(self, resume_id: str) -> None:
         """A connection opened that asked to resume after ``resume_id`` (``""`` for none)."""

@@ -22,7 +22,6 @@ beyond the current stream's filter.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -92,7 +91,7 @@ class Ledger:
         self._size = size
         self._dispatched = RecentIds(seen, size)
         #: Replay anchors that a handled id passed (None until there is one).
-        self._anchors: deque[str] | None = None
+        self._anchors: list[str] | None = None
         self._filter: DuplicateFilter | None = None
         nowait = getattr(self.store, "commit_nowait", None)
         blocking = getattr(self.store, "blocking", False)
@@ -125,10 +124,13 @@ class Ledger:
         if old is not None:
             dispatched = self._dispatched
             for anchor in old.anchors():
-                if anchor in dispatched and (self._anchors is None or anchor not in self._anchors):
-                    if self._anchors is None:
-                        self._anchors = deque(maxlen=ANCHORS)
-                    self._anchors.append(anchor)
+                anchors = self._anchors
+                if anchor in dispatched and (anchors is None or anchor not in anchors):
+                    if anchors is None:
+                        anchors = self._anchors = []
+                    anchors.append(anchor)
+                    if len(anchors) > ANCHORS:
+                        del anchors[0]
         self._filter = DuplicateFilter(
             self._dispatched, anchors=self._anchors or (), size=self._size
         )
