@@ -328,6 +328,8 @@ async def _measure(
         await trio.sleep(0.5)  # idle: the acknowledgements and commits of the last events
         gc.collect()
         rss_idle = rss_mb()
+        if args.freeze:  # what a program following this many jobs may do once subscribed
+            gc.freeze()
         # latency at --rate
         gc.callbacks.append(on_gc)
         nursery.start_soon(ticker)
@@ -366,6 +368,7 @@ async def _measure(
     lat = client.latencies
     return [
         ["client / backend CPU", f"{pinned} / {info['pinned']}"],
+        ["gc.freeze() after the replay", "yes" if args.freeze else "no"],
         ["jobs on one socket", f"{args.jobs:,}"],
         ["history per job", f"{args.history} events"],
         ["subscribe + replay every job", f"{replayed:.2f} s"],
@@ -450,6 +453,9 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--send-queue", type=int, default=0, help="0: the whole replay")
     parser.add_argument("--serve", type=Path)
+    parser.add_argument(
+        "--freeze", action="store_true", help="gc.freeze() once every job is replayed"
+    )
     parser.add_argument("--state-only", action="store_true", help="only the tracemalloc table")
     args = parser.parse_args()
     if args.serve is not None:

@@ -150,3 +150,24 @@ async def test_a_cancelled_waiter_is_forgotten():
     with trio.move_on_after(1):
         await q.wait_not_full()
     assert q._producer is None
+
+
+def test_the_next_id_in_order_is_taken_without_parsing_and_only_as_written():
+    r = RecentIds(["5"])
+    assert "6" not in r
+    r.add("6")
+    assert r._runs == [5, 6]
+    assert "" not in r
+    r.add("")  # not a number: the window takes over, keeping both ids
+    assert not r.ranged
+    assert all(x in r for x in ["5", "6", ""])
+    clone = RecentIds(["1", "2"]).copy()
+    clone.add("3")
+    assert clone._runs == [1, 3]
+    f = DuplicateFilter(["1"])
+    f.connection("1")
+    assert not f.seen("2")
+    assert f.seen("1")
+    f.add("2")
+    assert not f.seen("02")  # another string: not the id "2"
+    assert f.seen("2")

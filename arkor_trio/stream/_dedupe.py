@@ -71,7 +71,7 @@ class RecentIds:
     ``3 * size`` in all, right after the ranges gave way, else ``2 * size``).
     """
 
-    __slots__ = ("_runs", "current", "previous", "size")
+    __slots__ = ("_count", "_next", "_runs", "current", "previous", "size")
 
     def __init__(self, ids: Iterable[str] = (), size: int = RECENT_IDS) -> None:
         #: The newer generation (ids in insertion order); unused while ``_runs`` is set.
@@ -81,6 +81,11 @@ class RecentIds:
         #: Ranges of numeric ids, ``[first0, last0, first1, last1, ...]`` in ascending order, or
         #: None once the window took over.
         self._runs: list[int] | None = None if size < 1 else []
+        #: The id right after the highest (``str(last + 1)``): the next one in order, taken
+        #: without parsing it; None without ranges.
+        self._next: str | None = None
+        #: How many ids the ranges hold.
+        self._count = 0
         if size < 1:
             self.current, self.previous = {}, {}
         self.size = size
@@ -98,6 +103,7 @@ class RecentIds:
         runs = self._runs
         if runs is not None:
             clone._runs = runs.copy()
+            clone._next, clone._count = self._next, self._count
         else:
             clone._runs = None
             clone.current, clone.previous = dict(self.current), dict(self.previous)
@@ -107,7 +113,7 @@ class RecentIds:
         runs = self._runs
         if runs is None:
             return event_id in self.current or event_id in self.previous
-        if not runs:
+        if not runs or event_id == self._next:
             return False
         number = _number(event_id)
         if number is None or number > runs[-1]:
@@ -118,10 +124,9 @@ class RecentIds:
         return at % 2 == 1 or runs[at - 1] == number
 
     def __len__(self) -> int:
-        runs = self._runs
-        if runs is None:
+        if self._runs is None:
             return len(self.current) + len(self.previous)
-        return sum(runs[i + 1] - runs[i] + 1 for i in range(0, len(runs), 2))
+        return self._count
 
     def ids(self) -> list[str]:
         """The ids remembered, oldest first (numeric ids: in ascending order)."""
@@ -134,18 +139,12 @@ class RecentIds:
         """Remember ``event_id``; the oldest go when ``2 * size`` are held."""
         runs = self._runs
         if runs is not None:
+            if event_id == self._next:  # the next id in order: the common case
+                self.advance()
+                return
             number = _number(event_id)
-            if number is not None:
-                if not runs:
-                    self._runs = [number, number]
-                    return
-                if number == runs[-1] + 1:  # the next id in order: the common case
-                    runs[-1] = number
-                    if (number - runs[0] if len(runs) == 2 else len(self)) >= 2 * self.size:
-                        self._trim()
-                    return
-                if self._insert(runs, number):
-                    return
+            if number is not None and self._insert(runs, number):
+                return
             self._to_window()
         current = self.current
         if event_id in current:
@@ -155,14 +154,28 @@ class RecentIds:
             self.previous = current
             self.current = {}
 
+    def advance(self) -> None:
+        """Add the id right after the highest (the caller checked it is ``_next``)."""
+        runs = self._runs
+        assert runs is not None
+        last = runs[-1] + 1
+        runs[-1] = last
+        self._next = str(last + 1)
+        self._count += 1
+        if self._count >= 2 * self.size:
+            self._trim()
+
     def _insert(self, runs: list[int], number: int) -> bool:
-        """Add ``number`` after a gap, or find it already there; False: the window must take
-        over (an id lower than the highest one that is not in a range, or a range too many)."""
-        if number > runs[-1]:
+        """Add ``number`` as a new highest range, or find it already there; False: the window
+        must take over (an id lower than the highest one that is not in a range, or a range too
+        many)."""
+        if not runs or number > runs[-1]:
             if len(runs) >= 2 * MAX_RUNS:
                 return False
             runs += (number, number)
-            if len(self) >= 2 * self.size:
+            self._next = str(number + 1)
+            self._count += 1
+            if self._count >= 2 * self.size:
                 self._trim()
             return True
         at = bisect_right(runs, number)
@@ -172,7 +185,8 @@ class RecentIds:
         """Forget the lowest ids until ``size`` are left."""
         runs = self._runs
         assert runs is not None
-        excess = len(self) - self.size
+        excess = self._count - self.size
+        self._count -= max(0, excess)
         while excess > 0:
             span = runs[1] - runs[0] + 1
             if span <= excess:
@@ -187,6 +201,7 @@ class RecentIds:
         ``2 * size``, in the order they came)."""
         kept = self.ids()
         self._runs = None
+        self._next = None
         self.previous = dict.fromkeys(kept)
         self.current = {}
 
@@ -276,6 +291,8 @@ class DuplicateFilter:
                 return frame_id is not None and (
                     frame_id in recent.current or frame_id in recent.previous
                 )
+            if frame_id == recent._next:  # the next id in order: new
+                return False
             return frame_id is not None and frame_id in recent
         if self._skipping:
             return self._skip(frame_id)
@@ -313,4 +330,14 @@ class DuplicateFilter:
             if frame_id == self._candidate:
                 self._anchor(frame_id)
             self._candidate = None
-        self._recent.add(frame_id)
+        recent = self._recent
+        if frame_id == recent._next:
+            recent.advance()
+        elif recent._runs is None:
+            current = recent.current
+            current[frame_id] = None
+            if len(current) >= recent.size:
+                recent.previous = current
+                recent.current = {}
+        else:
+            recent.add(frame_id)
