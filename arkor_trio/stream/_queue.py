@@ -144,7 +144,14 @@ class EventQueue(Generic[T]):
         if items is None or self._taken >= YIELD_EVERY - 1:
             return None
         self._taken += 1
-        return self._pop(items)
+        item = items.popleft()  # (_pop inlined: this is the stream's per-item hot path)
+        if not items:
+            self._items = None
+            if self._producer is not None:
+                self._wake_producer()
+        elif self._producer is not None and len(items) <= self._low_water:
+            self._wake_producer()
+        return item
 
     async def get(self) -> T:
         """The next item; raises the close error, or ``trio.EndOfChannel`` after the last item.
