@@ -293,13 +293,15 @@ async def _measure(
     pauses: list[float] = []  # full (generation 2) collections of the client, seconds
     lags: list[float] = []  # a 10 ms ticker's lateness in the client
     gc_started = [0.0]
+    young = [0.0]  # seconds in generation 0 and 1 collections
 
     def on_gc(phase: str, gc_info: dict[str, int]) -> None:
-        if gc_info["generation"] == 2:
-            if phase == "start":
-                gc_started[0] = time.perf_counter()
-            else:
-                pauses.append(time.perf_counter() - gc_started[0])
+        if phase == "start":
+            gc_started[0] = time.perf_counter()
+        elif gc_info["generation"] == 2:
+            pauses.append(time.perf_counter() - gc_started[0])
+        else:
+            young[0] += time.perf_counter() - gc_started[0]
 
     async def ticker() -> None:
         while True:
@@ -337,6 +339,7 @@ async def _measure(
         await _ask(process, f"go {args.rate}")
         await trio.sleep(args.seconds)
         rate_pauses, rate_lags, pauses[:], lags[:] = list(pauses), list(lags), [], []
+        rate_young, young[0] = young[0], 0.0
         # reconnect: the emitter stops, the socket is cut, every job gets one more event
         client.recording = False
         delivered = len(client.latencies)
@@ -380,6 +383,7 @@ async def _measure(
          f"{max(lat) * 1e3:.1f} ms" if lat else "-"],
         ["client loop lag p99 / max, at the rate", lag_row(rate_lags)],
         ["client full GCs at the rate", gc_row(rate_pauses)],
+        ["client young GCs at the rate (generations 0, 1)", f"{rate_young:.2f} s"],
         ["reconnect: jobs resumed", f"{len(resumed):,} / {args.jobs:,}"],
         ["reconnect: next event p50 / all",
          f"{percentile(resumed, 50):.2f} / {resumed[-1]:.2f} s" if resumed else "-"],
