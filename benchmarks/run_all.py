@@ -114,6 +114,15 @@ SECTIONS: list[tuple[str, str, list[str], str]] = [
         "event (the load-independent figure).",
     ),
     (
+        "7g. One feed, 100,000 jobs: memory, latency at 10,000 events/s, a reconnect",
+        "feed_scale.py",
+        ["--jobs", "100000", "--history", "3", "--rate", "10000", "--seconds", "10"],
+        "Backend and client pinned to their own CPU; one feed follows 100,000 running jobs "
+        "(one consumer task each): RSS per job once their history is replayed, event latency "
+        "at 10,000 events/s, and a reset socket until every job delivered its next event; then "
+        "the bytes per job of the feed's state and of a consumer task (tracemalloc).",
+    ),
+    (
         "8. Cursor commit cost",
         "cursor_commit.py",
         [],
@@ -150,6 +159,7 @@ NO_JSON = frozenset(
         "cursor_commit.py",
         "websocket_feed.py",
         "websocket_reconnect.py",
+        "feed_scale.py",
     }
 )
 BUDGET_S = 1200

@@ -447,6 +447,21 @@ def test_serve_backlog_parses_and_must_be_positive(capsys):
         build_parser().parse_args(["serve", "--backlog", "0"])
 
 
+def test_serve_feed_subscription_caps_reach_the_backend_limits():
+    from arkor_trio.cli import build_parser
+    from arkor_trio.cli._commands import _ws_limits
+    from arkor_trio.server import WsLimits
+
+    assert _ws_limits(build_parser().parse_args(["serve"])) is None  # the defaults
+    args = build_parser().parse_args(["serve", "--feed-max-total-subscriptions", "100000"])
+    assert _ws_limits(args) == WsLimits(max_total_subscriptions=100_000)
+    args = build_parser().parse_args(
+        ["serve", "--feed-max-subscriptions", "100000", "--feed-max-total-subscriptions", "200000"]
+    )
+    limits = _ws_limits(args)
+    assert (limits.max_subscriptions, limits.max_total_subscriptions) == (100_000, 200_000)
+
+
 def test_run_without_a_trainer_or_file_is_a_usage_error(capsys, tmp_path):
     empty = tmp_path / "empty.py"
     empty.write_text("x = 1\n")

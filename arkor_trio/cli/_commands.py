@@ -15,6 +15,7 @@ from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import attrs
 import trio
 
 from .._errors import ConfigError
@@ -91,9 +92,21 @@ def cmd_serve(args: argparse.Namespace) -> int:
                           allow_anonymous=args.allow_anonymous,
                           retain_events=args.retain_events,
                           max_concurrent_jobs=args.max_concurrent_jobs,
-                          backlog=args.backlog))  # fmt: skip
+                          backlog=args.backlog, ws_limits=_ws_limits(args)))  # fmt: skip
     print("arkor-trio serve: stopped", flush=True)
     return EXIT_OK
+
+
+def _ws_limits(args: argparse.Namespace) -> Any:
+    """The feed's limits from ``--feed-max-*`` (None: the defaults)."""
+    per_socket = getattr(args, "feed_max_subscriptions", None)
+    total = getattr(args, "feed_max_total_subscriptions", None)
+    if per_socket is None and total is None:
+        return None
+    from ..server import WsLimits
+
+    changes = {"max_subscriptions": per_socket, "max_total_subscriptions": total}
+    return attrs.evolve(WsLimits(), **{k: v for k, v in changes.items() if v is not None})
 
 
 async def _serve(
@@ -106,6 +119,7 @@ async def _serve(
     retain_events: int | None = None,
     max_concurrent_jobs: int = 1,
     backlog: int | None = None,
+    ws_limits: Any = None,
 ) -> int:
     """Serve until Ctrl-C (KeyboardInterrupt) or SIGTERM, shutting down cleanly on either."""
     from ..server import DEFAULT_BACKLOG, serve
@@ -116,7 +130,7 @@ async def _serve(
                 with collapse_groups():
                     run = partial(
                         serve, allow_anonymous=allow_anonymous, retain_events=retain_events,
-                        max_concurrent_jobs=max_concurrent_jobs,
+                        max_concurrent_jobs=max_concurrent_jobs, ws_limits=ws_limits,
                         backlog=DEFAULT_BACKLOG if backlog is None else backlog,
                     )  # fmt: skip
                     await nursery.start(run, host, port, data_dir, ping_interval)

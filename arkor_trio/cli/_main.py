@@ -152,6 +152,14 @@ def build_parser() -> argparse.ArgumentParser:
         help="listen backlog: connections queued until accepted, e.g. streams reconnecting "
         "after a restart (default: 2048, capped by net.core.somaxconn)",
     )  # fmt: skip
+    serve.add_argument(
+        "--feed-max-subscriptions", type=_positive_int, metavar="N",
+        help="jobs one WebSocket feed may follow at once (default: 10000)",
+    )  # fmt: skip
+    serve.add_argument(
+        "--feed-max-total-subscriptions", type=_positive_int, metavar="N",
+        help="jobs all WebSocket feeds together may follow at once (default: 20000)",
+    )  # fmt: skip
     serve.set_defaults(handler=cmd_serve)
     add_credentials_parser(commands, DEFAULT_DATA_DIR)
     add_sessions_parser(commands, DEFAULT_DATA_DIR)

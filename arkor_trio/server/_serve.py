@@ -335,6 +335,7 @@ async def serve(
     retain_events: int | None = None,
     max_concurrent_jobs: int = 1,
     backlog: int = DEFAULT_BACKLOG,
+    ws_limits: WsLimits | None = None,
     task_status: trio.TaskStatus[LocalBackend] = trio.TASK_STATUS_IGNORED,
 ) -> None:
     """Run the local backend until cancelled, printing how a client connects to it.
@@ -349,12 +350,14 @@ async def serve(
         retain_events: Keep only the last N events of each job (None: all).
         max_concurrent_jobs: How many jobs train at once; later ones wait ``queued`` (FIFO).
         backlog: The listen backlog (see :func:`open_local_backend`).
+        ws_limits: Limits of ``GET /v1/events/ws`` (None: the defaults), e.g. how many jobs
+            one feed and all feeds may follow (``serve --feed-max-subscriptions N``).
         task_status: Receives the :class:`LocalBackend` once it listens.
     """
     async with open_local_backend(
         data_dir, port, host=host, ping_interval=ping_interval, engine=engine,
         allow_anonymous=allow_anonymous, retain_events=retain_events,
-        max_concurrent_jobs=max_concurrent_jobs, backlog=backlog,
+        max_concurrent_jobs=max_concurrent_jobs, backlog=backlog, ws_limits=ws_limits,
     ) as backend:  # fmt: skip
         credentials = json.dumps(sdk_credentials(backend.base_url, backend.token), indent=2)
         anonymous = "on (--allow-anonymous)" if allow_anonymous else "off"

@@ -22,7 +22,6 @@ beyond the current stream's filter.
 
 from __future__ import annotations
 
-from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import trio
@@ -31,7 +30,7 @@ from ._dedupe import ANCHORS, RECENT_IDS, DuplicateFilter, RecentIds
 from ._store import Cursor, CursorStore, Delivery, Lease, as_cursor_store
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable
+    from collections.abc import Iterable
 
 __all__ = ["Ledger"]
 
@@ -91,13 +90,14 @@ class Ledger:
         self._pending_final = False
         self._size = size
         self._dispatched = RecentIds(seen, size)
-        self._anchors: deque[str] = deque(maxlen=ANCHORS)
+        #: Replay anchors that a handled id passed (None until there is one).
+        self._anchors: list[str] | None = None
         self._filter: DuplicateFilter | None = None
         nowait = getattr(self.store, "commit_nowait", None)
         blocking = getattr(self.store, "blocking", False)
-        self._nowait: Callable[..., None] | None = (
-            nowait if callable(nowait) and not blocking else None
-        )
+        #: Whether the store commits without waiting (``commit_nowait``, looked up per commit:
+        #: a bound method kept per ledger costs 64 bytes and a tracked object per followed job).
+        self._nowait = callable(nowait) and not blocking
 
     def __repr__(self) -> str:
         return f"Ledger(key={self.key!r}, cursor={self.cursor!r}, committed={self.committed!r})"
@@ -124,10 +124,15 @@ class Ledger:
         if old is not None:
             dispatched = self._dispatched
             for anchor in old.anchors():
-                if anchor in dispatched and anchor not in self._anchors:
-                    self._anchors.append(anchor)
+                anchors = self._anchors
+                if anchor in dispatched and (anchors is None or anchor not in anchors):
+                    if anchors is None:
+                        anchors = self._anchors = []
+                    anchors.append(anchor)
+                    if len(anchors) > ANCHORS:
+                        del anchors[0]
         self._filter = DuplicateFilter(
-            self._dispatched.ids(), anchors=self._anchors, size=self._size
+            self._dispatched, anchors=self._anchors or (), size=self._size
         )
         return self._filter
 
@@ -176,15 +181,17 @@ class Ledger:
         :meth:`handled` instead."""
         if not self._pending:
             return True
-        if self.store is not None and self._nowait is None and self._needs_commit():
+        if self.store is not None and not self._nowait and self._needs_commit():
             return False
         self._pending = False
         item_id = self._pending_id
         if item_id:
             self._dispatched.add(item_id)
-        if self._nowait is not None and self._needs_commit():
+        if self._nowait and self._needs_commit():
             final = self._pending_final
-            self._nowait(self.key, item_id, finished=final, lease=self.lease)
+            self.store.commit_nowait(  # type: ignore[union-attr]
+                self.key, item_id, finished=final, lease=self.lease
+            )
             self._record(item_id, final)
         return True
 

@@ -95,6 +95,8 @@ class JobFeed:
             client, self.policy, self._rng, self._counters, self._outbox, self._router
         )
         self._error: ArkorError | None = None
+        #: One bound ``remove`` shared by every subscription (not one per followed job).
+        self._remove = self.remove
         self._nursery_cm: AbstractAsyncContextManager[trio.Nursery] | None = None
         self._nursery: trio.Nursery | None = None
 
@@ -205,7 +207,7 @@ class JobFeed:
             self._spawn(self._load_then_subscribe, job)
         else:
             self._router.send_subscribe(job)
-        return FeedSubscription(job, None, self.remove)
+        return FeedSubscription(job, None, self._remove)
 
     async def _load_then_subscribe(self, job: FeedJob) -> None:
         try:

@@ -114,7 +114,26 @@ class FeedCounters:
 
 
 class FeedJob:
-    """The feed's state for one job (internal to the feed; consumers see FeedSubscription)."""
+    """The feed's state for one job (internal to the feed; consumers see FeedSubscription).
+
+    Slots, and nothing allocated that an idle job does not use (its queue's deque, its backoff,
+    its resets): a feed following 100,000 jobs pays for each only what it holds.
+    """
+
+    __slots__ = (
+        "_backoff",
+        "_policy",
+        "_resets",
+        "_rng",
+        "created_at",
+        "duplicates",
+        "job_id",
+        "ledger",
+        "progress",
+        "queue",
+        "resume",
+        "state",
+    )
 
     def __init__(
         self,
@@ -133,13 +152,33 @@ class FeedJob:
         self.ledger = ledger if ledger is not None else Ledger(None, job_id, seen=seen)
         #: This subscription's duplicate filter (from the ledger: handled ids, no read-ahead).
         self.duplicates = self.ledger.new_filter()
-        self.backoff = Backoff(policy, rng)
+        self._policy = policy
+        self._rng = rng
+        self._backoff: Backoff | None = None
         self.created_at = created_at
         #: "active" (subscribed or to subscribe on the next socket), "waiting" (a task of the
         #: feed decides when to subscribe again: queue full, ``end``, a per-job error) or "done".
         self.state = "active"
         self.progress = False
-        self.resets: deque[str] = deque(maxlen=MAX_RESETS)
+        self._resets: deque[str] | None = None
+
+    @property
+    def backoff(self) -> Backoff:
+        """The job's own backoff between subscriptions (made when first needed)."""
+        if self._backoff is None:
+            self._backoff = Backoff(self._policy, self._rng)
+        return self._backoff
+
+    @property
+    def resets(self) -> tuple[str, ...]:
+        """The reasons of the last ``reset`` messages (at most :data:`MAX_RESETS`)."""
+        return tuple(self._resets) if self._resets is not None else ()
+
+    def reset(self, reason: str) -> None:
+        """A ``reset`` message for this job."""
+        if self._resets is None:
+            self._resets = deque(maxlen=MAX_RESETS)
+        self._resets.append(reason)
 
     def subscribing(self) -> None:
         """A ``subscribe`` after :attr:`resume` goes out: a connection of the replay guard."""
@@ -179,6 +218,8 @@ class FeedSubscription:
         cursor: The id of the last event yielded.
     """
 
+    __slots__ = ("_done", "_job", "_ledger", "_remove", "job_id")
+
     def __init__(
         self, job: FeedJob, store: CursorStore | None, remove: Callable[[str], None]
     ) -> None:
@@ -211,7 +252,7 @@ class FeedSubscription:
     @property
     def resets(self) -> tuple[str, ...]:
         """The reasons of the last ``reset`` messages this job received (at most MAX_RESETS)."""
-        return tuple(self._job.resets)
+        return self._job.resets
 
     async def __aenter__(self) -> Self:
         return self

@@ -9,12 +9,11 @@ from __future__ import annotations
 
 import contextlib
 from collections import deque
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import trio
 from trio_websocket import ConnectionClosed
 
-from ._feed_messages import encode
 from ._feed_socket import take_batch
 
 if TYPE_CHECKING:
@@ -31,10 +30,11 @@ class Outbox:
         self._messages: deque[str] = deque()
         self._ready = trio.lowlevel.ParkingLot()
 
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue ``message`` for the sender."""
-        self._messages.append(encode(message))
-        self._ready.unpark_all()
+    def send(self, message: str) -> None:
+        """Queue ``message`` (JSON text, see :mod:`._feed_messages`) for the sender."""
+        self._messages.append(message)
+        if self._ready:
+            self._ready.unpark_all()
 
     def disconnect(self) -> None:
         """The socket ended: what was not sent is dropped."""

@@ -121,7 +121,7 @@ class FeedRouter:
             self._on_event(job, message)
         elif kind == "reset" and self._latest(job):  # else: an older subscription's
             counters.resets += 1  # dedupe stays: the ledger's rule drops a replay of handled ids
-            job.resets.append(str(message.get("reason")))
+            job.reset(str(message.get("reason")))
             log.warning("feed: job %s: %s", job.job_id, message.get("reason"))
         elif kind in ("end", "error") and self._latest(job):
             # The latest subscription ended or was refused: JobRetry decides what comes next.
