@@ -114,15 +114,30 @@ class EventHub:
 
         # (Parked by hand, not on a trio.Event: an idle subscription holds no event and no
         # parking lot, only these two closures.)
-        tails = self._tails.setdefault(job_id, [])
-        tails.append(run)
+        self.attach(job_id, run)
         try:
             await trio.lowlevel.wait_task_rescheduled(abort)
         finally:
-            with suppress(ValueError):
-                tails.remove(run)
-            if not tails and self._tails.get(job_id) is tails:
-                del self._tails[job_id]
+            self.detach(job_id, run)
+
+    def attach(self, job_id: str, run: Callable[[], bool]) -> None:
+        """Call ``run()`` on the loop after each append to ``job_id`` until it returns False
+        (or :meth:`detach`): a follower with no task of its own (a caught-up feed subscription).
+
+        ``run`` must not block nor raise. Call it with no checkpoint since the follower's last
+        read of the log: no append can slip between.
+        """
+        self._tails.setdefault(job_id, []).append(run)
+
+    def detach(self, job_id: str, run: Callable[[], bool]) -> None:
+        """Stop calling ``run`` (no-op when it is not attached)."""
+        tails = self._tails.get(job_id)
+        if tails is None:
+            return
+        with suppress(ValueError):
+            tails.remove(run)
+        if not tails:
+            del self._tails[job_id]
 
     def notify(self, job_id: str) -> None:
         """Record that ``job_id`` has a new event; callable from any thread, never blocks."""
@@ -150,5 +165,6 @@ class EventHub:
             event.set()
         tails = self._tails.get(job_id)
         if tails:
-            for run in tuple(tails):  # (a finished one is removed by its own task)
-                run()
+            for run in tuple(tails):
+                if not run():
+                    self.detach(job_id, run)

@@ -47,9 +47,11 @@ __all__ = [
     "TERMINAL_TYPES",
     "Rows",
     "Start",
+    "TailStep",
     "cursor_id",
     "follow_log",
     "resolve_cursor",
+    "resolve_start",
 ]
 
 TERMINAL_TYPES = frozenset(TERMINAL_EVENT_STATUS)
@@ -83,8 +85,13 @@ class Start:
 
 def resolve_cursor(store: Store, job_id: str, cursor: int | None) -> Start:
     """Resolve a client's cursor against a job's event log (the one rule, for every transport)."""
+    return resolve_start(store.event_bounds(job_id), cursor)
+
+
+def resolve_start(bounds: tuple[int, int] | None, cursor: int | None) -> Start:
+    """:func:`resolve_cursor` from the job's ``(first kept, last)`` event ids, read already (the
+    feed reads many jobs' bounds in one query, :func:`~._store_many.event_bounds_many`)."""
     after = 0 if cursor is None else cursor
-    bounds = store.event_bounds(job_id)
     first, last = (None, 0) if bounds is None else bounds
     if after > last:
         what = f"the job's last event is {last}" if last else "the job has no event yet"
@@ -102,6 +109,37 @@ def resolve_cursor(store: Store, job_id: str, cursor: int | None) -> Start:
             recovered=False,
         )
     return Start(after, None, recovered=cursor is not None)
+
+
+class TailStep:
+    """A caught-up follower's read after an append, run by the hub (:meth:`~._hub.EventHub.tail`).
+
+    Calling it reads the events after ``cursor`` and hands them to ``deliver_now``; False when
+    it cannot (a full page: more may follow; the terminal event; ``deliver_now`` refused): the
+    follower's task then reads them again from ``cursor`` and delivers them itself.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        job_id: str,
+        cursor: int,
+        deliver_now: Callable[[Rows], bool],
+        page_size: int = PAGE_SIZE,
+    ) -> None:
+        self.store, self.job_id, self.cursor = store, job_id, cursor
+        self.deliver_now, self.page_size = deliver_now, page_size
+
+    def __call__(self) -> bool:
+        rows = self.store.events_after(self.job_id, self.cursor, self.page_size)
+        if not rows:
+            return True
+        if len(rows) == self.page_size or rows[-1][1] in TERMINAL_TYPES:
+            return False  # more may follow, or the end: the task takes over
+        if not self.deliver_now(rows):
+            return False
+        self.cursor = rows[-1][0]
+        return True
 
 
 async def follow_log(
@@ -153,20 +191,9 @@ async def follow_log(
                 # job is not terminal (its status changes only with an append, which notifies),
                 # so wait right away instead of reading an empty page and the status again.
             if deliver_now is not None and on_idle is None and not changed.is_set():
-
-                def step() -> bool:
-                    nonlocal cursor
-                    rows = store.events_after(job_id, cursor, page_size)
-                    if not rows:
-                        return True
-                    if len(rows) == page_size or rows[-1][1] in TERMINAL_TYPES:
-                        return False  # more may follow, or the end: the task takes over
-                    if not deliver_now(rows):
-                        return False
-                    cursor = rows[-1][0]
-                    return True
-
+                step = TailStep(store, job_id, cursor, deliver_now, page_size)
                 await hub.tail(job_id, step)
+                cursor = step.cursor
                 continue
             if on_idle is None:
                 await changed.wait()

@@ -53,7 +53,7 @@ from ._store_errors import StoreError as StoreError
 from ._store_errors import store_error
 
 if TYPE_CHECKING:
-    from collections.abc import Callable, Iterable, Mapping
+    from collections.abc import Callable, Iterable, Mapping, Sequence
     from pathlib import Path
 
 _T = TypeVar("_T")
@@ -421,6 +421,10 @@ class Store:
         if self.observer is not None:
             self.observer.on_read(len(rows))
         return rows
+
+    def query(self, sql: str, params: Sequence[object] = ()) -> list[Any]:
+        """The rows of one read (the loop's reader connection; batched reads, _store_many)."""
+        return self._reader.execute(sql, params).fetchall()
 
     def job_counts(self) -> dict[str, int]:
         """How many jobs have each status."""

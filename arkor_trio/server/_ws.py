@@ -37,7 +37,9 @@ from starlette.websockets import WebSocketDisconnect
 
 from ._auth import credential_problem
 from ._http import LOCAL_ORG, ProjectScopes
-from ._replay import Rows, follow_log, resolve_cursor
+from ._replay import TERMINAL_TYPES, Rows, Start, TailStep, follow_log
+from ._store import TERMINAL_STATUSES
+from ._ws_batch import Prepared, prepare
 from ._ws_protocol import (
     CLOSE_BAD_SCOPE,
     CLOSE_GOING_AWAY,
@@ -55,7 +57,7 @@ from ._ws_protocol import (
 )
 
 if TYPE_CHECKING:
-    from collections.abc import Sequence
+    from collections.abc import Callable, Sequence
 
     from starlette.websockets import WebSocket
 
@@ -153,6 +155,18 @@ class _SendQueue:
             self.not_full.unpark(count=count)
 
 
+class _Sub:
+    """One subscription: its task's cancel scope, or the hub tail following it without a task
+    (a caught-up subscription, until an append needs more than a read, :class:`TailStep`)."""
+
+    __slots__ = ("cancelled", "scope", "tail")
+
+    def __init__(self) -> None:
+        self.cancelled = False
+        self.scope: trio.CancelScope | None = None
+        self.tail: Callable[[], bool] | None = None
+
+
 class _Census:
     """Subscriptions open across all of one backend's sockets (``max_total_subscriptions``).
 
@@ -183,7 +197,7 @@ class _Session:
         self.limits = limits
         self.ping_interval = ping_interval
         self.out = _SendQueue(limits.send_queue)
-        self.subs: dict[str, trio.CancelScope] = {}
+        self.subs: dict[str, _Sub] = {}
         self.close_code: int | None = None
         self.census = census
         self.errors = 0
@@ -196,8 +210,8 @@ class _Session:
                 await self._reader(nursery)
                 nursery.cancel_scope.cancel()
         finally:
-            for scope in self.subs.values():
-                scope.cancel()
+            for job, sub in self.subs.items():
+                self._cancel(job, sub)
             self.census.open -= len(self.subs)
             self.subs.clear()
         if self.close_code is not None:
@@ -254,16 +268,21 @@ class _Session:
             except BadMessage as exc:
                 batch = [exc]
             errors: list[str] = []
+            # (One read of every job, bounds and near events of the batch, then no checkpoint
+            # until each subscription is answered or follows the hub: no append slips between.)
+            subscribes = [parsed for parsed in batch if isinstance(parsed, Subscribe)]
+            known = prepare(self.store, self.project_id, subscribes) if subscribes else {}
             for parsed in batch:
                 if isinstance(parsed, BadMessage):
                     errors.append(error_message(parsed.job, 400, str(parsed)))
                     continue
                 old = self.subs.pop(parsed.job, None)
                 if old is not None:
-                    old.cancel()
+                    self._cancel(parsed.job, old)
                     self.census.open -= 1
                 if isinstance(parsed, Subscribe):
-                    refused = self._subscribe(nursery, parsed)
+                    found = known.get((parsed.job, parsed.after))
+                    refused = self._subscribe(nursery, parsed, found)
                     if refused is not None:
                         errors.append(refused)
             if errors and not await self._answer_errors(errors):
@@ -285,11 +304,20 @@ class _Session:
         self.close_code = CLOSE_POLICY
         return False
 
-    def _subscribe(self, nursery: trio.Nursery, sub: Subscribe) -> str | None:
+    def _cancel(self, job: str, sub: _Sub) -> None:
+        """End a subscription: it queues nothing more (its task is cancelled, or its tail)."""
+        sub.cancelled = True
+        if sub.scope is not None:
+            sub.scope.cancel()
+        if sub.tail is not None:
+            self.hub.detach(job, sub.tail)
+            sub.tail = None
+
+    def _subscribe(
+        self, nursery: trio.Nursery, sub: Subscribe, found: Prepared | None
+    ) -> str | None:
         """Start following a job; the ``error`` message instead when it cannot be."""
-        row = self.store.get_job(sub.job)
-        if row is None or row[2] != self.project_id:
-            # A job of another project is as unknown as a missing one (no existence leak).
+        if found is None:  # (missing, or of another project: as unknown, no existence leak)
             return error_message(sub.job, 404, f"job {sub.job} not found")
         limits = self.limits
         if len(self.subs) >= limits.max_subscriptions:
@@ -300,26 +328,74 @@ class _Session:
             return error_message(sub.job, 429, f"the backend's sockets already follow "
                                  f"{limits.max_total_subscriptions} jobs (the limit); "
                                  "unsubscribe one")  # fmt: skip
-        scope = trio.CancelScope()
-        self.subs[sub.job] = scope
+        state = self.subs[sub.job] = _Sub()
         self.census.open += 1
-        nursery.start_soon(self._follow, scope, sub)
+        if found.rows is None or not self._answer_now(nursery, sub.job, state, found):
+            self._start_task(nursery, sub.job, state, found.start, found.start.after)
         return None
 
-    async def _follow(self, scope: trio.CancelScope, sub: Subscribe) -> None:
-        with scope:
-            await self._replay_and_tail(sub, scope)
-        if self.subs.get(sub.job) is scope:
-            del self.subs[sub.job]
+    def _answer_now(self, nursery: trio.Nursery, job: str, sub: _Sub, found: Prepared) -> bool:
+        """Queue a subscription's answer read in the batch, and leave it to the hub's tail (no
+        task) unless it ended; False (nothing queued) when the queue has no room for it."""
+        rows, start, job_json = found.rows or [], found.start, json.dumps(job)
+        messages = _opening(job_json, start)
+        messages += [event_message(job_json, s, t, data) for s, t, data in rows]
+        ended = bool(rows) and rows[-1][1] in TERMINAL_TYPES
+        ended = ended or (not rows and found.status in TERMINAL_STATUSES)
+        if ended:
+            messages.append(f'{{"type":"end","job":{job_json}}}')
+        if not self.out.offer_many(messages):
+            return False
+        if ended:
+            del self.subs[job]
+            self.census.open -= 1
+            return True
+        out = self.out
+
+        def deliver_now(rows: Rows) -> bool:
+            return out.offer_many([event_message(job_json, s, t, data) for s, t, data in rows])
+
+        step = TailStep(self.store, job, rows[-1][0] if rows else start.after, deliver_now)
+
+        def tail() -> bool:
+            if sub.cancelled:
+                return False
+            try:
+                keep = step()
+            except Exception:  # the task's own read raises it again
+                keep = False
+            if not keep:  # more than a read: a task takes over from the cursor
+                sub.tail = None
+                self._start_task(nursery, job, sub, None, step.cursor)
+            return keep
+
+        sub.tail = tail
+        self.hub.attach(job, tail)
+        return True
+
+    def _start_task(
+        self, nursery: trio.Nursery, job: str, sub: _Sub, start: Start | None, cursor: int
+    ) -> None:
+        sub.scope = trio.CancelScope()
+        with suppress(RuntimeError):  # the session's nursery is closed: the socket is gone
+            nursery.start_soon(self._follow, job, sub, start, cursor)
+
+    async def _follow(self, job: str, sub: _Sub, start: Start | None, cursor: int) -> None:
+        assert sub.scope is not None
+        with sub.scope:
+            await self._replay_and_tail(job, sub.scope, start, cursor)
+        if self.subs.get(job) is sub:
+            del self.subs[job]
             self.census.open -= 1
 
-    async def _replay_and_tail(self, sub: Subscribe, scope: trio.CancelScope) -> None:
-        job, out = sub.job, self.out
-        job_json = json.dumps(job)
-        start = resolve_cursor(self.store, job, sub.after)  # the one rule, as SSE
-        await out.put(encode({"type": "subscribed", "job": job, "recovered": start.recovered}))
-        if start.reset is not None:
-            await out.put(encode({"type": "reset", "job": job, "reason": start.reset}))
+    async def _replay_and_tail(
+        self, job: str, scope: trio.CancelScope, start: Start | None, cursor: int
+    ) -> None:
+        """Queue the opening (``start``: a new subscription), the events after ``cursor``
+        (the resolved cursor, or where the hub's tail stopped), then ``end``."""
+        out, job_json = self.out, json.dumps(job)
+        if start is not None:
+            await out.put_many(_opening(job_json, start))
 
         async def deliver(rows: Rows) -> None:
             await out.put_many([event_message(job_json, s, t, data) for s, t, data in rows])
@@ -330,8 +406,18 @@ class _Session:
                 return False
             return out.offer_many([event_message(job_json, s, t, data) for s, t, data in rows])
 
-        await follow_log(self.store, self.hub, job, start.after, deliver, deliver_now=deliver_now)
-        await out.put(encode({"type": "end", "job": job}))
+        await follow_log(self.store, self.hub, job, cursor, deliver, deliver_now=deliver_now)
+        await out.put(f'{{"type":"end","job":{job_json}}}')
+
+
+def _opening(job_json: str, start: Start) -> list[str]:
+    """A subscription's first messages: ``subscribed``, and ``reset`` when its cursor has one."""
+    recovered = "true" if start.recovered else "false"
+    messages = [f'{{"type":"subscribed","job":{job_json},"recovered":{recovered}}}']
+    if start.reset is not None:
+        messages.append(encode({"type": "reset", "job": json.loads(job_json),
+                                "reason": start.reset}))  # fmt: skip
+    return messages
 
 
 def _batch(out: _SendQueue, limit: int) -> str:
