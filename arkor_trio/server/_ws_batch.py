@@ -57,11 +57,12 @@ def prepare(
     """
     jobs = list(dict.fromkeys(sub.job for sub in subs))
     scopes = job_scopes(store, jobs)
-    known = [job for job in jobs if (found := scopes.get(job)) and found[0] == project_id]
-    bounds = event_bounds_many(store, known)
+    bounds = event_bounds_many(
+        store, [job for job in jobs if scopes.get(job, ("",))[0] == project_id]
+    )
     starts: dict[tuple[str, int | None], Start] = {}
-    near: dict[str, int] = {}  # job: the smallest cursor to read after, when all are near
-    far: set[str] = set()
+    near: dict[str, int] = {}  # job: the smallest near cursor of the batch, to read after
+    far: set[tuple[str, int | None]] = set()
     for sub in subs:
         found = scopes.get(sub.job)
         if found is None or found[0] != project_id:
@@ -69,14 +70,14 @@ def prepare(
         start = starts[(sub.job, sub.after)] = resolve_start(bounds.get(sub.job), sub.after)
         last = bounds[sub.job][1] if sub.job in bounds else 0
         if last - start.after > INLINE_ROWS:
-            far.add(sub.job)
+            far.add((sub.job, sub.after))
         else:
             near[sub.job] = min(near.get(sub.job, start.after), start.after)
-    rows = events_after_many(store, {job: after for job, after in near.items() if job not in far})
+    rows = events_after_many(store, near)
     prepared: dict[tuple[str, int | None], Prepared] = {}
-    for (job, cursor), start in starts.items():
+    for key, start in starts.items():
         mine: Rows | None = None
-        if job not in far:
-            mine = [row for row in rows.get(job, ()) if row[0] > start.after]
-        prepared[(job, cursor)] = Prepared(scopes[job][1], start, mine)
+        if key not in far:
+            mine = [row for row in rows.get(key[0], ()) if row[0] > start.after]
+        prepared[key] = Prepared(scopes[key[0]][1], start, mine)
     return prepared
