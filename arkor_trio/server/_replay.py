@@ -114,21 +114,29 @@ def resolve_start(bounds: tuple[int, int] | None, cursor: int | None) -> Start:
 class TailStep:
     """A caught-up follower's read after an append, run by the hub (:meth:`~._hub.EventHub.tail`).
 
-    Calling it reads the events after ``cursor`` and hands them to ``deliver_now``; False when
-    it cannot (a full page: more may follow; the terminal event; ``deliver_now`` refused): the
-    follower's task then reads them again from ``cursor`` and delivers them itself.
+    Calling it reads the events after ``cursor`` and hands them to :meth:`deliver_now`; False
+    when it cannot (a full page: more may follow; the terminal event; ``deliver_now`` refused):
+    the follower's task then reads them again from ``cursor`` and delivers them itself. (A feed
+    subscription is a subclass: one object per followed job, no closures.)
     """
+
+    __slots__ = ("_deliver", "cursor", "job_id", "page_size", "store")
 
     def __init__(
         self,
         store: Store,
         job_id: str,
         cursor: int,
-        deliver_now: Callable[[Rows], bool],
+        deliver_now: Callable[[Rows], bool] | None = None,
         page_size: int = PAGE_SIZE,
     ) -> None:
         self.store, self.job_id, self.cursor = store, job_id, cursor
-        self.deliver_now, self.page_size = deliver_now, page_size
+        self._deliver, self.page_size = deliver_now, page_size
+
+    def deliver_now(self, rows: Rows) -> bool:
+        """Take ``rows`` without waiting, or False (none taken)."""
+        assert self._deliver is not None
+        return self._deliver(rows)
 
     def __call__(self) -> bool:
         rows = self.store.events_after(self.job_id, self.cursor, self.page_size)
