@@ -38,9 +38,20 @@ log = logging.getLogger("arkor_trio.feed")
 class FeedRouter:
     """Routes incoming messages to their jobs and sends each job's ``subscribe``.
 
+    With ``single_job`` (a feed that follows one job only, as ``client.events(job,
+    transport="websocket")``), an event for a full queue is not a reason to pause the job: the
+    router stops where it is (:attr:`blocked`) and the socket loop reads nothing more until the
+    consumer made room (:meth:`wait_room`), so TCP slows the server down as on SSE and nothing
+    in flight is dropped and replayed. A shared feed cannot stop reading for one job (the
+    others would wait), so there the job is paused: unsubscribed, and subscribed again after
+    its last queued event once its consumer made room; the events already in flight for it are
+    dropped (``stale``) and come again.
+
     Attributes:
         jobs: The jobs followed, by id (shared with the feed).
         socket_progress: Set when an event was queued on the current socket.
+        single_job: Wait for the consumer instead of pausing (see above).
+        blocked: The job whose full queue stopped the router (``single_job`` only), else None.
     """
 
     def __init__(
@@ -51,9 +62,15 @@ class FeedRouter:
         counters: FeedCounters,
         outbox: Outbox,
         spawn: Callable[..., None],
+        *,
+        single_job: bool = False,
     ) -> None:
         self.jobs = jobs
         self.socket_progress = False
+        self.single_job = single_job
+        self.blocked: FeedJob | None = None
+        #: The messages left of the text message the router stopped in, and where it stopped.
+        self._rest: tuple[list[Any], int] | None = None
         #: ``subscribe`` messages sent on the current socket and not yet answered, by job id.
         self._pending: dict[str, int] = {}
         self._counters = counters
@@ -75,6 +92,8 @@ class FeedRouter:
     def socket_opened(self) -> None:
         """A new socket: every active job is subscribed again from its resume point."""
         self._pending.clear()
+        self.blocked = None  # what the last socket left unhandled comes again on this one
+        self._rest = None
         for job in self.jobs.values():
             if job.state == "active":
                 self.send_subscribe(job)
@@ -93,8 +112,26 @@ class FeedRouter:
             self._counters.skipped += 1
             log.debug("feed: skipped a message that is not JSON")
             return
-        for message in messages:
-            self.handle(message)
+        self._handle_from(messages, 0)
+
+    def _handle_from(self, messages: list[Any], start: int) -> None:
+        for index in range(start, len(messages)):
+            self.handle(messages[index])
+            if self.blocked is not None:
+                self._rest = (messages, index)  # message ``index`` is handled again
+                return
+
+    async def wait_room(self) -> None:
+        """Wait until the :attr:`blocked` job's consumer made room, then handle the rest of the
+        text message it stopped in (which may block again: loop while :attr:`blocked`)."""
+        job, rest = self.blocked, self._rest
+        assert job is not None
+        assert rest is not None
+        await job.queue.wait_not_full()
+        self.blocked = self._rest = None
+        messages, index = rest
+        self._counters.messages -= 1  # counted when it was first handled
+        self._handle_from(messages, index)
 
     def handle(self, message: Any) -> None:
         """One decoded message."""
@@ -153,8 +190,11 @@ class FeedRouter:
         if not isinstance(event_id, str) or job.is_duplicate(event_id):
             counters.duplicates += 1
             return
-        if job.queue.full:  # before decoding: the event comes again after the resubscribe
-            counters.pauses += 1
+        if job.queue.full:  # before decoding
+            if self.single_job:  # the socket loop waits for room, then this event comes again
+                self.blocked = job
+                return
+            counters.pauses += 1  # the event comes again after the resubscribe
             job.state = "waiting"
             self._outbox.send(unsubscribe_message(job.job_id))
             self._spawn(self._retry.after_room, job)

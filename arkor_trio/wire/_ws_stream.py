@@ -3,7 +3,8 @@
 Same surface and semantics as the SSE ``EventStream`` (design.md section 3): exactly once,
 resume after the last event queued, immediate reconnect after progress, backoff for failures,
 idle timeout, ``end`` handling, cancellation within one tick. It is a :class:`JobFeed` with one
-job; pass ``feed=`` to follow the job on a feed shared with other jobs instead.
+job (``single_job``: a consumer that is behind slows the socket down, as on SSE, rather than
+pausing the job); pass ``feed=`` to follow the job on a feed shared with other jobs instead.
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ class WebSocketEventStream:
         self.cursor = after
         self.policy = policy if policy is not None else ReconnectPolicy()
         self._own_feed = feed is None
-        self._feed = feed if feed is not None else JobFeed(client, policy=self.policy, rng=rng)
+        self._feed = (
+            feed
+            if feed is not None
+            else JobFeed(client, policy=self.policy, rng=rng, single_job=True)
+        )
         self._after = after
         self._created_at = created_at
         self._seen = tuple(seen)
