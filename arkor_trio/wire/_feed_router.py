@@ -1,12 +1,13 @@
 """The job feed's per-job state machine: each server message moves one job.
 
-A job is ``active`` (subscribed, or to subscribe on the next socket), ``waiting`` (a task of
-:class:`~._feed_retry.JobRetry` decides when to subscribe it again: its queue is full, ``end``,
-an ``error`` for it) or ``done``. Events are accepted only once every ``subscribe`` sent for the
-job id on this socket was answered (``subscribed`` or ``error``) and while it is active; an event
-whose job queue is full pauses the job (unsubscribe, then subscribe again once the consumer made
-room). Dedupe and the replay guard are the job's ledger's (a ``reset`` leaves them: a replay
-of handled ids is dropped, design.md section 3 rule 10).
+A job is ``active`` (subscribed, or to subscribe on the next socket), ``paused`` (its queue was
+full: unsubscribed, keeping the events already in flight, to subscribe again once the consumer
+made room), ``waiting`` (a task of :class:`~._feed_retry.JobRetry` decides when to subscribe it
+again: ``end``, an ``error`` for it, a paused job whose events in flight overflowed) or
+``done``. Events are accepted only once every ``subscribe`` sent for the job id on this socket
+was answered (``subscribed`` or ``error``) and while it is active or paused. Dedupe and the
+replay guard are the job's ledger's (a ``reset`` leaves them: a replay of handled ids is
+dropped, design.md section 3 rule 10).
 
 The unanswered ``subscribe`` messages are counted per job *id*, not per followed job: after
 ``remove(job)`` and a new ``subscribe(job, after=...)``, the old subscription's answer (and the
@@ -43,9 +44,11 @@ class FeedRouter:
     router stops where it is (:attr:`blocked`) and the socket loop reads nothing more until the
     consumer made room (:meth:`wait_room`), so TCP slows the server down as on SSE and nothing
     in flight is dropped and replayed. A shared feed cannot stop reading for one job (the
-    others would wait), so there the job is paused: unsubscribed, and subscribed again after
-    its last queued event once its consumer made room; the events already in flight for it are
-    dropped (``stale``) and come again.
+    others would wait), so there the job is *paused*: unsubscribed, and subscribed again after
+    its last queued event once its consumer made room. The events of its subscription already
+    in flight still arrive in order, so a paused job keeps them (``kept``), up to
+    ``buffer_size`` beyond its full queue; past that, that event and every later one of the
+    subscription are dropped (``stale``) and come again after the resubscribe.
 
     Attributes:
         jobs: The jobs followed, by id (shared with the feed).
@@ -77,6 +80,8 @@ class FeedRouter:
         self._outbox = outbox
         self._spawn = spawn
         self._retry = JobRetry(client, policy, counters, self.resubscribe)
+        #: Events a paused job keeps beyond its full queue (those already in flight).
+        self._keep = policy.buffer_size
 
     # --- outgoing ------------------------------------------------------------------------------
 
@@ -100,7 +105,7 @@ class FeedRouter:
 
     def resubscribe(self, job: FeedJob) -> None:
         """Subscribe a waiting job again (unless it was removed or finished meanwhile)."""
-        if job.state == "waiting" and self.jobs.get(job.job_id) is job:
+        if job.state in ("waiting", "paused") and self.jobs.get(job.job_id) is job:
             self.send_subscribe(job)
 
     # --- incoming ------------------------------------------------------------------------------
@@ -183,22 +188,31 @@ class FeedRouter:
 
     def _on_event(self, job: FeedJob, message: dict[str, Any]) -> None:
         counters = self._counters
-        if not self._latest(job):
+        state = job.state
+        if job.job_id in self._pending or (state != "active" and state != "paused"):
             counters.stale += 1
             return
         event_id = message.get("id")
         if not isinstance(event_id, str) or job.is_duplicate(event_id):
             counters.duplicates += 1
             return
-        if job.queue.full:  # before decoding
+        queue = job.queue
+        if queue.full:  # before decoding
             if self.single_job:  # the socket loop waits for room, then this event comes again
                 self.blocked = job
                 return
-            counters.pauses += 1  # the event comes again after the resubscribe
-            job.state = "waiting"
-            self._outbox.send(unsubscribe_message(job.job_id))
-            self._spawn(self._retry.after_room, job)
-            return
+            if state == "active":  # pause: unsubscribe, subscribe again once there is room
+                counters.pauses += 1
+                job.state = "paused"
+                self._outbox.send(unsubscribe_message(job.job_id))
+                self._spawn(self._retry.after_room, job)
+            elif -queue.room >= self._keep:
+                # The events in flight filled the allowance: drop this one and every later
+                # one of this subscription (no hole), they come again after the resubscribe.
+                job.state = "waiting"
+                counters.stale += 1
+                return
+            counters.kept += 1  # in flight when the job was paused: kept, not replayed
         try:
             event = decode_event(message.get("data"), event_id)
         except (MalformedPayload, RecursionError):
