@@ -142,6 +142,12 @@ class FeedRouter:
         """One decoded message."""
         counters = self._counters
         counters.messages += 1
+        if type(message) is dict and message.get("type") == "event":  # the hot path first
+            key = message.get("job")
+            job = self.jobs.get(key) if type(key) is str else None
+            if job is not None:
+                self._on_event(job, message)
+            return
         kind = message.get("type") if isinstance(message, dict) else None
         if not isinstance(kind, str):
             counters.skipped += 1
@@ -193,7 +199,7 @@ class FeedRouter:
             counters.stale += 1
             return
         event_id = message.get("id")
-        if not isinstance(event_id, str) or job.is_duplicate(event_id):
+        if type(event_id) is not str or job.duplicates.seen(event_id):
             counters.duplicates += 1
             return
         queue = job.queue

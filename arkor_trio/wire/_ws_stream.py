@@ -49,7 +49,6 @@ class WebSocketEventStream:
         ledger: Ledger | None = None,
     ) -> None:
         self.job_id = job_id
-        self.cursor = after
         self.policy = policy if policy is not None else ReconnectPolicy()
         self._own_feed = feed is None
         self._feed = (
@@ -81,6 +80,11 @@ class WebSocketEventStream:
             gap_total=s.gap_total,
             gap_max=s.gap_max,
         )
+
+    @property
+    def cursor(self) -> str | None:
+        """The id of the last event yielded (``after`` before any)."""
+        return self._after if self._sub is None else self._sub.cursor
 
     @property
     def resume_id(self) -> str:
@@ -129,12 +133,13 @@ class WebSocketEventStream:
         if self._sub is not None:
             await self._sub.commit()
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> FeedSubscription:
+        # ``async for`` iterates the subscription itself: no second coroutine per event.
+        if self._sub is None:
+            raise RuntimeError("use `async with client.events(...) as stream:` before iterating")
+        return self._sub
 
     async def __anext__(self) -> JobEvent:
         if self._sub is None:
             raise RuntimeError("use `async with client.events(...) as stream:` before iterating")
-        event = await self._sub.__anext__()
-        self.cursor = self._sub.cursor
-        return event
+        return await self._sub.__anext__()
