@@ -285,14 +285,20 @@ class FeedSubscription:
         if self._done:
             await trio.lowlevel.checkpoint()
             raise StopAsyncIteration
-        try:
-            item = await self._job.queue.get()
-        except trio.EndOfChannel:
-            self._done = True
-            raise StopAsyncIteration from None
-        except ArkorError:
-            self._done = True
-            raise
+        queue = self._job.queue
+        item = queue.take()  # no scheduler pass while items are queued (see EventQueue.take)
+        if item is not None:
+            # Still a cancellation point: a body that cancelled its scope gets no further item.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            try:
+                item = await queue.get()
+            except trio.EndOfChannel:
+                self._done = True
+                raise StopAsyncIteration from None
+            except ArkorError:
+                self._done = True
+                raise
         final = type(item) in TERMINAL_TYPES
         ledger.take(item.event_id, final=final)
         if final:
