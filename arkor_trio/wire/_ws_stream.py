@@ -59,6 +59,10 @@ class WebSocketEventStream:
         self._after = after
         self._created_at = created_at
         self._seen = tuple(seen)
+        if ledger is None and self._own_feed:
+            # As the SSE stream: no cursor store (the own feed's store would be written per
+            # event and never read: the stream resumes after ``after``, not a stored cursor).
+            ledger = Ledger(None, job_id, seen=self._seen)
         self._ledger = ledger
         self._sub: FeedSubscription | None = None
 
