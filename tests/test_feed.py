@@ -12,6 +12,7 @@ from arkor_trio import (
     ApiError,
     ArkorClient,
     ConfigError,
+    JobFeed,
     JobNotFound,
     ReconnectPolicy,
     Trainer,
@@ -99,6 +100,66 @@ async def test_live_job_and_slow_consumer_pause_lose_nothing(backend, fake) -> N
                 await trio.sleep(0.001)  # a slow consumer: the job's queue of 2 overflows
         assert seen == [str(n) for n in range(1, 34)]
         assert feed.stats.pauses > 0
+
+
+async def test_one_job_stream_waits_for_a_slow_consumer_without_replays(backend) -> None:
+    # events(transport="websocket") follows one job: when its queue is full the socket is not
+    # read until the consumer made room (TCP slows the server, as on SSE). It used to pause the
+    # job instead (unsubscribe, resubscribe after room), dropping every event already in
+    # flight and having the server send it again: with a queue of 4 and a backlog of 300
+    # events in batches, several times as many messages as events.
+    prefill(backend.data_dir, "job_slow", 300)
+    async with backend.client() as client:
+        policy = ReconnectPolicy(buffer_size=4)
+        async with client.events("job_slow", transport="websocket", policy=policy) as ws:
+            ids = []
+            async for event in ws:
+                ids.append(event.event_id)
+                await trio.lowlevel.checkpoint()  # the drain task runs between events
+            stats = ws.stats
+    assert ids == [str(n) for n in range(1, 303)]  # each once, in order
+    assert stats.connections == 1
+    assert stats.duplicates == 0
+    # every message read once: `subscribed`, the events, maybe `end`; no replayed event
+    assert len(ids) + 1 <= stats.frames - stats.pings <= len(ids) + 2
+
+
+async def test_a_paused_job_keeps_its_events_in_flight(backend) -> None:
+    # On a shared feed a job whose queue is full is paused (unsubscribed until its consumer
+    # made room). The rest of the batch that filled the queue, and whatever else the server
+    # sent before it read the unsubscribe, is of the same subscription and in order: kept (up
+    # to buffer_size beyond the full queue), where it used to be dropped and sent again.
+    prefill(backend.data_dir, "job_busy", 300)
+    prefill(backend.data_dir, "job_idle", 1)
+    async with backend.client() as client:
+        policy = ReconnectPolicy(buffer_size=4)
+        async with client.feed(policy=policy) as feed:
+            async with feed.subscribe("job_busy") as busy, feed.subscribe("job_idle") as idle:
+                assert [e.event_id async for e in idle] == ["1", "2", "3"]
+                ids = []
+                async for event in busy:
+                    ids.append(event.event_id)
+                    await trio.lowlevel.checkpoint()
+            stats = feed.stats
+    assert ids == [str(n) for n in range(1, 303)]  # each once, in order
+    assert stats.pauses > 0
+    assert stats.kept > 0
+    # what is in flight past the allowance is still dropped (stale) and sent again, but every
+    # event is queued once
+    assert stats.events == 302 + 3
+    assert stats.duplicates == 0
+
+
+async def test_a_single_job_feed_refuses_a_second_job(backend) -> None:
+    prefill(backend.data_dir, "job_one", 1)
+    async with (
+        backend.client() as client,
+        JobFeed(client, single_job=True) as feed,
+        feed.subscribe("job_one") as sub,
+    ):
+        with pytest.raises(RuntimeError, match="one job only"):
+            feed.subscribe("job_two")
+        assert [e.event_id async for e in sub] == ["1", "2", "3"]
 
 
 async def test_unknown_job_and_bad_token(backend) -> None:

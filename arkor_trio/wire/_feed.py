@@ -69,6 +69,10 @@ class JobFeed:
             ``buffer_size`` per job, ``max_frame_bytes`` per message, ``connect_timeout``).
         cursor_store: Where each job's consumed cursor is committed (default: in memory);
             ``subscribe(job)`` without ``after`` resumes after the stored one.
+        single_job: The feed follows one job only (``client.events(job,
+            transport="websocket")``): while its queue is full the socket is not read (TCP
+            slows the server, as on SSE) instead of the job being paused and its events in
+            flight replayed.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class JobFeed:
         policy: ReconnectPolicy | None = None,
         cursor_store: CursorStore | None = None,
         rng: random.Random | None = None,
+        single_job: bool = False,
     ) -> None:
         self.policy = policy if policy is not None else ReconnectPolicy()
         self.cursor_store: CursorStore = (
@@ -89,7 +94,13 @@ class JobFeed:
         self._counters = FeedCounters()
         self._outbox = Outbox()
         self._router = FeedRouter(
-            client, self.policy, self._jobs, self._counters, self._outbox, self._spawn
+            client,
+            self.policy,
+            self._jobs,
+            self._counters,
+            self._outbox,
+            self._spawn,
+            single_job=single_job,
         )
         self._loop = FeedLoop(
             client, self.policy, self._rng, self._counters, self._outbox, self._router
@@ -168,7 +179,8 @@ class JobFeed:
         Raises:
             ConfigError: ``job_id`` is not a string of 1 to 200 characters, or ``after`` is
                 longer than 200 characters (the server would refuse them).
-            RuntimeError: The feed is not running, or already follows ``job_id``.
+            RuntimeError: The feed is not running, or already follows ``job_id`` (or a job,
+                with ``single_job``).
         """
         if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID:
             shown = repr(job_id) if not isinstance(job_id, str) else f"{len(job_id)} characters"
@@ -180,6 +192,8 @@ class JobFeed:
             raise RuntimeError("use `async with client.feed() as feed:` before subscribing")
         if job_id in self._jobs:
             raise RuntimeError(f"this feed already follows job {job_id}")
+        if self._jobs and self._router.single_job:
+            raise RuntimeError("this feed follows one job only (single_job=True)")
         load = after is STORED and ledger is None
         if ledger is None:
             ledger = Ledger(self._store, job_id, seen=seen)

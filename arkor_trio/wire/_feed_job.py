@@ -57,6 +57,8 @@ class FeedStats:
         pings: Server heartbeats.
         resets: ``reset`` messages (history the server no longer had).
         pauses: Times a job's queue was full and the job was unsubscribed until it drained.
+        kept: Events that were in flight for a paused job, queued rather than dropped and sent
+            again (a paused job keeps up to ``buffer_size`` beyond its full queue).
         jobs: Jobs followed right now.
         gaps: Seconds from a socket's end to the next successful open: the last 64.
         gap_count: How many gaps there were in all.
@@ -75,6 +77,7 @@ class FeedStats:
     pings: int = 0
     resets: int = 0
     pauses: int = 0
+    kept: int = 0
     jobs: int = 0
     gaps: tuple[float, ...] = ()
     gap_count: int = 0
@@ -94,6 +97,7 @@ class FeedCounters:
     pings: int = 0
     resets: int = 0
     pauses: int = 0
+    kept: int = 0
     gaps: GapLog = attrs.field(factory=GapLog)
     #: The attribute of the feed's OpenTelemetry metrics (stream.lowlevel.track_counters).
     transport: str = attrs.field(default="websocket", kw_only=True)
@@ -156,8 +160,9 @@ class FeedJob:
         self._rng = rng
         self._backoff: Backoff | None = None
         self.created_at = created_at
-        #: "active" (subscribed or to subscribe on the next socket), "waiting" (a task of the
-        #: feed decides when to subscribe again: queue full, ``end``, a per-job error) or "done".
+        #: "active" (subscribed or to subscribe on the next socket), "paused" (queue full:
+        #: unsubscribed, keeping what is in flight), "waiting" (a task of the feed decides when
+        #: to subscribe again: ``end``, a per-job error, overflow while paused) or "done".
         self.state = "active"
         self.progress = False
         self._resets: deque[str] | None = None
@@ -280,14 +285,20 @@ class FeedSubscription:
         if self._done:
             await trio.lowlevel.checkpoint()
             raise StopAsyncIteration
-        try:
-            item = await self._job.queue.get()
-        except trio.EndOfChannel:
-            self._done = True
-            raise StopAsyncIteration from None
-        except ArkorError:
-            self._done = True
-            raise
+        queue = self._job.queue
+        item = queue.take()  # no scheduler pass while items are queued (see EventQueue.take)
+        if item is not None:
+            # Still a cancellation point: a body that cancelled its scope gets no further item.
+            await trio.lowlevel.checkpoint_if_cancelled()
+        else:
+            try:
+                item = await queue.get()
+            except trio.EndOfChannel:
+                self._done = True
+                raise StopAsyncIteration from None
+            except ArkorError:
+                self._done = True
+                raise
         final = type(item) in TERMINAL_TYPES
         ledger.take(item.event_id, final=final)
         if final:

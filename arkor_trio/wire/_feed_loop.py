@@ -15,6 +15,7 @@ still lets complete messages through.
 from __future__ import annotations
 
 import logging
+import math
 from typing import TYPE_CHECKING
 
 import trio
@@ -26,7 +27,7 @@ from ..stream import Backoff
 from ..stream.lowlevel import METRICS
 from ._feed_batch import BatchSize
 from ._feed_socket import SocketEnd, end_from_close, end_from_rejection
-from ._ws_connect import open_ws
+from ._ws_connect import MESSAGE_QUEUE_SIZE, SINGLE_JOB_QUEUE_SIZE, open_ws
 
 if TYPE_CHECKING:
     import random
@@ -124,6 +125,9 @@ class FeedLoop:
                 headers,
                 connect_timeout=self._policy.connect_timeout,
                 max_message_size=self._policy.max_frame_bytes,
+                message_queue_size=(
+                    SINGLE_JOB_QUEUE_SIZE if self._router.single_job else MESSAGE_QUEUE_SIZE
+                ),
             ) as ws:
                 return await self._use(ws)
         except ConnectionRejected as exc:
@@ -141,7 +145,8 @@ class FeedLoop:
             counters.gaps.append(gap)
             METRICS.reopened("websocket", gap)
         self._outbox.connected = True
-        self._router.socket_opened()
+        router = self._router
+        router.socket_opened()
         idle = self._policy.idle_timeout
         try:
             with collapse_groups():
@@ -151,7 +156,11 @@ class FeedLoop:
                         while True:
                             raw = await ws.get_message()
                             watchdog.deadline = trio.current_time() + idle
-                            self._router.handle_raw(raw)
+                            router.handle_raw(raw)
+                            while router.blocked is not None:  # a single-job feed's consumer
+                                watchdog.deadline = math.inf  # is behind: TCP slows the server
+                                await router.wait_room()
+                                watchdog.deadline = trio.current_time() + idle
                     nursery.cancel_scope.cancel()
             return SocketEnd(
                 ArkorError(f"no message for {idle} s (idle_timeout)"),

@@ -1,12 +1,13 @@
 """The job feed's per-job state machine: each server message moves one job.
 
-A job is ``active`` (subscribed, or to subscribe on the next socket), ``waiting`` (a task of
-:class:`~._feed_retry.JobRetry` decides when to subscribe it again: its queue is full, ``end``,
-an ``error`` for it) or ``done``. Events are accepted only once every ``subscribe`` sent for the
-job id on this socket was answered (``subscribed`` or ``error``) and while it is active; an event
-whose job queue is full pauses the job (unsubscribe, then subscribe again once the consumer made
-room). Dedupe and the replay guard are the job's ledger's (a ``reset`` leaves them: a replay
-of handled ids is dropped, design.md section 3 rule 10).
+A job is ``active`` (subscribed, or to subscribe on the next socket), ``paused`` (its queue was
+full: unsubscribed, keeping the events already in flight, to subscribe again once the consumer
+made room), ``waiting`` (a task of :class:`~._feed_retry.JobRetry` decides when to subscribe it
+again: ``end``, an ``error`` for it, a paused job whose events in flight overflowed) or
+``done``. Events are accepted only once every ``subscribe`` sent for the job id on this socket
+was answered (``subscribed`` or ``error``) and while it is active or paused. Dedupe and the
+replay guard are the job's ledger's (a ``reset`` leaves them: a replay of handled ids is
+dropped, design.md section 3 rule 10).
 
 The unanswered ``subscribe`` messages are counted per job *id*, not per followed job: after
 ``remove(job)`` and a new ``subscribe(job, after=...)``, the old subscription's answer (and the
@@ -38,9 +39,22 @@ log = logging.getLogger("arkor_trio.feed")
 class FeedRouter:
     """Routes incoming messages to their jobs and sends each job's ``subscribe``.
 
+    With ``single_job`` (a feed that follows one job only, as ``client.events(job,
+    transport="websocket")``), an event for a full queue is not a reason to pause the job: the
+    router stops where it is (:attr:`blocked`) and the socket loop reads nothing more until the
+    consumer made room (:meth:`wait_room`), so TCP slows the server down as on SSE and nothing
+    in flight is dropped and replayed. A shared feed cannot stop reading for one job (the
+    others would wait), so there the job is *paused*: unsubscribed, and subscribed again after
+    its last queued event once its consumer made room. The events of its subscription already
+    in flight still arrive in order, so a paused job keeps them (``kept``), up to
+    ``buffer_size`` beyond its full queue; past that, that event and every later one of the
+    subscription are dropped (``stale``) and come again after the resubscribe.
+
     Attributes:
         jobs: The jobs followed, by id (shared with the feed).
         socket_progress: Set when an event was queued on the current socket.
+        single_job: Wait for the consumer instead of pausing (see above).
+        blocked: The job whose full queue stopped the router (``single_job`` only), else None.
     """
 
     def __init__(
@@ -51,15 +65,23 @@ class FeedRouter:
         counters: FeedCounters,
         outbox: Outbox,
         spawn: Callable[..., None],
+        *,
+        single_job: bool = False,
     ) -> None:
         self.jobs = jobs
         self.socket_progress = False
+        self.single_job = single_job
+        self.blocked: FeedJob | None = None
+        #: The messages left of the text message the router stopped in, and where it stopped.
+        self._rest: tuple[list[Any], int] | None = None
         #: ``subscribe`` messages sent on the current socket and not yet answered, by job id.
         self._pending: dict[str, int] = {}
         self._counters = counters
         self._outbox = outbox
         self._spawn = spawn
         self._retry = JobRetry(client, policy, counters, self.resubscribe)
+        #: Events a paused job keeps beyond its full queue (those already in flight).
+        self._keep = policy.buffer_size
 
     # --- outgoing ------------------------------------------------------------------------------
 
@@ -75,13 +97,15 @@ class FeedRouter:
     def socket_opened(self) -> None:
         """A new socket: every active job is subscribed again from its resume point."""
         self._pending.clear()
+        self.blocked = None  # what the last socket left unhandled comes again on this one
+        self._rest = None
         for job in self.jobs.values():
             if job.state == "active":
                 self.send_subscribe(job)
 
     def resubscribe(self, job: FeedJob) -> None:
         """Subscribe a waiting job again (unless it was removed or finished meanwhile)."""
-        if job.state == "waiting" and self.jobs.get(job.job_id) is job:
+        if job.state in ("waiting", "paused") and self.jobs.get(job.job_id) is job:
             self.send_subscribe(job)
 
     # --- incoming ------------------------------------------------------------------------------
@@ -93,13 +117,37 @@ class FeedRouter:
             self._counters.skipped += 1
             log.debug("feed: skipped a message that is not JSON")
             return
-        for message in messages:
-            self.handle(message)
+        self._handle_from(messages, 0)
+
+    def _handle_from(self, messages: list[Any], start: int) -> None:
+        for index in range(start, len(messages)):
+            self.handle(messages[index])
+            if self.blocked is not None:
+                self._rest = (messages, index)  # message ``index`` is handled again
+                return
+
+    async def wait_room(self) -> None:
+        """Wait until the :attr:`blocked` job's consumer made room, then handle the rest of the
+        text message it stopped in (which may block again: loop while :attr:`blocked`)."""
+        job, rest = self.blocked, self._rest
+        assert job is not None
+        assert rest is not None
+        await job.queue.wait_not_full()
+        self.blocked = self._rest = None
+        messages, index = rest
+        self._counters.messages -= 1  # counted when it was first handled
+        self._handle_from(messages, index)
 
     def handle(self, message: Any) -> None:
         """One decoded message."""
         counters = self._counters
         counters.messages += 1
+        if type(message) is dict and message.get("type") == "event":  # the hot path first
+            key = message.get("job")
+            job = self.jobs.get(key) if type(key) is str else None
+            if job is not None:
+                self._on_event(job, message)
+            return
         kind = message.get("type") if isinstance(message, dict) else None
         if not isinstance(kind, str):
             counters.skipped += 1
@@ -146,19 +194,31 @@ class FeedRouter:
 
     def _on_event(self, job: FeedJob, message: dict[str, Any]) -> None:
         counters = self._counters
-        if not self._latest(job):
+        state = job.state
+        if job.job_id in self._pending or (state != "active" and state != "paused"):
             counters.stale += 1
             return
         event_id = message.get("id")
-        if not isinstance(event_id, str) or job.is_duplicate(event_id):
+        if type(event_id) is not str or job.duplicates.seen(event_id):
             counters.duplicates += 1
             return
-        if job.queue.full:  # before decoding: the event comes again after the resubscribe
-            counters.pauses += 1
-            job.state = "waiting"
-            self._outbox.send(unsubscribe_message(job.job_id))
-            self._spawn(self._retry.after_room, job)
-            return
+        queue = job.queue
+        if queue.full:  # before decoding
+            if self.single_job:  # the socket loop waits for room, then this event comes again
+                self.blocked = job
+                return
+            if state == "active":  # pause: unsubscribe, subscribe again once there is room
+                counters.pauses += 1
+                job.state = "paused"
+                self._outbox.send(unsubscribe_message(job.job_id))
+                self._spawn(self._retry.after_room, job)
+            elif -queue.room >= self._keep:
+                # The events in flight filled the allowance: drop this one and every later
+                # one of this subscription (no hole), they come again after the resubscribe.
+                job.state = "waiting"
+                counters.stale += 1
+                return
+            counters.kept += 1  # in flight when the job was paused: kept, not replayed
         try:
             event = decode_event(message.get("data"), event_id)
         except (MalformedPayload, RecursionError):

@@ -23,13 +23,17 @@ if TYPE_CHECKING:
 
     from trio_websocket import WebSocketConnection
 
-__all__ = ["MESSAGE_QUEUE_SIZE", "open_ws", "ws_url"]
+__all__ = ["MESSAGE_QUEUE_SIZE", "SINGLE_JOB_QUEUE_SIZE", "open_ws", "ws_url"]
 
-#: trio-websocket's queue between its socket reader and ``get_message``. Our own drain task
-#: never blocks (events go to per-job queues; a full one pauses that job), so this only has to
-#: absorb one network read's worth of small messages while the drain task is scheduled; its
+#: trio-websocket's queue between its socket reader and ``get_message``. A shared feed's drain
+#: task never blocks (events go to per-job queues; a full one pauses that job), so this only has
+#: to absorb one network read's worth of small messages while the drain task is scheduled; its
 #: default of 1 would make the socket reader wait for a task switch after every message.
 MESSAGE_QUEUE_SIZE = 256
+#: The same queue for a feed that follows one job: its drain task waits while the job's queue
+#: is full, and then this queue fills too before TCP slows the server down, so it is short (a
+#: server batch is at most 256 KiB: 4 MiB at most, beside the job's own bounded queue).
+SINGLE_JOB_QUEUE_SIZE = 16
 
 
 def ws_url(http_url: str) -> str:
@@ -38,6 +42,10 @@ def ws_url(http_url: str) -> str:
         return "wss://" + http_url.removeprefix("https://")
     return "ws://" + http_url.removeprefix("http://")
 
+
+#: Bytes asked of the TCP stream per read (trio-websocket's default is 4 KiB: a 256 KiB batch
+#: then costs 64 reads, each a pass of wsproto's parser and of trio's scheduler).
+RECEIVE_BYTES = 64 * 1024
 
 #: Bytes read before the handshake completes (response head and a refusal's body) at most.
 MAX_HANDSHAKE_BYTES = 1 << 20
@@ -106,6 +114,7 @@ async def _handshake(
                 extra_headers=headers,
                 message_queue_size=message_queue_size,
                 max_message_size=max_message_size,
+                receive_buffer_size=RECEIVE_BYTES,
             )
         )
         cancel.cancel()

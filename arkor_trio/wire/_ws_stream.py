@@ -3,7 +3,8 @@
 Same surface and semantics as the SSE ``EventStream`` (design.md section 3): exactly once,
 resume after the last event queued, immediate reconnect after progress, backoff for failures,
 idle timeout, ``end`` handling, cancellation within one tick. It is a :class:`JobFeed` with one
-job; pass ``feed=`` to follow the job on a feed shared with other jobs instead.
+job (``single_job``: a consumer that is behind slows the socket down, as on SSE, rather than
+pausing the job); pass ``feed=`` to follow the job on a feed shared with other jobs instead.
 """
 
 from __future__ import annotations
@@ -48,13 +49,20 @@ class WebSocketEventStream:
         ledger: Ledger | None = None,
     ) -> None:
         self.job_id = job_id
-        self.cursor = after
         self.policy = policy if policy is not None else ReconnectPolicy()
         self._own_feed = feed is None
-        self._feed = feed if feed is not None else JobFeed(client, policy=self.policy, rng=rng)
+        self._feed = (
+            feed
+            if feed is not None
+            else JobFeed(client, policy=self.policy, rng=rng, single_job=True)
+        )
         self._after = after
         self._created_at = created_at
         self._seen = tuple(seen)
+        if ledger is None and self._own_feed:
+            # As the SSE stream: no cursor store (the own feed's store would be written per
+            # event and never read: the stream resumes after ``after``, not a stored cursor).
+            ledger = Ledger(None, job_id, seen=self._seen)
         self._ledger = ledger
         self._sub: FeedSubscription | None = None
 
@@ -76,6 +84,11 @@ class WebSocketEventStream:
             gap_total=s.gap_total,
             gap_max=s.gap_max,
         )
+
+    @property
+    def cursor(self) -> str | None:
+        """The id of the last event yielded (``after`` before any)."""
+        return self._after if self._sub is None else self._sub.cursor
 
     @property
     def resume_id(self) -> str:
@@ -124,12 +137,13 @@ class WebSocketEventStream:
         if self._sub is not None:
             await self._sub.commit()
 
-    def __aiter__(self) -> Self:
-        return self
+    def __aiter__(self) -> FeedSubscription:
+        # ``async for`` iterates the subscription itself: no second coroutine per event.
+        if self._sub is None:
+            raise RuntimeError("use `async with client.events(...) as stream:` before iterating")
+        return self._sub
 
     async def __anext__(self) -> JobEvent:
         if self._sub is None:
             raise RuntimeError("use `async with client.events(...) as stream:` before iterating")
-        event = await self._sub.__anext__()
-        self.cursor = self._sub.cursor
-        return event
+        return await self._sub.__anext__()
