@@ -11,8 +11,9 @@ replay guard and the commit rule are the job's :class:`~arkor_trio.stream.Ledger
 
 from __future__ import annotations
 
+import enum
 from collections import deque
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Final, Protocol, Self, cast
 
 import attrs
 import trio
@@ -31,10 +32,35 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_RESETS",
+    "STORED",
     "FeedJob",
     "FeedStats",
     "FeedSubscription",
+    "JobQueue",
 ]
+
+
+class _Stored(enum.Enum):
+    CURSOR = "the cursor store's cursor"
+
+
+#: ``subscribe(job)`` without ``after``: resume after the feed's stored cursor.
+STORED: Final = _Stored.CURSOR
+
+
+class JobQueue(Protocol):
+    """Where the feed puts one job's events: its own :class:`EventQueue`, or its lane of a
+    merged subscription's shared queue (``_feed_merged``)."""
+
+    @property
+    def full(self) -> bool: ...
+
+    def put(self, item: JobEvent) -> None: ...
+
+    def close(self, error: BaseException | None = None) -> None: ...
+
+    async def wait_not_full(self) -> None: ...
+
 
 #: How many ``reset`` reasons a job keeps (a misbehaving server could send them without end).
 MAX_RESETS = 64
@@ -145,10 +171,11 @@ class FeedJob:
         created_at: float | None,
         seen: Iterable[str] = (),
         ledger: Ledger | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self.job_id = job_id
         self.resume = after
-        self.queue: EventQueue[JobEvent] = EventQueue(policy.buffer_size)
+        self.queue: JobQueue = queue if queue is not None else EventQueue(policy.buffer_size)
         self.ledger = ledger if ledger is not None else Ledger(None, job_id, seen=seen)
         #: This subscription's duplicate filter (from the ledger: handled ids, no read-ahead).
         self.duplicates = self.ledger.new_filter()
@@ -281,7 +308,7 @@ class FeedSubscription:
             await trio.lowlevel.checkpoint()
             raise StopAsyncIteration
         try:
-            item = await self._job.queue.get()
+            item = await cast("EventQueue[JobEvent]", self._job.queue).get()
         except trio.EndOfChannel:
             self._done = True
             raise StopAsyncIteration from None
