@@ -2,7 +2,8 @@
 
 ``async with client.feed() as feed:`` opens one socket and keeps it open (reconnecting by the
 rules of :class:`ReconnectPolicy`); ``feed.subscribe(job_id)`` adds a job at any time and
-returns a :class:`FeedSubscription` to iterate; leaving it (or ``feed.remove``) unsubscribes.
+returns a :class:`FeedSubscription` to iterate; leaving it (or ``feed.remove``) unsubscribes;
+``feed.subscribe_many(job_ids)`` follows many jobs from one task (:mod:`._feed_merged`).
 After every reconnect each job is subscribed again after the id of the last event the feed
 queued for it, so every consumer sees each event once.
 
