@@ -2,7 +2,8 @@
 
 The feed's drain task turns ``event`` messages into decoded events on the job's bounded queue;
 the consumer iterates a :class:`FeedSubscription` (or, for a job of ``feed.subscribe_many``, the
-queue is the job's lane of a shared queue: :mod:`._feed_merged`). Per job, the feed keeps the resume position
+queue is the job's lane of a shared queue: :mod:`._feed_merged`). Per job, the feed keeps the
+resume position
 (the id of the last event it queued) and how many of its ``subscribe`` messages are still
 unanswered: events are accepted only once the latest ``subscribe`` was answered with
 ``subscribed``, so nothing of an older subscription can slip in out of order. Dedupe, the
