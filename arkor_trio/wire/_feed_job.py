@@ -3,9 +3,8 @@
 The feed's drain task turns ``event`` messages into decoded events on the job's bounded queue;
 the consumer iterates a :class:`FeedSubscription` (or, for a job of ``feed.subscribe_many``, the
 queue is the job's lane of a shared queue: :mod:`._feed_merged`). Per job, the feed keeps the
-resume position
-(the id of the last event it queued) and how many of its ``subscribe`` messages are still
-unanswered: events are accepted only once the latest ``subscribe`` was answered with
+resume position (the id of the last event it queued) and how many of its ``subscribe`` messages
+are still unanswered: events are accepted only once the latest ``subscribe`` was answered with
 ``subscribed``, so nothing of an older subscription can slip in out of order. Dedupe, the
 replay guard and the commit rule are the job's :class:`~arkor_trio.stream.Ledger`'s, as on SSE
 (a ``reset`` leaves them alone: a replay of handled ids is dropped, design.md section 3 rule 10).
