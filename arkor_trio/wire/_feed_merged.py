@@ -50,6 +50,7 @@ class _Feed(Protocol):
     """What a merged subscription uses of its :class:`~arkor_trio.JobFeed`."""
 
     _error: ArkorError | None
+    _jobs: dict[str, FeedJob]
 
     def _follow(self, job_id: str, *, after: str | _Stored | None, queue: JobQueue) -> FeedJob: ...
 
@@ -138,7 +139,8 @@ class MergedSubscription:
 
     def remove(self, job_id: str) -> None:
         """Stop following ``job_id`` here (its queued events are dropped, not committed)."""
-        if self._jobs.pop(job_id, None) is not None:
+        job = self._jobs.pop(job_id, None)
+        if job is not None and self._feed._jobs.get(job_id) is job:
             self._feed.remove(job_id)
 
     def cursor(self, job_id: str) -> str | None:
@@ -217,7 +219,8 @@ class MergedSubscription:
     def _leave(self, job: FeedJob, error: BaseException | None) -> None:
         """``job`` ended: it leaves the stream; the feed's own error is raised."""
         del self._jobs[job.job_id]
-        self._feed.remove(job.job_id)
+        if self._feed._jobs.get(job.job_id) is job:  # (not a later subscription of that id)
+            self._feed.remove(job.job_id)
         if error is None:
             return
         if not isinstance(error, ArkorError) or error is self._feed._error:
