@@ -176,3 +176,46 @@ async def test_reconnects_in_the_middle_lose_and_duplicate_nothing(tmp_path) -> 
     assert seen == {job: _log(58) for job in jobs}
     assert stats.reconnects >= 6
     assert stats.events == 60 * 60  # queued once each: nothing replayed twice
+
+
+async def test_resets_are_surfaced_per_job_and_a_feed_error_is_raised(tmp_path) -> None:
+    from arkor_trio import ApiError, ArkorClient
+    from arkor_trio.server._store import Store
+
+    async with open_local_backend(
+        tmp_path / "d", engine=FakeEngine().engine(), retain_events=3
+    ) as backend:
+        store = Store.in_dir(backend.data_dir, retain_events=3)
+        try:
+            store.create_job(
+                job_id="job_r", org_id="org_local", project_id="proj_default", name="r", config={}
+            )
+            logs = [{"type": "training.log", "step": s, "loss": 1 / s} for s in (1, 2, 3)]
+            for event in [{"type": "training.started"}, *logs]:
+                store.append("job_r", event)
+            store.append("job_r", {"type": "training.completed", "artifacts": []})
+        finally:
+            store.close()
+        prefill(backend.data_dir, "job_k", 1)
+        resets: dict[str, tuple[str, ...]] = {}
+        async with backend.client() as client, client.feed(policy=FAST) as feed:
+            async with feed.subscribe_many(["job_r", "job_k"], after=None) as merged:
+                seen: dict[str, list[str | None]] = {}
+                async for job_id, event in merged:
+                    resets.setdefault(job_id, merged.resets(job_id))
+                    seen.setdefault(job_id, []).append(event.event_id)
+            assert feed.stats.resets == 1
+        assert seen == {"job_r": ["3", "4", "5"], "job_k": _log(1)}
+        assert "events before 3 are no longer kept" in resets["job_r"][0]
+        assert resets["job_k"] == ()
+        async with (
+            ArkorClient(
+                base_url=backend.base_url, token="wrong", org_slug="local", project_slug="default"
+            ) as bad,
+            bad.feed() as feed,
+        ):
+            with pytest.raises(ApiError) as caught:  # the whole feed's error, not one job's
+                async with feed.subscribe_many(["job_r", "job_k"]) as merged:
+                    await _collect(merged)
+            assert caught.value.status == 401
+            assert merged.errors == {}
