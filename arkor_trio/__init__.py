@@ -40,6 +40,7 @@ from .wire._codec import event_to_wire as event_to_wire
 from .wire._feed import JobFeed as JobFeed
 from .wire._feed_job import FeedStats as FeedStats
 from .wire._feed_job import FeedSubscription as FeedSubscription
+from .wire._feed_merged import MergedSubscription as MergedSubscription
 from .wire._job_stream import EventStream as EventStream
 from .wire._models import Adapter as Adapter
 from .wire._models import BlobDataset as BlobDataset
@@ -96,6 +97,7 @@ __all__ = [
     "LogContext",
     "Lora",
     "MemoryCursorStore",
+    "MergedSubscription",
     "ReconnectPolicy",
     "ReconnectsExhausted",
     "StartedContext",

@@ -6,8 +6,9 @@ running jobs with ``--history`` events each straight into its store, and listens
 TCP forwarder in its own process (so that it can cut the feed's socket without a close frame).
 
 1. **Subscribe and replay**: one feed subscribes every job (one consumer task per job, as a
-   program following them would run) and each job's history is replayed; then ``gc.collect()``
-   and the RSS growth per job (idle: no event in flight).
+   program following them with ``feed.subscribe`` would run; with ``--one-task`` all of them
+   from one task with ``feed.subscribe_many``) and each job's history is replayed; then
+   ``gc.collect()`` and the RSS growth per job (idle: no event in flight).
 2. **Latency**: an emitter thread in the backend appends ``training.log`` events round-robin at
    ``--rate`` events/s in all, each stamped with its wall-clock append time; per-event latency
    (append to ``async for``) p50 / p99 for ``--seconds``.
@@ -17,7 +18,8 @@ TCP forwarder in its own process (so that it can cut the feed's socket without a
 
 Every job's ids must arrive exactly once and in order (``out-of-order or lost ids``).
 
-Usage: ``python benchmarks/feed_scale.py [--jobs N] [--history H] [--rate R] [--seconds S]``.
+Usage: ``python benchmarks/feed_scale.py [--jobs N] [--history H] [--rate R] [--seconds S]
+[--one-task [--buffer B]]``. The last table (tracemalloc) gives the bytes per job both ways.
 """
 
 from __future__ import annotations
@@ -241,23 +243,33 @@ class Client:
         self.all_cut = trio.Event()
 
     async def follow(self, feed: Any, job: str) -> None:
-        last, history = self.last, self.history
+        """One job, in a consumer task of its own (``feed.subscribe``)."""
         async with feed.subscribe(job, after=None) as sub:
             async for event in sub:
-                n = int(event.event_id or 0)
-                if n != last.get(job, 0) + 1:
-                    self.errors += 1
-                last[job] = n
-                if n == history:
-                    self.replayed += 1
-                    if self.replayed == len(self.jobs):
-                        self.replay_done.set()
-                elif self.recording:
-                    self.latencies.append(time.time() - event.loss)
-                elif n == self.cut_step.get(job):
-                    self.after_cut[job] = time.time()
-                    if len(self.after_cut) == len(self.jobs):
-                        self.all_cut.set()
+                self.on_event(job, event)
+
+    async def follow_many(self, feed: Any, buffer_size: int | None) -> None:
+        """Every job from this one task (``feed.subscribe_many``)."""
+        async with feed.subscribe_many(self.jobs, after=None, buffer_size=buffer_size) as merged:
+            async for job, event in merged:
+                self.on_event(job, event)
+
+    def on_event(self, job: str, event: Any) -> None:
+        last = self.last
+        n = int(event.event_id or 0)
+        if n != last.get(job, 0) + 1:
+            self.errors += 1
+        last[job] = n
+        if n == self.history:
+            self.replayed += 1
+            if self.replayed == len(self.jobs):
+                self.replay_done.set()
+        elif self.recording:
+            self.latencies.append(time.time() - event.loss)
+        elif n == self.cut_step.get(job):
+            self.after_cut[job] = time.time()
+            if len(self.after_cut) == len(self.jobs):
+                self.all_cut.set()
 
 
 async def _ask(process: subprocess.Popen[str], line: str) -> None:
@@ -322,8 +334,11 @@ async def _measure(
         trio.open_nursery() as nursery,
     ):
         started = time.perf_counter()
-        for job in client.jobs:
-            nursery.start_soon(client.follow, feed, job)
+        if args.one_task:
+            nursery.start_soon(client.follow_many, feed, args.buffer or None)
+        else:
+            for job in client.jobs:
+                nursery.start_soon(client.follow, feed, job)
         await client.replay_done.wait()
         replayed = time.perf_counter() - started
         gc.collect()
@@ -371,6 +386,8 @@ async def _measure(
     lat = client.latencies
     return [
         ["client / backend CPU", f"{pinned} / {info['pinned']}"],
+        ["followed from", "one task (subscribe_many)" if args.one_task
+         else "one task per job (subscribe)"],
         ["gc.freeze() after the replay", "yes" if args.freeze else "no"],
         ["jobs on one socket", f"{args.jobs:,}"],
         ["history per job", f"{args.history} events"],
@@ -391,6 +408,7 @@ async def _measure(
          f"{cpu_after[0] - cpu_before[0]:.1f} / {cpu_after[1] - cpu_before[1]:.1f} s"],
         ["reconnect: client loop lag p99 / max; full GCs", f"{lag_row(lags)}; {gc_row(pauses)}"],
         ["out-of-order or lost ids", client.errors],
+        ["jobs paused (shared or own queue full)", f"{stats.pauses:,}"],
         ["sockets opened", stats.connections],
     ]  # fmt: skip
 
@@ -441,12 +459,44 @@ async def state_bytes(jobs: int, history: int) -> list[list[object]]:
         gc.collect()
         task = (tracemalloc.get_traced_memory()[0] - before) / jobs
         nursery.cancel_scope.cancel()
+    del held, subs
+    merged_state = await _merged_state_bytes(jobs, events, tracemalloc)
     tracemalloc.stop()
     return [
         ["feed state per job (queue, ledger, dedupe, cursor in a MemoryCursorStore)",
          f"{state:,.0f} B"],
         ["a consumer task waiting in `async for` per job", f"{task:,.0f} B"],
+        ["per job, `subscribe` (state + a consumer task)", f"{state + task:,.0f} B"],
+        ["per job, `subscribe_many` (state with a lane of the shared queue, no task)",
+         f"{merged_state:,.0f} B"],
     ]  # fmt: skip
+
+
+async def _merged_state_bytes(jobs: int, events: list[Any], tracemalloc: Any) -> float:
+    """Bytes per job of a merged subscription's jobs, idle after their history (one task)."""
+    import random
+
+    from arkor_trio.stream import Ledger, MemoryCursorStore, as_cursor_store
+    from arkor_trio.wire._feed_job import FeedJob
+    from arkor_trio.wire._feed_merged import MergedSubscription, _Lane
+
+    store, rng = as_cursor_store(MemoryCursorStore()), random.Random(1)
+    merged = MergedSubscription(None, len(events) + 1)  # type: ignore[arg-type]  # no feed
+    gc.collect()
+    before = tracemalloc.get_traced_memory()[0]
+    for job_id in _job_ids(jobs):
+        job = FeedJob(job_id, after=None, policy=POLICY, rng=rng, created_at=None,
+                      ledger=Ledger(store, job_id), queue=_Lane(merged, job_id))  # fmt: skip
+        merged._jobs[job_id] = job
+        job.subscribing()
+        for event in events:  # the history replayed and handled, as above
+            if not job.is_duplicate(event.event_id):
+                job.accept(event)
+            await merged.__anext__()
+    assert merged._pending is not None
+    merged._pending.handled_nowait()
+    gc.collect()
+    return (tracemalloc.get_traced_memory()[0] - before) / jobs
 
 
 def main() -> None:
@@ -460,6 +510,10 @@ def main() -> None:
     parser.add_argument(
         "--freeze", action="store_true", help="gc.freeze() once every job is replayed"
     )
+    parser.add_argument(
+        "--one-task", action="store_true", help="follow every job from one task (subscribe_many)"
+    )
+    parser.add_argument("--buffer", type=int, default=0, help="--one-task: its queue (0: default)")
     parser.add_argument("--state-only", action="store_true", help="only the tracemalloc table")
     args = parser.parse_args()
     if args.serve is not None:

@@ -116,11 +116,12 @@ SECTIONS: list[tuple[str, str, list[str], str]] = [
     (
         "7g. One feed, 100,000 jobs: memory, latency at 10,000 events/s, a reconnect",
         "feed_scale.py",
-        ["--jobs", "100000", "--history", "3", "--rate", "10000", "--seconds", "10"],
+        ["--jobs", "100000", "--history", "3", "--rate", "10000", "--seconds", "10", "--one-task"],
         "Backend and client pinned to their own CPU; one feed follows 100,000 running jobs "
-        "(one consumer task each): RSS per job once their history is replayed, event latency "
-        "at 10,000 events/s, and a reset socket until every job delivered its next event; then "
-        "the bytes per job of the feed's state and of a consumer task (tracemalloc).",
+        "from one task (`feed.subscribe_many`): RSS per job once their history is replayed, "
+        "event latency at 10,000 events/s, and a reset socket until every job delivered its "
+        "next event; then the bytes per job of the feed's state, of a consumer task, and both "
+        "ways in all: a task per job (`feed.subscribe`) or one task (tracemalloc).",
     ),
     (
         "8. Cursor commit cost",

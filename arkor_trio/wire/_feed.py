@@ -2,7 +2,8 @@
 
 ``async with client.feed() as feed:`` opens one socket and keeps it open (reconnecting by the
 rules of :class:`ReconnectPolicy`); ``feed.subscribe(job_id)`` adds a job at any time and
-returns a :class:`FeedSubscription` to iterate; leaving it (or ``feed.remove``) unsubscribes.
+returns a :class:`FeedSubscription` to iterate; leaving it (or ``feed.remove``) unsubscribes;
+``feed.subscribe_many(job_ids)`` follows many jobs from one task (:mod:`._feed_merged`).
 After every reconnect each job is subscribed again after the id of the last event the feed
 queued for it, so every consumer sees each event once.
 
@@ -25,9 +26,8 @@ failure (or, after progress, an immediate reconnect). See docs/websocket.md.
 
 from __future__ import annotations
 
-import enum
 import random
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import trio
 
@@ -35,8 +35,9 @@ from .._errors import ArkorError, ConfigError
 from .._groups import lone_exception
 from ..stream import Ledger, MemoryCursorStore, ReconnectPolicy, as_cursor_store
 from ..stream.lowlevel import release_counters, track_counters
-from ._feed_job import FeedCounters, FeedJob, FeedStats, FeedSubscription
+from ._feed_job import STORED, FeedCounters, FeedJob, FeedStats, FeedSubscription, _Stored
 from ._feed_loop import FeedLoop
+from ._feed_merged import MergedSubscription
 from ._feed_messages import MAX_AFTER, MAX_JOB_ID, unsubscribe_message
 from ._feed_outbox import Outbox
 from ._feed_router import FeedRouter
@@ -48,16 +49,9 @@ if TYPE_CHECKING:
     from types import TracebackType
 
     from ..stream import CursorStore
+    from ._feed_job import JobQueue
 
-__all__ = ["FeedClient", "FeedStats", "FeedSubscription", "JobFeed"]
-
-
-class _Stored(enum.Enum):
-    CURSOR = "the cursor store's cursor"
-
-
-#: ``subscribe(job)`` without ``after``: resume after the feed's stored cursor.
-STORED: Final = _Stored.CURSOR
+__all__ = ["FeedClient", "FeedStats", "FeedSubscription", "JobFeed", "MergedSubscription"]
 
 
 class JobFeed:
@@ -182,6 +176,49 @@ class JobFeed:
             RuntimeError: The feed is not running, or already follows ``job_id`` (or a job,
                 with ``single_job``).
         """
+        job = self._follow(
+            job_id, after=after, created_at=created_at, seen=seen, ledger=ledger, queue=None
+        )
+        return FeedSubscription(job, None, self._remove)
+
+    def subscribe_many(
+        self,
+        job_ids: Iterable[str] = (),
+        *,
+        after: str | _Stored | None = STORED,
+        buffer_size: int | None = None,
+    ) -> MergedSubscription:
+        """Follow many jobs from one task: ``async for job_id, event in feed.subscribe_many(ids)``.
+
+        Each job keeps its own cursor, dedupe and ledger (as with :meth:`subscribe`); their
+        events share one bounded queue of ``buffer_size`` (default
+        :data:`~arkor_trio.wire._feed_merged.MERGED_BUFFER`). See :class:`MergedSubscription`.
+
+        Args:
+            job_ids: The jobs to follow now (more with :meth:`MergedSubscription.add`).
+            after: As for :meth:`subscribe`, for every job of ``job_ids``.
+            buffer_size: How many events the shared queue holds before jobs are paused.
+
+        Raises:
+            ConfigError, RuntimeError: As :meth:`subscribe`, for any of ``job_ids``.
+        """
+        merged = MergedSubscription(self, buffer_size)
+        for job_id in job_ids:
+            merged.add(job_id, after=after)
+        return merged
+
+    def _follow(
+        self,
+        job_id: str,
+        *,
+        after: str | _Stored | None,
+        created_at: float | None = None,
+        seen: Iterable[str] = (),
+        ledger: Ledger | None = None,
+        queue: JobQueue | None,
+    ) -> FeedJob:
+        """Start following ``job_id`` (see :meth:`subscribe`); its events go to ``queue``
+        (default: a queue of its own)."""
         if not isinstance(job_id, str) or not job_id or len(job_id) > MAX_JOB_ID:
             shown = repr(job_id) if not isinstance(job_id, str) else f"{len(job_id)} characters"
             raise ConfigError(
@@ -212,6 +249,7 @@ class JobFeed:
             rng=self._rng,
             created_at=created_at,
             ledger=ledger,
+            queue=queue,
         )
         self._jobs[job_id] = job
         if self._error is not None:
@@ -221,7 +259,7 @@ class JobFeed:
             self._spawn(self._load_then_subscribe, job)
         else:
             self._router.send_subscribe(job)
-        return FeedSubscription(job, None, self._remove)
+        return job
 
     async def _load_then_subscribe(self, job: FeedJob) -> None:
         try:

@@ -1,9 +1,10 @@
 """One job followed by a :class:`~arkor_trio.JobFeed`: its queue, cursor and the consumer's view.
 
 The feed's drain task turns ``event`` messages into decoded events on the job's bounded queue;
-the consumer iterates a :class:`FeedSubscription`. Per job, the feed keeps the resume position
-(the id of the last event it queued) and how many of its ``subscribe`` messages are still
-unanswered: events are accepted only once the latest ``subscribe`` was answered with
+the consumer iterates a :class:`FeedSubscription` (or, for a job of ``feed.subscribe_many``, the
+queue is the job's lane of a shared queue: :mod:`._feed_merged`). Per job, the feed keeps the
+resume position (the id of the last event it queued) and how many of its ``subscribe`` messages
+are still unanswered: events are accepted only once the latest ``subscribe`` was answered with
 ``subscribed``, so nothing of an older subscription can slip in out of order. Dedupe, the
 replay guard and the commit rule are the job's :class:`~arkor_trio.stream.Ledger`'s, as on SSE
 (a ``reset`` leaves them alone: a replay of handled ids is dropped, design.md section 3 rule 10).
@@ -11,8 +12,9 @@ replay guard and the commit rule are the job's :class:`~arkor_trio.stream.Ledger
 
 from __future__ import annotations
 
+import enum
 from collections import deque
-from typing import TYPE_CHECKING, Self
+from typing import TYPE_CHECKING, Final, Protocol, Self, cast
 
 import attrs
 import trio
@@ -31,10 +33,40 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_RESETS",
+    "STORED",
     "FeedJob",
     "FeedStats",
     "FeedSubscription",
+    "JobQueue",
 ]
+
+
+class _Stored(enum.Enum):
+    CURSOR = "the cursor store's cursor"
+
+
+#: ``subscribe(job)`` without ``after``: resume after the feed's stored cursor.
+STORED: Final = _Stored.CURSOR
+
+
+class JobQueue(Protocol):
+    """Where the feed puts one job's events: its own :class:`EventQueue`, or its lane of a
+    merged subscription's shared queue (``_feed_merged``)."""
+
+    @property
+    def full(self) -> bool: ...
+
+    @property
+    def room(self) -> int:
+        """How many more items fit (negative: how many are kept past the capacity)."""
+        ...
+
+    def put(self, item: JobEvent) -> None: ...
+
+    def close(self, error: BaseException | None = None) -> None: ...
+
+    async def wait_not_full(self) -> None: ...
+
 
 #: How many ``reset`` reasons a job keeps (a misbehaving server could send them without end).
 MAX_RESETS = 64
@@ -149,10 +181,11 @@ class FeedJob:
         created_at: float | None,
         seen: Iterable[str] = (),
         ledger: Ledger | None = None,
+        queue: JobQueue | None = None,
     ) -> None:
         self.job_id = job_id
         self.resume = after
-        self.queue: EventQueue[JobEvent] = EventQueue(policy.buffer_size)
+        self.queue: JobQueue = queue if queue is not None else EventQueue(policy.buffer_size)
         self.ledger = ledger if ledger is not None else Ledger(None, job_id, seen=seen)
         #: This subscription's duplicate filter (from the ledger: handled ids, no read-ahead).
         self.duplicates = self.ledger.new_filter()
@@ -285,7 +318,7 @@ class FeedSubscription:
         if self._done:
             await trio.lowlevel.checkpoint()
             raise StopAsyncIteration
-        queue = self._job.queue
+        queue = cast("EventQueue[JobEvent]", self._job.queue)
         item = queue.take()  # no scheduler pass while items are queued (see EventQueue.take)
         if item is not None:
             # Still a cancellation point: a body that cancelled its scope gets no further item.
