@@ -269,6 +269,18 @@ def write_json(path: str | None, payload: dict[str, Any]) -> None:
 PACKAGES = ("arkor-trio", "trio", "httpx", "httpcore", "httpx-sse", "hypercorn", "starlette")
 
 
+def numbers(rows: Iterable[Sequence[object]], label: str) -> list[float]:
+    """The numbers in the value cell of the ``[label, value]`` row ("1.2 / 3,400 / 5 ms" ->
+    [1.2, 3400.0, 5.0]); [] when the row is missing or holds none."""
+    import re
+
+    for row in rows:
+        if row and row[0] == label:
+            text = str(row[-1]).replace(",", "")
+            return [float(x) for x in re.findall(r"-?\d+(?:\.\d+)?", text)]
+    return []
+
+
 def node_version() -> str | None:
     """``node --version``, or None without Node."""
     node = shutil.which("node")

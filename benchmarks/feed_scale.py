@@ -40,7 +40,7 @@ from typing import Any
 
 import trio
 import trio.testing
-from _common import percentile, rss_mb, table
+from _common import numbers, percentile, rss_mb, table, write_json
 
 from arkor_trio import ReconnectPolicy
 from arkor_trio.server import WsLimits, open_local_backend
@@ -515,6 +515,7 @@ def main() -> None:
     )
     parser.add_argument("--buffer", type=int, default=0, help="--one-task: its queue (0: default)")
     parser.add_argument("--state-only", action="store_true", help="only the tracemalloc table")
+    parser.add_argument("--json", help="also write the headline figures here")
     args = parser.parse_args()
     if args.serve is not None:
         trio.run(serve, args.serve, args.jobs, args.history, args.send_queue)
@@ -523,7 +524,20 @@ def main() -> None:
         print(table(["what", "bytes"], trio.run(state_bytes, 20_000, args.history)))
         return
     print(f"### One feed, {args.jobs:,} jobs, {args.rate:,.0f} events/s in all\n")
-    print(table(["measure", "value"], trio.run(run, args)))
+    rows = trio.run(run, args)
+    print(table(["measure", "value"], rows))
+    latency = numbers(rows, "event latency p50 / p99 / max")
+    resumed = numbers(rows, "reconnect: jobs resumed")
+    reconnect = numbers(rows, "reconnect: next event p50 / all")
+    per_job = numbers(rows, "RSS growth per job")
+    errors = numbers(rows, "out-of-order or lost ids")
+    write_json(args.json, {
+        "jobs": args.jobs,
+        "jobs_followed": args.jobs if errors == [0.0] and resumed[:1] == [args.jobs] else None,
+        "rss_per_job_kib": per_job[0] if per_job else None,
+        "latency_p99_ms": latency[1] if len(latency) > 1 else None,
+        "reconnect_all_s": reconnect[1] if len(reconnect) > 1 else None,
+    })  # fmt: skip
     print(
         f"\n### Per-job bytes after a history of {args.history} events (tracemalloc, 20,000 jobs)\n"
     )

@@ -27,6 +27,7 @@ import gc
 import json
 import os
 import sqlite3
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -38,11 +39,13 @@ import trio
 from _common import (
     BACKLOG_JOB,
     fill,
+    numbers,
     open_backend_process,
     percentile,
     rss_mb,
     table,
     tick_payloads,
+    write_json,
 )
 
 from arkor_trio.server import open_local_backend
@@ -285,6 +288,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--pin", action="store_true", help="backend on CPU 0, client on CPU 1")
     parser.add_argument("--cpu", type=int, help=argparse.SUPPRESS)  # --serve's own pinning
+    parser.add_argument("--json", help="also write the headline figures here")
     args = parser.parse_args()
     if args.serve is not None:
         if args.cpu is not None:
@@ -298,9 +302,24 @@ def main() -> None:
     rows = trio.run(throughput, args.events, pinned)
     print(table(["transport", "events", "seconds", "events/s", "backend CPU us/event",
                  "client CPU us/event"], rows))  # fmt: skip
+    rates = {
+        transport: statistics.median(
+            float(str(row[3]).replace(",", "")) for row in rows if row[0] == transport
+        )
+        for transport in ("sse", "websocket")
+    }
+    print(f"\nWebSocket / SSE, medians: {rates['websocket'] / rates['sse']:.2f}x")
     print(f"\n### One feed, {args.jobs:,} running jobs, {args.rate:,.0f} events/s in all{where}\n")
-    rows = trio.run(scale, args.jobs, args.rate, args.seconds, pinned)
-    print(table(["measure", "value"], rows))
+    scaled = trio.run(scale, args.jobs, args.rate, args.seconds, pinned)
+    print(table(["measure", "value"], scaled))
+    latency = numbers(scaled, "event latency p50 / p99 / max")
+    delivered = numbers(scaled, "events delivered / offered")
+    write_json(args.json, {
+        "jobs": args.jobs, "rate": args.rate,
+        "ws_sse_ratio": rates["websocket"] / rates["sse"],
+        "latency_p99_ms": latency[1] if len(latency) > 1 else None,
+        "delivered_all": len(delivered) == 2 and delivered[0] >= 0.99 * delivered[1],
+    })  # fmt: skip
 
 
 if __name__ == "__main__":
