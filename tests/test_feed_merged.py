@@ -174,7 +174,10 @@ async def test_reconnects_in_the_middle_lose_and_duplicate_nothing(tmp_path) -> 
                     seen = await _collect(merged)
                 stats = feed.stats
     assert seen == {job: _log(58) for job in jobs}
-    assert stats.reconnects >= 6
+    # The plan's six cuts each come a few messages into a connection; the first three always
+    # land (3,600 events take far more than six messages), the later ones only if the server's
+    # batches leave enough messages (larger batches since issue 23 often finish first).
+    assert stats.reconnects >= 3
     assert stats.events == 60 * 60  # queued once each: nothing replayed twice
 
 
