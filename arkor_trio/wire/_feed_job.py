@@ -163,6 +163,7 @@ class FeedJob:
         "_rng",
         "created_at",
         "duplicates",
+        "holds_socket",
         "job_id",
         "ledger",
         "progress",
@@ -186,6 +187,10 @@ class FeedJob:
         self.job_id = job_id
         self.resume = after
         self.queue: JobQueue = queue if queue is not None else EventQueue(policy.buffer_size)
+        #: A job whose queue is shared (a lane of ``subscribe_many``) is not paused when it is
+        #: full: pausing one job frees no room another job's event will not take at once (a
+        #: replay of 100,000 jobs paused 200,000 times); the feed stops reading instead.
+        self.holds_socket = queue is not None
         self.ledger = ledger if ledger is not None else Ledger(None, job_id, seen=seen)
         #: This subscription's duplicate filter (from the ledger: handled ids, no read-ahead).
         self.duplicates = self.ledger.new_filter()

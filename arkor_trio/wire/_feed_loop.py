@@ -157,7 +157,7 @@ class FeedLoop:
                             raw = await ws.get_message()
                             watchdog.deadline = trio.current_time() + idle
                             router.handle_raw(raw)
-                            while router.blocked is not None:  # a single-job feed's consumer
+                            while router.blocked is not None:  # a single-job or merged consumer
                                 watchdog.deadline = math.inf  # is behind: TCP slows the server
                                 await router.wait_room()
                                 watchdog.deadline = trio.current_time() + idle

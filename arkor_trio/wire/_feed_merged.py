@@ -14,9 +14,9 @@ terminal event (or a permanent error of its own, kept in :attr:`MergedSubscripti
 job leaves the stream. An error of the whole feed (bad token, reconnects exhausted) is raised.
 
 Backpressure is the feed's own: each job's queue is a :class:`_Lane` of the shared queue, full
-when the shared queue is; the feed's router then pauses that job as it pauses a job whose own
-queue is full (unsubscribe, then subscribe again from its resume point once the consumer made
-room: half the shared queue). Nothing is lost; a slow consumer delays only the jobs it overflows.
+when the shared queue is; the feed's router then stops reading the socket until the consumer made
+room (half the shared queue), as on a single-job feed (``FeedJob.holds_socket``), rather than
+pausing jobs one by one: a full shared queue has no room for the next job's event either.
 """
 
 from __future__ import annotations
@@ -159,7 +159,7 @@ class MergedSubscription:
     # --- backpressure --------------------------------------------------------------------------
 
     async def _wait_room(self) -> None:
-        """A paused job's wait (the feed's ``after_room``): until half the queue is free."""
+        """The blocked router's wait (``wait_not_full``): until half the queue is free."""
         while self._queue.full and not self._closed:
             if self._room is None:
                 self._room = trio.Event()

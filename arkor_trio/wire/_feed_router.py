@@ -48,13 +48,16 @@ class FeedRouter:
     its last queued event once its consumer made room. The events of its subscription already
     in flight still arrive in order, so a paused job keeps them (``kept``), up to
     ``buffer_size`` beyond its full queue; past that, that event and every later one of the
-    subscription are dropped (``stale``) and come again after the resubscribe.
+    subscription are dropped (``stale``) and come again after the resubscribe. The jobs of a
+    ``subscribe_many`` share one queue: its consumer being behind is the whole merged stream
+    being behind, so a full shared queue stops the router as on a single-job feed.
 
     Attributes:
         jobs: The jobs followed, by id (shared with the feed).
         socket_progress: Set when an event was queued on the current socket.
         single_job: Wait for the consumer instead of pausing (see above).
-        blocked: The job whose full queue stopped the router (``single_job`` only), else None.
+        blocked: The job whose full queue stopped the router (``single_job``, or a job of a
+            ``subscribe_many``), else None.
     """
 
     def __init__(
@@ -204,7 +207,8 @@ class FeedRouter:
             return
         queue = job.queue
         if queue.full:  # before decoding
-            if self.single_job:  # the socket loop waits for room, then this event comes again
+            if self.single_job or job.holds_socket:  # the socket loop waits for room, then
+                # this event comes again
                 self.blocked = job
                 return
             if state == "active":  # pause: unsubscribe, subscribe again once there is room
