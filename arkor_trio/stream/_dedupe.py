@@ -139,8 +139,13 @@ class RecentIds:
         """Remember ``event_id``; the oldest go when ``2 * size`` are held."""
         runs = self._runs
         if runs is not None:
-            if event_id == self._next:  # the next id in order: the common case
-                self.advance()
+            if event_id == self._next:  # the next id in order: the common case (advance, inline)
+                last = runs[-1] + 1
+                runs[-1] = last
+                self._next = str(last + 1)
+                count = self._count = self._count + 1
+                if count >= 2 * self.size:
+                    self._trim()
                 return
             number = _number(event_id)
             if number is not None and self._insert(runs, number):
@@ -155,14 +160,14 @@ class RecentIds:
             self.current = {}
 
     def advance(self) -> None:
-        """Add the id right after the highest (the caller checked it is ``_next``)."""
-        runs = self._runs
-        assert runs is not None
+        """Add the id right after the highest (the caller checked it is ``_next``, so the ids
+        are ranges). The per-event hot path of every stream: no checks beyond that."""
+        runs: list[int] = self._runs  # type: ignore[assignment]
         last = runs[-1] + 1
         runs[-1] = last
         self._next = str(last + 1)
-        self._count += 1
-        if self._count >= 2 * self.size:
+        count = self._count = self._count + 1
+        if count >= 2 * self.size:
             self._trim()
 
     def _insert(self, runs: list[int], number: int) -> bool:
