@@ -187,12 +187,12 @@ def misbehave(name: str, log: str | None) -> None:
                 sys.stdout.buffer.write(b"\n")
     elif name == "ignore-term":
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        time.sleep(3600)
+        signal.pause()  # until the bench's SIGKILL
     elif name == "fork":
         child = os.fork()
         if child == 0:
             signal.signal(signal.SIGTERM, signal.SIG_IGN)
-            time.sleep(3600)
+            signal.pause()  # until the bench kills the group with SIGKILL
             os._exit(0)
         if log:
             with open(os.path.join(log, "child.pid"), "w") as out:
