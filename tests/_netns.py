@@ -7,7 +7,8 @@ NAME``) reaches this side only through the pair; services it must reach listen o
 :attr:`Namespace.host`. :meth:`Namespace.down` takes this side's end down: packets from the
 namespace are dropped, open connections hang (a partition, not a refused connection).
 
-Needs root and the ``ip`` binary (iproute2); a test skips without them, never in CI (root).
+Needs root and the ``ip`` binary (iproute2); a test skips without them, and fails in CI
+(tests/_needs.py).
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 import attrs
-import pytest
+
+from tests._needs import missing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -71,9 +73,9 @@ def _free_subnet() -> ipaddress.IPv4Network:
 def isolated_namespace() -> Iterator[Namespace]:
     """A fresh namespace with a veth pair to this one; removed at the end of the block."""
     if shutil.which("ip") is None:
-        pytest.skip("needs the ip binary (iproute2) to make a network namespace")
+        missing("needs the ip binary (iproute2) to make a network namespace")
     if os.geteuid() != 0:
-        pytest.skip("needs root to make a network namespace (ip netns add)")
+        missing("needs root to make a network namespace (ip netns add)")
     tag = secrets.token_hex(4)
     net = _free_subnet()
     first, second = list(net.hosts())

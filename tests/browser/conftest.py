@@ -1,7 +1,8 @@
 """Browser tests of the live page: Playwright for Python driving Debian's Chromium.
 
 Playwright's own browser download does not work here; the tests launch the system Chromium
-(``apt-get install -y chromium``) and skip, saying so, where it is missing. The backend runs in
+(``apt-get install -y chromium``) and skip, saying so, where it is missing (fail in CI:
+tests/_needs.py). The backend runs in
 a thread with its own trio loop (Playwright's sync API owns the test's thread), or as an
 ``arkor-trio serve`` subprocess where a test kills it.
 """
@@ -19,6 +20,7 @@ import trio
 
 from arkor_trio._version import USER_AGENT
 from arkor_trio.server import LocalBackend, open_local_backend
+from tests._needs import missing
 
 if TYPE_CHECKING:
     from collections.abc import Iterator
@@ -117,7 +119,7 @@ class BackendThread:
 @pytest.fixture(scope="package")
 def browser() -> Iterator[Browser]:
     if CHROMIUM is None or sync_playwright is None:
-        pytest.skip(MISSING)
+        missing(MISSING)
     with sync_playwright() as p:
         b = p.chromium.launch(
             executable_path=CHROMIUM,

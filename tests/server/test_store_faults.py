@@ -23,6 +23,7 @@ import trio
 
 from arkor_trio.server import _serve, open_local_backend
 from arkor_trio.server._store import DB_NAME, Store, StoreError
+from tests._needs import missing
 
 from .conftest import SCOPE, FrameReader, create_job, data_of, headers_for
 
@@ -198,9 +199,9 @@ def small_tmpfs(where: Path, size: str = "3m") -> Iterator[Path]:
             check=False,
         )
     except OSError as exc:
-        pytest.skip(f"cannot mount a tmpfs for the disk-full test: {exc}")
+        missing(f"cannot mount a tmpfs for the disk-full test: {exc}")
     if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs for the disk-full test: {done.stderr.strip()}")
+        missing(f"cannot mount a tmpfs for the disk-full test: {done.stderr.strip()}")
     try:
         yield where
     finally:
