@@ -139,7 +139,7 @@ class RecentIds:
         """Remember ``event_id``; the oldest go when ``2 * size`` are held."""
         runs = self._runs
         if runs is not None:
-            if event_id == self._next:  # the next id in order: the common case (advance, inline)
+            if event_id == self._next:  # the next id in order: the common case
                 last = runs[-1] + 1
                 runs[-1] = last
                 self._next = str(last + 1)
@@ -158,17 +158,6 @@ class RecentIds:
         if len(current) >= self.size:
             self.previous = current
             self.current = {}
-
-    def advance(self) -> None:
-        """Add the id right after the highest (the caller checked it is ``_next``, so the ids
-        are ranges). The per-event hot path of every stream: no checks beyond that."""
-        runs: list[int] = self._runs  # type: ignore[assignment]
-        last = runs[-1] + 1
-        runs[-1] = last
-        self._next = str(last + 1)
-        count = self._count = self._count + 1
-        if count >= 2 * self.size:
-            self._trim()
 
     def _insert(self, runs: list[int], number: int) -> bool:
         """Add ``number`` as a new highest range, or find it already there; False: the window
@@ -336,9 +325,7 @@ class DuplicateFilter:
                 self._anchor(frame_id)
             self._candidate = None
         recent = self._recent
-        if frame_id == recent._next:
-            recent.advance()
-        elif recent._runs is None:
+        if recent._runs is None:
             current = recent.current
             current[frame_id] = None
             if len(current) >= recent.size:
